@@ -1,0 +1,230 @@
+//! A non-blocking channel of frames and file descriptors over a Unix stream
+//! socket. Used by both sides: registered in the master's reactor for every
+//! worker, and in each worker's own loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use super::codec::{self, Message, HEADER_LEN, MAX_BODY, MAX_FDS};
+use crate::sys::socket::{recv_with_fds, send_with_fds};
+
+/// Bytes read per `recvmsg`.
+const CHUNK: usize = 64 * 1024;
+/// Fd-less frames are appended to the last queued buffer up to this size.
+const COALESCE: usize = 64 * 1024;
+/// Descriptors received but not yet claimed by a frame: beyond this the peer
+/// is sending descriptors no frame announces.
+const MAX_PENDING_FDS: usize = 2 * MAX_FDS;
+
+/// What a read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadStatus {
+    /// Bytes arrived; there may be more.
+    Data,
+    /// Nothing more to read for now.
+    WouldBlock,
+    /// The peer closed its end.
+    Eof,
+}
+
+struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// One end of a master-worker channel.
+pub(crate) struct Channel {
+    sock: mio::net::UnixStream,
+    rbuf: Vec<u8>,
+    start: usize,
+    end: usize,
+    rfds: VecDeque<OwnedFd>,
+    wq: VecDeque<Out>,
+    wq_bytes: usize,
+}
+
+impl Channel {
+    /// Wraps a connected, non-blocking stream socket.
+    pub(crate) fn new(fd: OwnedFd) -> Channel {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        Channel {
+            sock: mio::net::UnixStream::from_std(std),
+            rbuf: Vec::new(),
+            start: 0,
+            end: 0,
+            rfds: VecDeque::new(),
+            wq: VecDeque::new(),
+            wq_bytes: 0,
+        }
+    }
+
+    /// Queues `msg` with `fds` attached. Nothing is written until [`flush`].
+    ///
+    /// [`flush`]: Channel::flush
+    pub(crate) fn queue(&mut self, msg: &Message, fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} descriptors in one message; at most {MAX_FDS}",
+                    fds.len()
+                ),
+            ));
+        }
+        if let Message::User { payload } = msg {
+            if payload.len() > MAX_BODY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("message of {} bytes; at most {MAX_BODY}", payload.len()),
+                ));
+            }
+        }
+        let before;
+        match self.wq.back_mut() {
+            Some(last) if fds.is_empty() && last.buf.len() < COALESCE => {
+                before = last.buf.len();
+                codec::encode(msg, 0, &mut last.buf);
+                self.wq_bytes += last.buf.len() - before;
+            }
+            _ => {
+                let mut buf = Vec::new();
+                codec::encode(msg, fds.len(), &mut buf);
+                self.wq_bytes += buf.len();
+                self.wq.push_back(Out { buf, pos: 0, fds });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes received that do not yet make a whole frame.
+    pub(crate) fn partial_bytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.wq_bytes
+    }
+
+    /// Writes as much of the queue as the socket takes. Returns `true` when
+    /// the queue is empty.
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        let mut raw: Vec<RawFd> = Vec::new();
+        while let Some(out) = self.wq.front_mut() {
+            raw.clear();
+            if out.pos == 0 {
+                raw.extend(out.fds.iter().map(|f| f.as_raw_fd()));
+            }
+            match send_with_fds(self.sock.as_fd(), &out.buf[out.pos..], &raw) {
+                Ok(n) => {
+                    // The kernel holds the descriptors now; ours can close.
+                    out.fds.clear();
+                    out.pos += n;
+                    self.wq_bytes -= n;
+                    if out.pos == out.buf.len() {
+                        self.wq.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One `recvmsg` into the read buffer.
+    pub(crate) fn read_some(&mut self) -> io::Result<ReadStatus> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.rbuf.len() > 4 * CHUNK {
+                self.rbuf = Vec::new();
+            }
+        }
+        if self.rbuf.len() - self.end < CHUNK {
+            if self.start > 0 {
+                self.rbuf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.rbuf.len() - self.end < CHUNK {
+                let want = (self.end + CHUNK).max(self.rbuf.len() * 2);
+                let cap = HEADER_LEN + MAX_BODY + CHUNK;
+                self.rbuf.resize(want.min(cap), 0);
+            }
+        }
+        if self.end == self.rbuf.len() {
+            // Unreachable while the decoder enforces MAX_BODY; keep the bound.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "read buffer full",
+            ));
+        }
+        match recv_with_fds(
+            self.sock.as_fd(),
+            &mut self.rbuf[self.end..],
+            &mut self.rfds,
+        ) {
+            Ok(0) => Ok(ReadStatus::Eof),
+            Ok(n) => {
+                self.end += n;
+                if self.rfds.len() > MAX_PENDING_FDS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} descriptors received that no frame announces",
+                            self.rfds.len()
+                        ),
+                    ));
+                }
+                Ok(ReadStatus::Data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadStatus::WouldBlock),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the next whole frame out of the read buffer, with its fds.
+    pub(crate) fn next_frame(&mut self) -> io::Result<Option<(Message, Vec<OwnedFd>)>> {
+        let d = match codec::decode(&self.rbuf[self.start..self.end]) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        self.start += d.len;
+        if self.rfds.len() < d.nfds {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "frame announces {} descriptors but {} arrived",
+                    d.nfds,
+                    self.rfds.len()
+                ),
+            ));
+        }
+        let fds = self.rfds.drain(..d.nfds).collect();
+        Ok(Some((d.message, fds)))
+    }
+
+    /// The socket, for `poll(2)` while waiting for a reply.
+    pub(crate) fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl Source for Channel {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.sock.register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.sock.reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.sock.deregister(r)
+    }
+}

@@ -1,0 +1,105 @@
+//! Node.js's `cluster` module for Rust servers, on mio.
+//!
+//! A master process forks workers (re-executions of the same program) and
+//! talks to each over a Unix socket pair that carries file descriptors. When
+//! a worker listens, it asks the master; the master binds the socket once per
+//! key and hands every worker a duplicate, and each worker accepts on it in
+//! its own mio loop. The kernel balances connections; nothing routes them.
+//!
+//! # Lifecycle
+//!
+//! 1. The program starts. [`role()`] tells it whether it is the master or a
+//!    worker: the master sets `MIO_CLUSTER_WORKER_ID` (and the channel's
+//!    descriptor number in `MIO_CLUSTER_CHANNEL_FD`) for each worker it
+//!    forks; the worker removes both at start-up, so its own children are
+//!    not workers.
+//! 2. The master creates a [`Master`], calls [`Master::fork`] for each
+//!    worker, and drives its reactor with [`Master::poll`] and
+//!    [`Master::next_event`]: `Fork`, `Online`, `Listening`, `Disconnect`,
+//!    `Exit`, signals and messages, in order.
+//! 3. A worker creates a [`Worker`] (which tells the master it is online),
+//!    calls [`Worker::listen`], registers the [`Listener`] in its loop
+//!    ([`Worker::registry`]) and accepts on it.
+//! 4. [`Master::disconnect`] asks a worker to leave: it stops listening,
+//!    finishes its connections, and exits 0. If the master dies, every
+//!    worker sees its channel close and exits 0 at once.
+//!
+//! # Processes and threads
+//!
+//! No function of this crate starts a thread: every process has exactly one.
+//! Descriptors the crate opens are close-on-exec; a worker inherits exactly
+//! one from the master, its end of the channel.
+
+#![deny(missing_docs)]
+
+pub mod ipc;
+mod listen;
+pub mod master;
+mod sys;
+pub mod worker;
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+pub use listen::{Address, Kind, ListenAddr, ListenError, ListenOptions};
+pub use master::{Event, ExitStatus, Master, Settings, State, WorkerInfo};
+pub use nix::sys::signal::Signal;
+pub use sys::fd::count_open_fds;
+pub use sys::{SysError, Syscall};
+pub use worker::{Listener, Worker, WorkerEvent};
+
+/// A worker's id: 1 for the first worker a master forks, never reused.
+pub type WorkerId = u32;
+
+/// The environment variable that makes a process a worker.
+pub const ENV_WORKER_ID: &str = "MIO_CLUSTER_WORKER_ID";
+/// The environment variable naming the worker's channel descriptor.
+pub const ENV_CHANNEL_FD: &str = "MIO_CLUSTER_CHANNEL_FD";
+
+/// Which side of the cluster this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not started by a master.
+    Master,
+    /// Started by a master, with this id.
+    Worker(WorkerId),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WorkerEnv {
+    id: WorkerId,
+    channel_fd: RawFd,
+}
+
+fn worker_env() -> Option<WorkerEnv> {
+    static ENV: OnceLock<Option<WorkerEnv>> = OnceLock::new();
+    *ENV.get_or_init(|| {
+        let id = std::env::var_os(ENV_WORKER_ID)?;
+        let fd = std::env::var_os(ENV_CHANNEL_FD);
+        std::env::remove_var(ENV_WORKER_ID);
+        std::env::remove_var(ENV_CHANNEL_FD);
+        let id = id.to_str()?.parse().ok()?;
+        let channel_fd = fd?.to_str()?.parse().ok()?;
+        Some(WorkerEnv { id, channel_fd })
+    })
+}
+
+/// Whether this process is the master or a worker. Reads (and removes) the
+/// worker variables from the environment the first time it is called.
+pub fn role() -> Role {
+    match worker_env() {
+        Some(env) => Role::Worker(env.id),
+        None => Role::Master,
+    }
+}
+
+/// Threads of the calling process, from `/proc/self/status` (the crate's
+/// promise is that it is 1).
+pub fn thread_count() -> std::io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no Threads: line in /proc/self/status"))
+}

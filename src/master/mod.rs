@@ -1,0 +1,803 @@
+//! The master: forks workers, runs the reactor, owns the socket registry.
+//!
+//! One [`mio::Poll`] multiplexes every worker's IPC channel, a pidfd per
+//! worker (its exit), a `signalfd` for the signals the master handles, the
+//! deadlines it keeps, and any source the application registers itself.
+//! [`Master::poll`] runs one turn of that reactor and queues [`Event`]s;
+//! [`Master::next_event`] hands them out. No thread is started: the caller's
+//! thread is the reactor.
+//!
+//! ```no_run
+//! use mio_cluster::{Master, Settings, Event};
+//! let mut master = Master::new(Settings::default())?;
+//! for _ in 0..4 {
+//!     master.fork()?;
+//! }
+//! loop {
+//!     master.poll(None)?;
+//!     while let Some(event) = master.next_event() {
+//!         match event {
+//!             Event::Exit { id, status, .. } => eprintln!("worker {id} exited: {status}"),
+//!             other => eprintln!("{other:?}"),
+//!         }
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod registry;
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use slab::Slab;
+
+use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::Message;
+use crate::listen::Address;
+use crate::sys;
+use crate::sys::signal::Signals;
+use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
+use registry::SocketRegistry;
+
+/// Tokens at or above this value belong to the master; an application that
+/// registers its own sources in [`Master::registry`] uses smaller ones.
+pub const RESERVED_TOKENS: usize = usize::MAX / 2;
+const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
+/// Reads of one channel per reactor turn before other sources get a turn.
+const READ_BUDGET: usize = 16;
+/// Stop reading a worker while this much is queued towards it.
+const PAUSE_READS_AT: usize = 1024 * 1024;
+/// A user message is refused (`WouldBlock`) past this much queued.
+const MAX_QUEUED: usize = 64 * 1024 * 1024;
+
+/// How workers are started and how the master behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The program a worker runs (default: `/proc/self/exe`).
+    pub exec: PathBuf,
+    /// Its arguments (default: this process's arguments, without `argv[0]`).
+    pub args: Vec<OsString>,
+    /// Extra environment for every worker.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory of the workers (default: the master's).
+    pub cwd: Option<PathBuf>,
+    /// Signals the master reads through its reactor ([`Event::Signal`])
+    /// instead of their default action (default: none).
+    pub signals: Vec<Signal>,
+    /// How long a worker asked to disconnect (or whose channel closed) may
+    /// take to exit before it is sent `SIGKILL` (default: 30 s).
+    pub disconnect_timeout: Duration,
+    /// Start each worker in a process group of its own (default: true), so a
+    /// Ctrl-C in a terminal reaches only the master, which then shuts the
+    /// workers down gracefully instead of the kernel killing them all.
+    pub own_process_group: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            exec: PathBuf::from("/proc/self/exe"),
+            args: std::env::args_os().skip(1).collect(),
+            env: Vec::new(),
+            cwd: None,
+            signals: Vec::new(),
+            disconnect_timeout: Duration::from_secs(30),
+            own_process_group: true,
+        }
+    }
+}
+
+/// Where a worker is in its life, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// Forked; its runtime has not said it is up.
+    None,
+    /// Its runtime is up.
+    Online,
+    /// It listens on at least one server.
+    Listening,
+    /// Its channel is closed.
+    Disconnected,
+    /// It exited (reported once, in [`Event::Exit`]).
+    Dead,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "code={c}"),
+            ExitStatus::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "signal={}", sig.as_str()),
+                Err(_) => write!(f, "signal={s}"),
+            },
+        }
+    }
+}
+
+/// What happened, in order. Per worker: `Fork`, `Online`, `Listening` (once
+/// per server), then `Disconnect` and `Exit`.
+#[derive(Debug)]
+pub enum Event {
+    /// A worker process was started.
+    Fork {
+        /// The worker.
+        id: WorkerId,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The worker's runtime is up (before its own code runs).
+    Online {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker listens on a server at this address.
+    Listening {
+        /// The worker.
+        id: WorkerId,
+        /// The bound address.
+        address: Address,
+    },
+    /// A message from a worker, with the descriptors that came with it.
+    Message {
+        /// The worker.
+        id: WorkerId,
+        /// The bytes it sent.
+        payload: Vec<u8>,
+        /// Descriptors it attached, now owned by the master.
+        fds: Vec<OwnedFd>,
+    },
+    /// A [`Master::send`] that returned `WouldBlock` can be retried: the
+    /// channel to this worker has drained.
+    Drained {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker's channel closed.
+    Disconnect {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker process ended.
+    Exit {
+        /// The worker.
+        id: WorkerId,
+        /// Its process id.
+        pid: u32,
+        /// Code or signal.
+        status: ExitStatus,
+        /// True if it was asked to leave (disconnect), false if it died.
+        exited_after_disconnect: bool,
+    },
+    /// The master received one of [`Settings::signals`].
+    Signal(Signal),
+    /// After [`Master::disconnect_all`]: every worker has exited.
+    AllDisconnected,
+    /// A source the application registered in [`Master::registry`] is ready.
+    Io {
+        /// The token it was registered with.
+        token: Token,
+        /// Readable.
+        readable: bool,
+        /// Writable.
+        writable: bool,
+    },
+}
+
+/// What the master knows of one live worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its id (from 1, never reused).
+    pub id: WorkerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it is in its life.
+    pub state: State,
+    /// True once it was asked, or asked itself, to leave.
+    pub exited_after_disconnect: bool,
+}
+
+struct WorkerEntry {
+    info: WorkerInfo,
+    child: Child,
+    pidfd: OwnedFd,
+    channel: Option<Channel>,
+    kill_at: Option<Instant>,
+    reads_paused: bool,
+    want_drained: bool,
+}
+
+/// The master process's side of the cluster. See the [module docs](self).
+pub struct Master {
+    poll: Poll,
+    events: Option<Events>,
+    settings: Settings,
+    workers: Slab<WorkerEntry>,
+    ids: HashMap<WorkerId, usize>,
+    next_id: WorkerId,
+    sockets: SocketRegistry,
+    signals: Option<Signals>,
+    queue: VecDeque<Event>,
+    again: Vec<usize>,
+    disconnecting_all: bool,
+}
+
+fn channel_token(slot: usize) -> Token {
+    Token(RESERVED_TOKENS + 1 + 2 * slot)
+}
+
+fn pidfd_token(slot: usize) -> Token {
+    Token(RESERVED_TOKENS + 2 + 2 * slot)
+}
+
+impl Master {
+    /// Creates the reactor; starts no worker. Blocks [`Settings::signals`]
+    /// and reads them from a `signalfd` from now on.
+    pub fn new(settings: Settings) -> io::Result<Master> {
+        let poll = Poll::new()?;
+        let signals = if settings.signals.is_empty() {
+            None
+        } else {
+            let s = Signals::new(&settings.signals)?;
+            poll.registry().register(
+                &mut SourceFd(&s.as_raw_fd()),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )?;
+            Some(s)
+        };
+        Ok(Master {
+            poll,
+            events: Some(Events::with_capacity(256)),
+            settings,
+            workers: Slab::new(),
+            ids: HashMap::new(),
+            next_id: 1,
+            sockets: SocketRegistry::default(),
+            signals,
+            queue: VecDeque::new(),
+            again: Vec::new(),
+            disconnecting_all: false,
+        })
+    }
+
+    /// The settings workers are started with; changes apply to later forks.
+    pub fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    /// Starts a worker. Queues [`Event::Fork`].
+    pub fn fork(&mut self) -> io::Result<WorkerId> {
+        self.fork_with_env(std::iter::empty::<(OsString, OsString)>())
+    }
+
+    /// Starts a worker with extra environment variables for it alone.
+    pub fn fork_with_env<I, K, V>(&mut self, env: I) -> io::Result<WorkerId>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let (ours, theirs) = sys::socket::socketpair()?;
+        let id = self.next_id;
+        let mut cmd = Command::new(&self.settings.exec);
+        cmd.args(&self.settings.args)
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.into_iter().map(|(k, v)| (k.into(), v.into())))
+            .env(ENV_WORKER_ID, id.to_string())
+            .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string());
+        if let Some(cwd) = &self.settings.cwd {
+            cmd.current_dir(cwd);
+        }
+        if self.settings.own_process_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        let mut child =
+            sys::process::spawn_keeping_fd(&mut cmd, theirs.as_raw_fd()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("spawning worker {}: {e}", self.settings.exec.display()),
+                )
+            })?;
+        drop(theirs);
+        let pid = child.id();
+        let pidfd = match sys::process::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        self.next_id += 1;
+        let entry = self.workers.vacant_entry();
+        let slot = entry.key();
+        let mut channel = Channel::new(ours);
+        let registry = self.poll.registry();
+        registry.register(
+            &mut channel,
+            channel_token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        registry.register(
+            &mut SourceFd(&pidfd.as_raw_fd()),
+            pidfd_token(slot),
+            Interest::READABLE,
+        )?;
+        entry.insert(WorkerEntry {
+            info: WorkerInfo {
+                id,
+                pid,
+                state: State::None,
+                exited_after_disconnect: false,
+            },
+            child,
+            pidfd,
+            channel: Some(channel),
+            kill_at: None,
+            reads_paused: false,
+            want_drained: false,
+        });
+        self.ids.insert(id, slot);
+        log::debug!("forked worker {id} (pid {pid})");
+        self.queue.push_back(Event::Fork { id, pid });
+        Ok(id)
+    }
+
+    /// Sends `signal` to worker `id`, and nothing else.
+    pub fn kill(&mut self, id: WorkerId, signal: Signal) -> io::Result<()> {
+        let slot = self.slot(id)?;
+        let pid = nix::unistd::Pid::from_raw(self.workers[slot].info.pid as i32);
+        nix::sys::signal::kill(pid, signal)?;
+        Ok(())
+    }
+
+    /// Asks worker `id` to leave gracefully: the master removes it from every
+    /// shared socket at once; the worker stops listening, finishes its open
+    /// connections and exits. After [`Settings::disconnect_timeout`] it is
+    /// killed.
+    pub fn disconnect(&mut self, id: WorkerId) -> io::Result<()> {
+        let slot = self.slot(id)?;
+        let deadline = Instant::now() + self.settings.disconnect_timeout;
+        let w = &mut self.workers[slot];
+        w.info.exited_after_disconnect = true;
+        w.kill_at.get_or_insert(deadline);
+        self.sockets.remove_worker(id);
+        if let Some(ch) = w.channel.as_mut() {
+            ch.queue(&Message::Disconnect, Vec::new())?;
+        }
+        self.service_channel(slot);
+        Ok(())
+    }
+
+    /// Disconnects every worker; [`Event::AllDisconnected`] follows once all
+    /// have exited (at once if there are none).
+    pub fn disconnect_all(&mut self) -> io::Result<()> {
+        self.disconnecting_all = true;
+        let ids: Vec<WorkerId> = self.workers.iter().map(|(_, w)| w.info.id).collect();
+        for id in ids {
+            self.disconnect(id)?;
+        }
+        if self.workers.is_empty() {
+            self.disconnecting_all = false;
+            self.queue.push_back(Event::AllDisconnected);
+        }
+        Ok(())
+    }
+
+    /// Sends a message to worker `id`, with descriptors attached (the master's
+    /// copies are closed once sent). Never blocks: with more than 64 MiB
+    /// already queued to that worker it fails with `WouldBlock`, and
+    /// [`Event::Drained`] says when to retry.
+    pub fn send(&mut self, id: WorkerId, payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        let slot = self.slot(id)?;
+        let w = &mut self.workers[slot];
+        let Some(ch) = w.channel.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("worker {id} is disconnected"),
+            ));
+        };
+        if ch.queued_bytes() > 0 && ch.queued_bytes() + payload.len() > MAX_QUEUED {
+            w.want_drained = true;
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "channel to worker {id} is full ({} bytes queued)",
+                    ch.queued_bytes()
+                ),
+            ));
+        }
+        ch.queue(
+            &Message::User {
+                payload: payload.to_vec(),
+            },
+            fds,
+        )?;
+        self.service_channel(slot);
+        Ok(())
+    }
+
+    /// What the master knows of worker `id`, while it lives.
+    pub fn worker(&self, id: WorkerId) -> Option<WorkerInfo> {
+        self.ids.get(&id).map(|&slot| self.workers[slot].info)
+    }
+
+    /// Every live worker.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerInfo> + '_ {
+        self.workers.iter().map(|(_, w)| w.info)
+    }
+
+    /// How many listening sockets the registry holds.
+    pub fn listening_sockets(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// The reactor's registry, for the application's own sources. Use tokens
+    /// below [`RESERVED_TOKENS`]; readiness comes back as [`Event::Io`].
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// Takes the next queued event.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.queue.pop_front()
+    }
+
+    /// Runs reactor turns until an event is queued or `timeout` passes, and
+    /// returns that event.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Event>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(Some(e));
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.poll(left)?;
+        }
+    }
+
+    /// One reactor turn: waits up to `timeout` (forever with `None`, but never
+    /// past the master's own next deadline) and queues what happened. An idle
+    /// master with no deadline sleeps in `epoll_wait` and does no work.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut timeout = timeout;
+        if let Some(next) = self.next_deadline() {
+            let left = next.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        if !self.again.is_empty() || !self.queue.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        let mut events = self
+            .events
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(256));
+        let res = self.poll.poll(&mut events, timeout);
+        if let Err(e) = res {
+            self.events = Some(events);
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        for slot in std::mem::take(&mut self.again) {
+            if self.workers.contains(slot) {
+                self.service_channel(slot);
+            }
+        }
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if ev.token() == SIGNAL_TOKEN {
+                self.read_signals();
+            } else if t > RESERVED_TOKENS {
+                let n = t - RESERVED_TOKENS - 1;
+                let slot = n / 2;
+                if !self.workers.contains(slot) {
+                    continue;
+                }
+                if n % 2 == 0 {
+                    self.service_channel(slot);
+                } else {
+                    self.reap(slot);
+                }
+            } else {
+                self.queue.push_back(Event::Io {
+                    token: ev.token(),
+                    readable: ev.is_readable() || ev.is_read_closed(),
+                    writable: ev.is_writable() || ev.is_write_closed(),
+                });
+            }
+        }
+        self.events = Some(events);
+        self.fire_deadlines(Instant::now());
+        Ok(())
+    }
+
+    fn slot(&self, id: WorkerId) -> io::Result<usize> {
+        self.ids
+            .get(&id)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no live worker {id}")))
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(|(_, w)| w.kill_at).min()
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        for (_, w) in self.workers.iter_mut() {
+            if w.kill_at.is_some_and(|t| t <= now) {
+                w.kill_at = None;
+                log::warn!(
+                    "worker {} (pid {}) did not exit within the disconnect timeout; killing it",
+                    w.info.id,
+                    w.info.pid
+                );
+                let _ = w.child.kill();
+            }
+        }
+    }
+
+    fn read_signals(&mut self) {
+        let Some(s) = self.signals.as_ref() else {
+            return;
+        };
+        loop {
+            match s.read() {
+                Ok(Some(sig)) => self.queue.push_back(Event::Signal(sig)),
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("reading signalfd: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued to the worker, then reads and handles what it
+    /// sent, within a budget.
+    fn service_channel(&mut self, slot: usize) {
+        let w = &mut self.workers[slot];
+        let id = w.info.id;
+        let Some(ch) = w.channel.as_mut() else { return };
+        match ch.flush() {
+            Ok(true) if w.want_drained => {
+                w.want_drained = false;
+                self.queue.push_back(Event::Drained { id });
+            }
+            Ok(_) => {}
+            Err(e) => return self.close_channel(slot, Some(e)),
+        }
+        for _ in 0..READ_BUDGET {
+            let w = &mut self.workers[slot];
+            let Some(ch) = w.channel.as_mut() else { return };
+            if ch.queued_bytes() > PAUSE_READS_AT {
+                // The worker is not reading what we send; read no more from
+                // it until it does (a writable event resumes us).
+                w.reads_paused = true;
+                return;
+            }
+            w.reads_paused = false;
+            let status = match ch.read_some() {
+                Ok(s) => s,
+                Err(e) => return self.close_channel(slot, Some(e)),
+            };
+            loop {
+                let Some(ch) = self.workers[slot].channel.as_mut() else {
+                    return;
+                };
+                match ch.next_frame() {
+                    Ok(Some((msg, fds))) => self.handle(slot, msg, fds),
+                    Ok(None) => break,
+                    Err(e) => return self.close_channel(slot, Some(e)),
+                }
+            }
+            match status {
+                ReadStatus::Data => continue,
+                ReadStatus::WouldBlock => return,
+                ReadStatus::Eof => {
+                    let partial = self.workers[slot]
+                        .channel
+                        .as_ref()
+                        .map_or(0, |c| c.partial_bytes());
+                    let err = (partial > 0).then(|| {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "channel closed in the middle of a frame ({partial} bytes of it)"
+                            ),
+                        )
+                    });
+                    return self.close_channel(slot, err);
+                }
+            }
+        }
+        self.again.push(slot);
+    }
+
+    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
+        let w = &mut self.workers[slot];
+        let id = w.info.id;
+        match msg {
+            Message::Online => {
+                if w.info.state == State::None {
+                    w.info.state = State::Online;
+                    self.queue.push_back(Event::Online { id });
+                }
+            }
+            Message::Listen { seq, request } => {
+                let reply = if w.info.exited_after_disconnect {
+                    Message::ListenErr {
+                        seq,
+                        errno: libc::ECONNABORTED,
+                        syscall: sys::Syscall::Address,
+                    }
+                } else {
+                    match self.sockets.listen(id, &request) {
+                        Ok(share) => {
+                            let reply = Message::ListenOk {
+                                seq,
+                                handle: share.handle,
+                                address: share.address,
+                            };
+                            self.queue_to(slot, reply, vec![share.socket]);
+                            return;
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "worker {id}: listen {:?} {}:{} fd {}: {e}",
+                                request.kind,
+                                String::from_utf8_lossy(&request.address),
+                                request.port,
+                                request.fd
+                            );
+                            Message::ListenErr {
+                                seq,
+                                errno: e.errno,
+                                syscall: e.syscall,
+                            }
+                        }
+                    }
+                };
+                self.queue_to(slot, reply, Vec::new());
+            }
+            Message::Listening { address } => {
+                if w.info.state < State::Listening {
+                    w.info.state = State::Listening;
+                }
+                self.queue.push_back(Event::Listening { id, address });
+            }
+            Message::Close { handle } => {
+                self.sockets.close(id, handle);
+            }
+            Message::Leaving => {
+                w.info.exited_after_disconnect = true;
+                self.sockets.remove_worker(id);
+            }
+            Message::Heartbeat => {}
+            Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
+            Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "worker sent a master-only message",
+                );
+                self.close_channel(slot, Some(e));
+            }
+        }
+    }
+
+    fn queue_to(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
+        if let Some(ch) = self.workers[slot].channel.as_mut() {
+            if let Err(e) = ch.queue(&msg, fds) {
+                return self.close_channel(slot, Some(e));
+            }
+            // Flushed at the end of this service_channel turn or the next.
+            if let Err(e) = ch.flush() {
+                self.close_channel(slot, Some(e));
+            }
+        }
+    }
+
+    /// Closes a worker's channel: it leaves every shared socket, and if it
+    /// does not exit within the disconnect timeout it is killed.
+    fn close_channel(&mut self, slot: usize, error: Option<io::Error>) {
+        let timeout = self.settings.disconnect_timeout;
+        let w = &mut self.workers[slot];
+        let Some(mut ch) = w.channel.take() else {
+            return;
+        };
+        let id = w.info.id;
+        match &error {
+            Some(e) => log::error!(
+                "worker {id} (pid {}): IPC channel error: {e}; closing its channel",
+                w.info.pid
+            ),
+            None => log::debug!("worker {id}: channel closed"),
+        }
+        let _ = self.poll.registry().deregister(&mut ch);
+        drop(ch);
+        if w.info.state != State::Dead {
+            w.info.state = State::Disconnected;
+            w.kill_at.get_or_insert(Instant::now() + timeout);
+        }
+        self.sockets.remove_worker(id);
+        self.queue.push_back(Event::Disconnect { id });
+    }
+
+    /// The worker's pidfd is readable: reap it.
+    fn reap(&mut self, slot: usize) {
+        let status = match self.workers[slot].child.try_wait() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                log::error!("waitpid for worker {}: {e}", self.workers[slot].info.id);
+                return;
+            }
+        };
+        // Deliver whatever it sent before dying, then its disconnect.
+        self.service_channel(slot);
+        self.close_channel(slot, None);
+        let mut w = self.workers.remove(slot);
+        self.again.retain(|s| *s != slot);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
+        self.ids.remove(&w.info.id);
+        w.info.state = State::Dead;
+        let status = match (status.code(), status.signal()) {
+            (Some(c), _) => ExitStatus::Code(c),
+            (None, Some(s)) => ExitStatus::Signal(s),
+            (None, None) => ExitStatus::Code(-1),
+        };
+        log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
+        self.queue.push_back(Event::Exit {
+            id: w.info.id,
+            pid: w.info.pid,
+            status,
+            exited_after_disconnect: w.info.exited_after_disconnect,
+        });
+        if self.disconnecting_all && self.workers.is_empty() {
+            self.disconnecting_all = false;
+            self.queue.push_back(Event::AllDisconnected);
+        }
+    }
+}
+
+impl AsRawFd for Master {
+    /// The reactor's epoll descriptor: readable when [`Master::poll`] has
+    /// work, so the master can be nested in another event loop.
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}

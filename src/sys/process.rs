@@ -1,0 +1,38 @@
+//! Spawning workers and learning of their exit.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+/// Spawns `cmd` so that descriptor `keep` (close-on-exec in this process)
+/// survives `exec` in the child. No other descriptor is affected: everything
+/// the crate opens is close-on-exec. The standard library resets the child's
+/// signal mask and `SIGPIPE` disposition before `exec`.
+pub(crate) fn spawn_keeping_fd(cmd: &mut Command, keep: RawFd) -> io::Result<Child> {
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls fcntl(2), which is async-signal-safe, on a descriptor number the
+    // child inherited; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Opens a pidfd for `pid`: it becomes readable when the process exits.
+/// The caller must not have reaped `pid` yet (a zombie keeps the pid).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor
+    // (close-on-exec by definition) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -1,0 +1,63 @@
+//! A `signalfd` for the signals the master handles.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// Signals blocked in this process and read from a descriptor instead.
+///
+/// Creating it blocks the signals for the (single) thread of the process;
+/// dropping it unblocks them again. Children do not inherit the mask: the
+/// standard library empties it before `exec`.
+pub(crate) struct Signals {
+    fd: SignalFd,
+    set: SigSet,
+}
+
+impl Signals {
+    pub(crate) fn new(signals: &[Signal]) -> io::Result<Signals> {
+        let mut set = SigSet::empty();
+        for s in signals {
+            set.add(*s);
+        }
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Signals { fd, set })
+    }
+
+    /// Reads one pending signal, `None` when there is none.
+    pub(crate) fn read(&self) -> io::Result<Option<Signal>> {
+        loop {
+            match self.fd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(s) => return Ok(Some(s)),
+                    Err(_) => continue,
+                },
+                Ok(None) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&self.set), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! Sockets: the channel's socket pair with descriptor passing, and the
+//! listening sockets of the master's registry.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    self as nsock, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    SockaddrLike, SockaddrStorage,
+};
+
+use super::{SysError, Syscall};
+
+/// The most descriptors one `sendmsg` may carry on Linux (`SCM_MAX_FD`).
+pub const MAX_FDS_PER_MSG: usize = 253;
+
+/// A connected, close-on-exec, non-blocking `AF_UNIX` stream socket pair.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nsock::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?)
+}
+
+/// Control-message buffer for up to [`MAX_FDS_PER_MSG`] descriptors, aligned
+/// for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 1040]);
+
+const _: () =
+    assert!(mem::size_of::<libc::cmsghdr>() + MAX_FDS_PER_MSG * mem::size_of::<RawFd>() <= 1040);
+
+/// Sends `buf` with `fds` attached to its first byte. Never blocks and never
+/// raises `SIGPIPE`. Returns the bytes written; when it returns `Ok`, the fds
+/// were sent (the kernel holds its own references), even on a short write.
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.len() > MAX_FDS_PER_MSG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors in one message; at most {MAX_FDS_PER_MSG}",
+                fds.len()
+            ),
+        ));
+    }
+    let mut cmsg = CmsgBuf([0; 1040]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let payload = mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        msg.msg_control = cmsg.0.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` <= 1040 zeroed, aligned bytes,
+        // so CMSG_FIRSTHDR returns a valid header inside the buffer, and its
+        // data area holds `payload` bytes (CMSG_LEN <= CMSG_SPACE).
+        unsafe {
+            let hdr = libc::CMSG_FIRSTHDR(&msg);
+            (*hdr).cmsg_level = libc::SOL_SOCKET;
+            (*hdr).cmsg_type = libc::SCM_RIGHTS;
+            (*hdr).cmsg_len = libc::CMSG_LEN(payload) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr() as *const u8,
+                libc::CMSG_DATA(hdr),
+                payload as usize,
+            );
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
+        // the control buffer, all of which outlive the call.
+        let n = unsafe {
+            libc::sendmsg(
+                sock.as_raw_fd(),
+                &msg,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives into `buf`, appending every received descriptor (close-on-exec)
+/// to `fds`. Returns 0 at end of stream. Never blocks. A truncated control
+/// message (more descriptors than fit) is an error; the descriptors that did
+/// arrive are still appended so they are closed, not leaked.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let mut cmsg = CmsgBuf([0; 1040]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.0.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cmsg.0.len() as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (valid for `buf.len()` writable bytes)
+        // and at the 1040-byte control buffer, both alive for the call.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: after a successful recvmsg the kernel has filled msg_control
+    // with msg_controllen bytes of well-formed cmsghdrs; CMSG_FIRSTHDR and
+    // CMSG_NXTHDR stay inside that range, and each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors that are now ours.
+    unsafe {
+        let mut hdr = libc::CMSG_FIRSTHDR(&msg);
+        while !hdr.is_null() {
+            if (*hdr).cmsg_level == libc::SOL_SOCKET && (*hdr).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*hdr).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(hdr) as *const RawFd;
+                for i in 0..bytes / mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    fds.push_back(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            hdr = libc::CMSG_NXTHDR(&msg, hdr);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated: peer sent more descriptors than one message may carry",
+        ));
+    }
+    Ok(n)
+}
+
+/// The transport a listening socket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Stream,
+    /// UDP sockets go through the same registry (not wired up yet).
+    #[allow(dead_code)]
+    Datagram,
+}
+
+/// Options applied when the master creates a socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindOptions {
+    pub backlog: i32,
+    pub ipv6only: bool,
+}
+
+/// Creates a non-blocking, close-on-exec socket bound to `addr` with
+/// `SO_REUSEADDR`, listening with `backlog` when it is a stream socket.
+pub(crate) fn bind_inet(
+    transport: Transport,
+    addr: SocketAddr,
+    opts: BindOptions,
+) -> Result<OwnedFd, SysError> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let ty = match transport {
+        Transport::Stream => SockType::Stream,
+        Transport::Datagram => SockType::Datagram,
+    };
+    let fd = nsock::socket(
+        family,
+        ty,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    if transport == Transport::Stream {
+        nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)
+            .map_err(|e| SysError::from_nix(Syscall::Setsockopt, e))?;
+    }
+    let res = match addr {
+        SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => {
+            nsock::setsockopt(&fd, sockopt::Ipv6V6Only, &opts.ipv6only)
+                .map_err(|e| SysError::from_nix(Syscall::Setsockopt, e))?;
+            nsock::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))
+        }
+    };
+    res.map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
+    if transport == Transport::Stream {
+        listen(fd.as_fd(), opts.backlog)?;
+    }
+    Ok(fd)
+}
+
+fn listen(fd: BorrowedFd<'_>, backlog: i32) -> Result<(), SysError> {
+    let backlog = Backlog::new(backlog.clamp(1, libc::SOMAXCONN))
+        .map_err(|e| SysError::from_nix(Syscall::Listen, e))?;
+    nsock::listen(&fd, backlog).map_err(|e| SysError::from_nix(Syscall::Listen, e))
+}
+
+/// Makes an inherited socket usable as a shared server: it must be a socket
+/// of the given transport; a stream socket that is not listening yet is put
+/// into the listening state. The socket is set non-blocking.
+pub(crate) fn prepare_inherited(
+    fd: BorrowedFd<'_>,
+    transport: Transport,
+    backlog: i32,
+) -> Result<(), SysError> {
+    let ty = nsock::getsockopt(&fd, sockopt::SockType)
+        .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
+    let want = match transport {
+        Transport::Stream => SockType::Stream,
+        Transport::Datagram => SockType::Datagram,
+    };
+    if ty != want {
+        return Err(SysError::new(Syscall::Getsockopt, libc::EPROTOTYPE));
+    }
+    if transport == Transport::Stream {
+        let listening = nsock::getsockopt(&fd, sockopt::AcceptConn)
+            .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
+        if !listening {
+            listen(fd, backlog)?;
+        }
+    }
+    set_nonblocking(fd).map_err(|e| SysError::from_nix(Syscall::Dup, e))
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The address a socket is bound to, if it is an internet socket.
+pub(crate) fn local_inet_addr(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>, SysError> {
+    let ss: SockaddrStorage = nsock::getsockname(fd.as_raw_fd())
+        .map_err(|e| SysError::from_nix(Syscall::Getsockname, e))?;
+    if let Some(a) = ss.as_sockaddr_in() {
+        return Ok(Some(SocketAddr::from(*a)));
+    }
+    if let Some(a) = ss.as_sockaddr_in6() {
+        return Ok(Some(SocketAddr::from(*a)));
+    }
+    let _ = ss.family();
+    Ok(None)
+}

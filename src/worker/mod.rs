@@ -1,0 +1,475 @@
+//! The worker runtime: the worker's end of the channel as a source in the
+//! worker's own mio loop, and listening through the master.
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Token};
+//! use mio_cluster::{ListenOptions, Worker, WorkerEvent};
+//!
+//! let mut worker = Worker::new()?;
+//! let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
+//! worker.registry().register(&mut listener, Token(0), Interest::READABLE)?;
+//! let mut events = Events::with_capacity(256);
+//! loop {
+//!     worker.poll(&mut events, None)?;
+//!     for event in events.iter() {
+//!         if event.token() == Token(0) {
+//!             while let Ok((stream, _peer)) = listener.accept() {
+//!                 drop(stream); // serve it
+//!             }
+//!         }
+//!     }
+//!     while let Some(WorkerEvent::Disconnect) = worker.next_event() {
+//!         worker.close(listener)?;
+//!         worker.exit(0); // once open connections are done
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod listener;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::{ListenRequest, Message};
+use crate::listen::{Kind, ListenAddr, ListenError, ListenOptions};
+use crate::sys::socket::{self, BindOptions, Transport};
+use crate::{worker_env, WorkerId};
+
+pub use listener::Listener;
+
+/// The token of the worker's channel in its [`Poll`]; the application uses
+/// any other. Events with this token are the runtime's own.
+pub const IPC_TOKEN: Token = Token(usize::MAX - 1);
+/// How long [`Worker::listen`] waits for the master's answer.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_BUDGET: usize = 16;
+const MAX_QUEUED: usize = 64 * 1024 * 1024;
+
+/// What the master (or the runtime) tells the worker's code.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// Leave gracefully: close every listener, finish open connections, then
+    /// call [`Worker::exit`] with 0. The master has already stopped counting
+    /// this worker on its shared sockets.
+    Disconnect,
+    /// A message from the master, with any descriptors attached.
+    Message {
+        /// The bytes.
+        payload: Vec<u8>,
+        /// Descriptors, now owned by this worker.
+        fds: Vec<OwnedFd>,
+    },
+    /// A [`Worker::send`] that failed with `WouldBlock` can be retried.
+    Drained,
+}
+
+type IndexKey = (Kind, Vec<u8>, u16, i32);
+
+/// Which indexes of one `(kind, address, port, fd)` this worker holds open.
+#[derive(Default)]
+struct IndexSet {
+    next: u32,
+    open: Vec<u32>,
+}
+
+/// The worker's side of the cluster. See the [module docs](self).
+pub struct Worker {
+    id: WorkerId,
+    poll: Poll,
+    channel: Channel,
+    seq: u32,
+    indexes: HashMap<IndexKey, IndexSet>,
+    queue: VecDeque<WorkerEvent>,
+    leaving: bool,
+    again: bool,
+    want_drained: bool,
+}
+
+enum Reply {
+    Ok { handle: u32, fd: OwnedFd },
+    Err(crate::SysError),
+}
+
+impl Worker {
+    /// Connects to the master through the inherited channel and tells it the
+    /// worker is online. Fails with `NotFound` in a process that is not a
+    /// worker, or if called twice.
+    pub fn new() -> io::Result<Worker> {
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        let env = worker_env().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a worker: no MIO_CLUSTER_WORKER_ID in the environment",
+            )
+        })?;
+        if TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "Worker::new called twice",
+            ));
+        }
+        let fd = crate::sys::fd::take_inherited_socket(env.channel_fd)?;
+        let poll = Poll::new()?;
+        let mut channel = Channel::new(fd);
+        poll.registry().register(
+            &mut channel,
+            IPC_TOKEN,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut w = Worker {
+            id: env.id,
+            poll,
+            channel,
+            seq: 0,
+            indexes: HashMap::new(),
+            queue: VecDeque::new(),
+            leaving: false,
+            again: false,
+            want_drained: false,
+        };
+        w.channel.queue(&Message::Online, Vec::new())?;
+        w.channel.flush()?;
+        log::debug!("worker {} online (pid {})", w.id, std::process::id());
+        Ok(w)
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// The registry of the worker's poll, for the application's sources.
+    /// Any token but [`IPC_TOKEN`].
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// Waits for readiness like [`Poll::poll`], handles the channel's own
+    /// events, and leaves all events in `events` (skip [`IPC_TOKEN`]). Then
+    /// take [`WorkerEvent`]s with [`Worker::next_event`].
+    ///
+    /// If the channel reaches end of file while the worker was not asked to
+    /// leave (the master died), the process exits at once with code 0.
+    pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = if self.again || !self.queue.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if self.again || events.iter().any(|e| e.token() == IPC_TOKEN) {
+            self.again = false;
+            self.service(None)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the next event from the master.
+    pub fn next_event(&mut self) -> Option<WorkerEvent> {
+        self.queue.pop_front()
+    }
+
+    /// The channel's socket, for diagnostics and tests. Writing to it
+    /// bypasses the protocol and makes the master drop this worker.
+    pub fn channel_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.channel.socket_fd()
+    }
+
+    /// True once the worker was asked to leave, or asked itself.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Listens on `addr` through the master (or alone, with
+    /// [`ListenOptions::exclusive`]), waiting up to [`LISTEN_TIMEOUT`] for the
+    /// answer. Events that arrive meanwhile are kept for
+    /// [`Worker::next_event`]; the application's sources are not polled.
+    ///
+    /// A failure is an `io::Error` of the errno's kind, holding a
+    /// [`ListenError`] that names the errno, the syscall and the address.
+    pub fn listen(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<Listener> {
+        if opts.exclusive {
+            let ListenAddr::Tcp(sa) = addr else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "exclusive applies to addresses, not to the master's descriptors",
+                ));
+            };
+            let fd = socket::bind_inet(
+                Transport::Stream,
+                *sa,
+                BindOptions {
+                    backlog: opts.backlog,
+                    ipv6only: opts.ipv6only,
+                },
+            )
+            .map_err(|e| ListenError::new(e, addr.to_string()))?;
+            return self.listening(Listener::new(fd, None)?);
+        }
+        let (kind, address, port, fd) = match addr {
+            ListenAddr::Tcp(sa) => (Kind::Tcp, sa.ip().to_string().into_bytes(), sa.port(), -1),
+            ListenAddr::Fd(n) => (Kind::Tcp, Vec::new(), 0, *n),
+        };
+        let key: IndexKey = (kind, address.clone(), port, fd);
+        let set = self.indexes.entry(key.clone()).or_default();
+        let index = set.next;
+        set.next += 1;
+        set.open.push(index);
+        let request = ListenRequest {
+            kind,
+            address,
+            port,
+            fd,
+            index,
+            backlog: opts.backlog,
+            ipv6only: opts.ipv6only,
+        };
+        match self.request(request) {
+            Ok(Reply::Ok { handle, fd }) => {
+                let l = Listener::new(fd, Some(listener::Share { handle, key, index }))?;
+                self.listening(l)
+            }
+            Ok(Reply::Err(e)) => {
+                self.release_index(&key, index);
+                Err(ListenError::new(e, addr.to_string()).into())
+            }
+            Err(e) => {
+                self.release_index(&key, index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Serves a listening socket this worker already holds (Node's
+    /// `listen(handle)`): the master is not asked, only told.
+    pub fn adopt(&mut self, listener: std::net::TcpListener) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        self.listening(Listener::new(OwnedFd::from(listener), None)?)
+    }
+
+    /// Closes a server and tells the master this worker left its key.
+    pub fn close(&mut self, listener: Listener) -> io::Result<()> {
+        if let Some(share) = listener.into_share() {
+            self.release_index(&share.key, share.index);
+            if !self.leaving {
+                self.channel.queue(
+                    &Message::Close {
+                        handle: share.handle,
+                    },
+                    Vec::new(),
+                )?;
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a message to the master, with descriptors attached (this
+    /// process's copies close once sent). Never blocks: with more than
+    /// 64 MiB queued it fails with `WouldBlock` and [`WorkerEvent::Drained`]
+    /// says when to retry.
+    pub fn send(&mut self, payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        let queued = self.channel.queued_bytes();
+        if queued > 0 && queued + payload.len() > MAX_QUEUED {
+            self.want_drained = true;
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("channel to the master is full ({queued} bytes queued)"),
+            ));
+        }
+        self.channel.queue(
+            &Message::User {
+                payload: payload.to_vec(),
+            },
+            fds,
+        )?;
+        self.flush()
+    }
+
+    /// Leaves of the worker's own accord (Node's `worker.disconnect()` in a
+    /// worker): the master stops counting it on shared sockets and will not
+    /// respawn it as a crash; a [`WorkerEvent::Disconnect`] follows, handled
+    /// like the master's.
+    pub fn disconnect(&mut self) -> io::Result<()> {
+        if !self.leaving {
+            self.leaving = true;
+            self.channel.queue(&Message::Leaving, Vec::new())?;
+            self.flush()?;
+            self.queue.push_back(WorkerEvent::Disconnect);
+        }
+        Ok(())
+    }
+
+    /// Sends what is still queued to the master (waiting up to a second),
+    /// closes the channel and exits the process with `code`.
+    pub fn exit(mut self, code: i32) -> ! {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.channel.queued_bytes() > 0 && Instant::now() < deadline {
+            if self.flush().is_err() || self.wait_channel(PollFlags::POLLOUT, deadline).is_err() {
+                break;
+            }
+        }
+        log::debug!("worker {} exits with code {code}", self.id);
+        std::process::exit(code)
+    }
+
+    fn listening(&mut self, l: Listener) -> io::Result<Listener> {
+        self.channel.queue(
+            &Message::Listening {
+                address: l.address().clone(),
+            },
+            Vec::new(),
+        )?;
+        self.flush()?;
+        Ok(l)
+    }
+
+    fn release_index(&mut self, key: &IndexKey, index: u32) {
+        if let Some(set) = self.indexes.get_mut(key) {
+            set.open.retain(|i| *i != index);
+            if set.open.is_empty() {
+                self.indexes.remove(key);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.channel.flush() {
+            Ok(true) if self.want_drained => {
+                self.want_drained = false;
+                self.queue.push_back(WorkerEvent::Drained);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => self.channel_failed(e),
+        }
+    }
+
+    fn request(&mut self, request: ListenRequest) -> io::Result<Reply> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.channel
+            .queue(&Message::Listen { seq, request }, Vec::new())?;
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        loop {
+            self.flush()?;
+            if let Some(reply) = self.service(Some(seq))? {
+                return Ok(reply);
+            }
+            let mut flags = PollFlags::POLLIN;
+            if self.channel.queued_bytes() > 0 {
+                flags |= PollFlags::POLLOUT;
+            }
+            self.wait_channel(flags, deadline)?;
+        }
+    }
+
+    fn wait_channel(&self, flags: PollFlags, deadline: Instant) -> io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer from the master",
+            ));
+        }
+        let ms = PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let sock = self.channel.socket_fd();
+        let mut fds = [PollFd::new(sock, flags)];
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Flushes and reads the channel. With `want`, returns the reply to that
+    /// listen request if it arrived; everything else is queued as events.
+    fn service(&mut self, want: Option<u32>) -> io::Result<Option<Reply>> {
+        self.flush()?;
+        let mut reply = None;
+        for _ in 0..READ_BUDGET {
+            let status = match self.channel.read_some() {
+                Ok(s) => s,
+                Err(e) => return self.channel_failed(e),
+            };
+            loop {
+                let frame = match self.channel.next_frame() {
+                    Ok(f) => f,
+                    Err(e) => return self.channel_failed(e),
+                };
+                let Some((msg, mut fds)) = frame else { break };
+                match msg {
+                    Message::ListenOk { seq, handle, .. } if Some(seq) == want => {
+                        let fd = fds.pop().expect("decoder checked: ListenOk carries one fd");
+                        reply = Some(Reply::Ok { handle, fd });
+                    }
+                    Message::ListenErr {
+                        seq,
+                        errno,
+                        syscall,
+                    } if Some(seq) == want => {
+                        reply = Some(Reply::Err(crate::SysError { errno, syscall }));
+                    }
+                    Message::Disconnect => {
+                        if !self.leaving {
+                            self.leaving = true;
+                            self.queue.push_back(WorkerEvent::Disconnect);
+                        }
+                    }
+                    Message::User { payload } => {
+                        self.queue.push_back(WorkerEvent::Message { payload, fds })
+                    }
+                    other => {
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("unexpected message from the master: {other:?}"),
+                        );
+                        return self.channel_failed(e);
+                    }
+                }
+            }
+            match status {
+                ReadStatus::Data => continue,
+                ReadStatus::WouldBlock => return Ok(reply),
+                ReadStatus::Eof => self.master_gone(),
+            }
+        }
+        self.again = true;
+        Ok(reply)
+    }
+
+    fn master_gone(&mut self) -> ! {
+        if self.leaving {
+            log::info!("worker {}: channel closed while leaving; exiting", self.id);
+        } else {
+            log::info!(
+                "worker {}: the master is gone (channel closed); exiting",
+                self.id
+            );
+        }
+        std::process::exit(0)
+    }
+
+    fn channel_failed<T>(&mut self, e: io::Error) -> io::Result<T> {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            self.master_gone();
+        }
+        log::error!("worker {}: IPC channel error: {e}", self.id);
+        Err(e)
+    }
+}
