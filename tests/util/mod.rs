@@ -1,0 +1,228 @@
+//! Helpers shared by the integration tests: start the example programs as
+//! real processes, read their lines with deadlines, talk to them over
+//! loopback. Every wait here is bounded.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should take milliseconds.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Path of a built example (cargo builds examples before integration tests).
+pub fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().expect("test binary path");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let path = p.join("examples").join(name);
+    assert!(path.exists(), "{} is not built; run the tests with cargo test", path.display());
+    path
+}
+
+/// A running example: stdout lines arrive through a channel, stderr is kept.
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    backlog: VecDeque<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `cmd` with piped stdio.
+    pub fn start(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = Arc::new(Mutex::new(String::new()));
+        let err2 = err.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if std::env::var_os("TEST_VERBOSE").is_some() {
+                    eprint!("{line}");
+                }
+                err2.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Proc { stdin: child.stdin.take(), child, lines, backlog: VecDeque::new(), stderr: err }
+    }
+
+    /// Starts the fixture master with these arguments (passed on to workers).
+    pub fn fixture(args: &[&str]) -> Proc {
+        Self::fixture_env(args, &[])
+    }
+
+    /// Starts the fixture master with arguments and environment.
+    pub fn fixture_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(example("fixture"));
+        cmd.args(args).env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::start(cmd)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one command line to stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write command");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the first line (seen or new) that satisfies `f`; lines
+    /// passed over are kept for later calls.
+    pub fn expect_by(&mut self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        if let Some(i) = self.backlog.iter().position(|l| f(l)) {
+            return self.backlog.remove(i).unwrap();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if f(&line) => return line,
+                Ok(line) => self.backlog.push_back(line),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "no line {what} within {timeout:?}; unmatched lines: {:?}\nstderr:\n{}",
+                    self.backlog,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a line starting with `prefix`.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        self.expect_by(&format!("starting with {prefix:?}"), WAIT, |l| l.starts_with(prefix))
+    }
+
+    /// Every line received so far or within `wait`, in order, consumed.
+    pub fn drain(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        while let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.backlog.push_back(l);
+        }
+        self.backlog.drain(..).collect()
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "process {} still running after {timeout:?}", self.pid());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// The value of `key=` in an event line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Connects with a bounded wait, and bounded reads and writes.
+pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// Sends `msg` on `s` and reads the same bytes back.
+pub fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    s.write_all(msg)?;
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(std::io::Error::other("echo differs"));
+    }
+    Ok(())
+}
+
+/// One connection, one echo, closed.
+pub fn echo_once(addr: SocketAddr) -> std::io::Result<()> {
+    let mut s = connect(addr)?;
+    roundtrip(&mut s, b"ping")
+}
+
+/// Process ids of this process's children's children etc. are not needed:
+/// reads `Threads:` of any process.
+pub fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+/// True while `/proc/PID` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
