@@ -26,9 +26,14 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{
-    Event, ListenAddr, ListenOptions, Master, Role, Settings, Signal, Worker, WorkerEvent,
+    Event, ExitStatus, ListenAddr, ListenOptions, Master, Role, Settings, Signal, Worker,
+    WorkerEvent,
 };
 use slab::Slab;
+
+/// A worker's exit code when it cannot listen: the master then gives up
+/// instead of respawning it (sysexits' EX_CONFIG).
+const EXIT_CANNOT_LISTEN: i32 = 78;
 
 const USAGE: &str = "\
 usage: echo [--workers N] [--listen ADDR] [--shutdown-timeout SECS]
@@ -64,9 +69,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--shutdown-timeout" => {
-                let secs: f64 = value()?
-                    .parse()
-                    .map_err(|e| format!("--shutdown-timeout: {e}"))?;
+                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-timeout: {e}"))?;
                 args.shutdown_timeout = Duration::from_secs_f64(secs);
             }
             "-h" | "--help" => return Err(String::new()),
@@ -112,6 +115,7 @@ fn master(args: &Args) -> io::Result<()> {
     let mut listening = std::collections::HashSet::new();
     let mut ready = false;
     let mut shutting_down = false;
+    let mut failed = false;
     // Respawns wait a little after a fast crash, so a worker that cannot
     // start does not make the master spin.
     let mut respawns: Vec<Instant> = Vec::new();
@@ -125,10 +129,7 @@ fn master(args: &Args) -> io::Result<()> {
                 master.fork()?;
             }
         }
-        let timeout = respawns
-            .iter()
-            .min()
-            .map(|t| t.saturating_duration_since(now));
+        let timeout = respawns.iter().min().map(|t| t.saturating_duration_since(now));
         let Some(event) = master.wait(timeout)? else {
             continue;
         };
@@ -146,14 +147,14 @@ fn master(args: &Args) -> io::Result<()> {
                     io::stdout().flush()?;
                 }
             }
-            Event::Exit {
-                id,
-                pid,
-                status,
-                exited_after_disconnect,
-            } => {
+            Event::Exit { id, pid, status, exited_after_disconnect } => {
                 listening.remove(&id);
-                if exited_after_disconnect || shutting_down {
+                if status == ExitStatus::Code(EXIT_CANNOT_LISTEN) && !shutting_down {
+                    log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
+                    failed = true;
+                    shutting_down = true;
+                    master.disconnect_all()?;
+                } else if exited_after_disconnect || shutting_down {
                     log::info!("worker {id} (pid {pid}) left: {status}");
                 } else {
                     log::warn!(
@@ -176,6 +177,7 @@ fn master(args: &Args) -> io::Result<()> {
                 shutting_down = true;
                 master.disconnect_all()?;
             }
+            Event::AllDisconnected if failed => std::process::exit(1),
             Event::AllDisconnected => {
                 log::info!("every worker has left; bye");
                 return Ok(());
@@ -195,11 +197,15 @@ const LISTENER: Token = Token(usize::MAX - 2);
 
 fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
-    let mut listener = Some(worker.listen(&args.listen, ListenOptions::default())?);
+    let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::error!("worker {}: {e}", worker.id());
+            worker.exit(EXIT_CANNOT_LISTEN);
+        }
+    };
     if let Some(l) = listener.as_mut() {
-        worker
-            .registry()
-            .register(l, LISTENER, Interest::READABLE)?;
+        worker.registry().register(l, LISTENER, Interest::READABLE)?;
     }
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
@@ -258,10 +264,7 @@ fn accept_all(
                     Token(entry.key()),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                entry.insert(Conn {
-                    stream,
-                    pending: Vec::new(),
-                });
+                entry.insert(Conn { stream, pending: Vec::new() });
             }
             // The queue is empty (or another worker took the connection).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

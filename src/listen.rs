@@ -68,15 +68,10 @@ impl FromStr for ListenAddr {
 
     fn from_str(s: &str) -> io::Result<ListenAddr> {
         let bad = |why: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad listen address {s:?}: {why}"),
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad listen address {s:?}: {why}"))
         };
         if let Some(n) = s.strip_prefix("fd:") {
-            let fd: RawFd = n
-                .parse()
-                .map_err(|_| bad("fd:N takes a descriptor number"))?;
+            let fd: RawFd = n.parse().map_err(|_| bad("fd:N takes a descriptor number"))?;
             if fd < 0 {
                 return Err(bad("descriptor numbers are not negative"));
             }
@@ -89,10 +84,7 @@ impl FromStr for ListenAddr {
             return Err(bad("expected HOST:PORT, [V6]:PORT or fd:N"));
         }
         let mut addrs = s.to_socket_addrs().map_err(|e| bad(&e.to_string()))?;
-        addrs
-            .next()
-            .map(ListenAddr::Tcp)
-            .ok_or_else(|| bad("host resolves to no address"))
+        addrs.next().map(ListenAddr::Tcp).ok_or_else(|| bad("host resolves to no address"))
     }
 }
 
@@ -120,11 +112,7 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
-        ListenOptions {
-            backlog: 511,
-            ipv6only: false,
-            exclusive: false,
-        }
+        ListenOptions { backlog: 511, ipv6only: false, exclusive: false }
     }
 }
 
@@ -144,17 +132,12 @@ pub struct ListenError {
 
 impl ListenError {
     pub(crate) fn new(e: SysError, address: String) -> ListenError {
-        ListenError {
-            errno: e.errno,
-            syscall: e.syscall,
-            address,
-        }
+        ListenError { errno: e.errno, syscall: e.syscall, address }
     }
 
     /// The `ListenError` inside an `io::Error` returned by a listen, if any.
     pub fn from_io(e: &io::Error) -> Option<&ListenError> {
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<ListenError>())
+        e.get_ref().and_then(|inner| inner.downcast_ref::<ListenError>())
     }
 }
 

@@ -59,7 +59,10 @@ fn disconnect_waits_for_an_open_connection_then_exits_0() {
     roundtrip(&mut client, b"during").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let early: Vec<String> = m.drain(Duration::ZERO);
-    assert!(!early.iter().any(|l| l.starts_with("exit")), "exited with a connection open: {early:?}");
+    assert!(
+        !early.iter().any(|l| l.starts_with("exit")),
+        "exited with a connection open: {early:?}"
+    );
     drop(client);
     let exit = m.expect("exit id=1");
     assert_eq!(field(&exit, "status"), "code=0");
@@ -144,8 +147,9 @@ fn every_process_has_exactly_one_thread() {
     let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
     m.send("fork");
     m.send("fork");
-    let pids: Vec<u32> =
-        (1..=2).map(|id| field(&m.expect(&format!("fork id={id}")), "pid").parse().unwrap()).collect();
+    let pids: Vec<u32> = (1..=2)
+        .map(|id| field(&m.expect(&format!("fork id={id}")), "pid").parse().unwrap())
+        .collect();
     for id in 1..=2 {
         m.expect(&format!("listening id={id}"));
         // Each worker reads its own /proc/self/status too.
@@ -186,10 +190,17 @@ fn a_worker_inherits_its_channel_and_nothing_else() {
         .collect();
     for f in &fds {
         let (n, target) = f.split_once('>').unwrap();
-        if ["0", "1", "2"].contains(&n) || target.contains("socket:") || target.contains("eventpoll") || target.starts_with("/proc/") {
+        if ["0", "1", "2"].contains(&n)
+            || target.contains("socket:")
+            || target.contains("eventpoll")
+            || target.starts_with("/proc/")
+        {
             continue;
         }
-        assert!(master_fds.contains(&f.to_string()), "descriptor {f} came from the master: {fds:?} vs {master_fds:?}");
+        assert!(
+            master_fds.contains(&f.to_string()),
+            "descriptor {f} came from the master: {fds:?} vs {master_fds:?}"
+        );
         assert!(!target.contains("anon_inode"), "master's {f} leaked into the worker");
     }
     assert!(!fds.iter().any(|f| f.contains("pidfd") || f.contains("signalfd")), "{fds:?}");

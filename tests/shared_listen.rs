@@ -51,17 +51,17 @@ fn port_0_is_one_port_for_four_workers_and_all_of_them_accept() {
 fn a_second_listen_0_in_one_worker_gets_another_port_shared_by_index() {
     let mut m = Proc::fixture(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"]);
     m.send("fork");
-    let first: Vec<SocketAddr> = listening_addrs(&mut m, 1..=1)
-        .into_iter()
-        .chain(listening_addrs(&mut m, 1..=1))
-        .collect();
+    let first: Vec<SocketAddr> =
+        listening_addrs(&mut m, 1..=1).into_iter().chain(listening_addrs(&mut m, 1..=1)).collect();
     assert_ne!(first[0].port(), first[1].port(), "{first:?}");
     m.send("fork");
-    let second: HashSet<SocketAddr> = listening_addrs(&mut m, 2..=2)
-        .into_iter()
-        .chain(listening_addrs(&mut m, 2..=2))
-        .collect();
-    assert_eq!(second, first.iter().copied().collect(), "the Nth server of every worker shares a socket");
+    let second: HashSet<SocketAddr> =
+        listening_addrs(&mut m, 2..=2).into_iter().chain(listening_addrs(&mut m, 2..=2)).collect();
+    assert_eq!(
+        second,
+        first.iter().copied().collect(),
+        "the Nth server of every worker shares a socket"
+    );
     m.send("sockets");
     assert_eq!(m.expect("sockets"), "sockets 2");
     for a in &first {
@@ -177,7 +177,9 @@ fn the_master_closes_a_socket_when_its_last_worker_leaves() {
     // A new listen on the same key binds again (here on a new port 0).
     m.send("send 2 listen 127.0.0.1:0");
     let old = addr.to_string();
-    let ok = m.expect_by("new listen-ok", WAIT, |l| l.starts_with("message id=2 listen-ok") && !l.contains(&old));
+    let ok = m.expect_by("new listen-ok", WAIT, |l| {
+        l.starts_with("message id=2 listen-ok") && !l.contains(&old)
+    });
     let again: SocketAddr = ok.split(' ').nth(3).unwrap().parse().unwrap();
     echo_once(again).unwrap();
 }

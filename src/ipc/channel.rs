@@ -70,10 +70,7 @@ impl Channel {
         if fds.len() > MAX_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "{} descriptors in one message; at most {MAX_FDS}",
-                    fds.len()
-                ),
+                format!("{} descriptors in one message; at most {MAX_FDS}", fds.len()),
             ));
         }
         if let Message::User { payload } = msg {
@@ -160,26 +157,16 @@ impl Channel {
         }
         if self.end == self.rbuf.len() {
             // Unreachable while the decoder enforces MAX_BODY; keep the bound.
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "read buffer full",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
         }
-        match recv_with_fds(
-            self.sock.as_fd(),
-            &mut self.rbuf[self.end..],
-            &mut self.rfds,
-        ) {
+        match recv_with_fds(self.sock.as_fd(), &mut self.rbuf[self.end..], &mut self.rfds) {
             Ok(0) => Ok(ReadStatus::Eof),
             Ok(n) => {
                 self.end += n;
                 if self.rfds.len() > MAX_PENDING_FDS {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "{} descriptors received that no frame announces",
-                            self.rfds.len()
-                        ),
+                        format!("{} descriptors received that no frame announces", self.rfds.len()),
                     ));
                 }
                 Ok(ReadStatus::Data)
@@ -200,11 +187,7 @@ impl Channel {
         if self.rfds.len() < d.nfds {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "frame announces {} descriptors but {} arrived",
-                    d.nfds,
-                    self.rfds.len()
-                ),
+                format!("frame announces {} descriptors but {} arrived", d.nfds, self.rfds.len()),
             ));
         }
         let fds = self.rfds.drain(..d.nfds).collect();

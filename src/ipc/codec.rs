@@ -199,21 +199,13 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
         }
         Message::Leaving => T_LEAVING,
         Message::Heartbeat => T_HEARTBEAT,
-        Message::ListenOk {
-            seq,
-            handle,
-            address,
-        } => {
+        Message::ListenOk { seq, handle, address } => {
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&handle.to_le_bytes());
             put_address(out, address);
             T_LISTEN_OK
         }
-        Message::ListenErr {
-            seq,
-            errno,
-            syscall,
-        } => {
+        Message::ListenErr { seq, errno, syscall } => {
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&errno.to_le_bytes());
             out.push(*syscall as u8);
@@ -299,10 +291,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
     if buf.len() < total {
         return Ok(None);
     }
-    let mut r = Reader {
-        buf: &buf[HEADER_LEN..total],
-        tag,
-    };
+    let mut r = Reader { buf: &buf[HEADER_LEN..total], tag };
     let message = match tag {
         T_ONLINE => Message::Online,
         T_LISTEN => {
@@ -330,17 +319,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
                 },
             }
         }
-        T_LISTENING => Message::Listening {
-            address: r.address()?,
-        },
+        T_LISTENING => Message::Listening { address: r.address()? },
         T_CLOSE => Message::Close { handle: r.u32()? },
         T_LEAVING => Message::Leaving,
         T_HEARTBEAT => Message::Heartbeat,
-        T_LISTEN_OK => Message::ListenOk {
-            seq: r.u32()?,
-            handle: r.u32()?,
-            address: r.address()?,
-        },
+        T_LISTEN_OK => Message::ListenOk { seq: r.u32()?, handle: r.u32()?, address: r.address()? },
         T_LISTEN_ERR => {
             let seq = r.u32()?;
             let errno = r.i32()?;
@@ -348,11 +331,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
                 return Err(r.bad("errno not positive"));
             }
             let syscall = Syscall::from_u8(r.u8()?).ok_or(r.bad("unknown syscall"))?;
-            Message::ListenErr {
-                seq,
-                errno,
-                syscall,
-            }
+            Message::ListenErr { seq, errno, syscall }
         }
         T_DISCONNECT => Message::Disconnect,
         T_USER => {
@@ -365,11 +344,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
     if !r.buf.is_empty() {
         return Err(r.bad("bytes left over after the last field"));
     }
-    Ok(Some(Decoded {
-        message,
-        nfds: nfds as usize,
-        len: total,
-    }))
+    Ok(Some(Decoded { message, nfds: nfds as usize, len: total }))
 }
 
 struct Reader<'a> {
@@ -379,10 +354,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn bad(&self, what: &'static str) -> DecodeError {
-        DecodeError::Malformed {
-            tag: self.tag,
-            what,
-        }
+        DecodeError::Malformed { tag: self.tag, what }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -440,9 +412,7 @@ impl<'a> Reader<'a> {
                 let ip = Ipv6Addr::from(self.array::<16>()?);
                 let port = self.u16()?;
                 let scope = self.u32()?;
-                Ok(Address::Inet(SocketAddr::V6(SocketAddrV6::new(
-                    ip, port, 0, scope,
-                ))))
+                Ok(Address::Inet(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))))
             }
             1 => {
                 let path = self.bytes()?;
@@ -464,14 +434,7 @@ mod tests {
         let mut buf = Vec::new();
         encode(&msg, nfds, &mut buf);
         let d = decode(&buf).unwrap().unwrap();
-        assert_eq!(
-            d,
-            Decoded {
-                message: msg,
-                nfds,
-                len: buf.len()
-            }
-        );
+        assert_eq!(d, Decoded { message: msg, nfds, len: buf.len() });
         for cut in 0..buf.len() {
             assert_eq!(decode(&buf[..cut]), Ok(None), "prefix of {cut} bytes");
         }
@@ -495,12 +458,7 @@ mod tests {
             },
             0,
         );
-        roundtrip(
-            Message::Listening {
-                address: Address::Inet("127.0.0.1:9".parse().unwrap()),
-            },
-            0,
-        );
+        roundtrip(Message::Listening { address: Address::Inet("127.0.0.1:9".parse().unwrap()) }, 0);
         roundtrip(Message::Close { handle: 3 }, 0);
         roundtrip(Message::Leaving, 0);
         roundtrip(Message::Heartbeat, 0);
@@ -513,28 +471,15 @@ mod tests {
             1,
         );
         roundtrip(
-            Message::ListenOk {
-                seq: 1,
-                handle: 2,
-                address: Address::Unix(b"/tmp/s".to_vec()),
-            },
+            Message::ListenOk { seq: 1, handle: 2, address: Address::Unix(b"/tmp/s".to_vec()) },
             1,
         );
         roundtrip(
-            Message::ListenErr {
-                seq: 9,
-                errno: libc::EADDRINUSE,
-                syscall: Syscall::Bind,
-            },
+            Message::ListenErr { seq: 9, errno: libc::EADDRINUSE, syscall: Syscall::Bind },
             0,
         );
         roundtrip(Message::Disconnect, 0);
-        roundtrip(
-            Message::User {
-                payload: b"hello".to_vec(),
-            },
-            3,
-        );
+        roundtrip(Message::User { payload: b"hello".to_vec() }, 3);
     }
 
     #[test]

@@ -344,12 +344,7 @@ impl Master {
             Interest::READABLE,
         )?;
         entry.insert(WorkerEntry {
-            info: WorkerInfo {
-                id,
-                pid,
-                state: State::None,
-                exited_after_disconnect: false,
-            },
+            info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
             child,
             pidfd,
             channel: Some(channel),
@@ -421,18 +416,10 @@ impl Master {
             w.want_drained = true;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
-                format!(
-                    "channel to worker {id} is full ({} bytes queued)",
-                    ch.queued_bytes()
-                ),
+                format!("channel to worker {id} is full ({} bytes queued)", ch.queued_bytes()),
             ));
         }
-        ch.queue(
-            &Message::User {
-                payload: payload.to_vec(),
-            },
-            fds,
-        )?;
+        ch.queue(&Message::User { payload: payload.to_vec() }, fds)?;
         self.service_channel(slot);
         Ok(())
     }
@@ -497,18 +484,11 @@ impl Master {
         if !self.again.is_empty() || !self.queue.is_empty() {
             timeout = Some(Duration::ZERO);
         }
-        let mut events = self
-            .events
-            .take()
-            .unwrap_or_else(|| Events::with_capacity(256));
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
         let res = self.poll.poll(&mut events, timeout);
         if let Err(e) = res {
             self.events = Some(events);
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         for slot in std::mem::take(&mut self.again) {
             if self.workers.contains(slot) {
@@ -626,10 +606,8 @@ impl Master {
                 ReadStatus::Data => continue,
                 ReadStatus::WouldBlock => return,
                 ReadStatus::Eof => {
-                    let partial = self.workers[slot]
-                        .channel
-                        .as_ref()
-                        .map_or(0, |c| c.partial_bytes());
+                    let partial =
+                        self.workers[slot].channel.as_ref().map_or(0, |c| c.partial_bytes());
                     let err = (partial > 0).then(|| {
                         io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -681,11 +659,7 @@ impl Master {
                                 request.port,
                                 request.fd
                             );
-                            Message::ListenErr {
-                                seq,
-                                errno: e.errno,
-                                syscall: e.syscall,
-                            }
+                            Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
                         }
                     }
                 };
@@ -707,10 +681,8 @@ impl Master {
             Message::Heartbeat => {}
             Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "worker sent a master-only message",
-                );
+                let e =
+                    io::Error::new(io::ErrorKind::InvalidData, "worker sent a master-only message");
                 self.close_channel(slot, Some(e));
             }
         }
@@ -769,10 +741,7 @@ impl Master {
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
+        let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;
         let status = match (status.code(), status.signal()) {

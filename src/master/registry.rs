@@ -80,10 +80,7 @@ impl SocketRegistry {
                     workers: Vec::new(),
                 });
                 self.by_key.insert(key, slot);
-                log::debug!(
-                    "registry: bound {} for handle {slot}",
-                    self.handles[slot].address
-                );
+                log::debug!("registry: bound {} for handle {slot}", self.handles[slot].address);
                 slot
             }
         };
@@ -101,11 +98,7 @@ impl SocketRegistry {
         if !h.workers.contains(&worker) {
             h.workers.push(worker);
         }
-        Ok(Share {
-            handle: slot as u32,
-            address: h.address.clone(),
-            socket,
-        })
+        Ok(Share { handle: slot as u32, address: h.address.clone(), socket })
     }
 
     /// `worker` closed its server of `handle`. Returns false if it held none.
@@ -145,10 +138,7 @@ impl SocketRegistry {
     fn drop_handle(&mut self, slot: usize) {
         let h = self.handles.remove(slot);
         self.by_key.remove(&h.key);
-        log::debug!(
-            "registry: closed {} (handle {slot}): no worker left",
-            h.address
-        );
+        log::debug!("registry: closed {} (handle {slot}): no worker left", h.address);
     }
 }
 
@@ -169,10 +159,7 @@ fn open(req: &ListenRequest) -> Result<(OwnedFd, Address), SysError> {
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
-        let opts = BindOptions {
-            backlog: req.backlog,
-            ipv6only: req.ipv6only,
-        };
+        let opts = BindOptions { backlog: req.backlog, ipv6only: req.ipv6only };
         socket::bind_inet(transport, SocketAddr::new(ip, req.port), opts)?
     };
     let address = match socket::local_inet_addr(socket.as_fd())? {

@@ -25,9 +25,7 @@ pub(crate) fn dup_raw(fd: RawFd) -> Result<OwnedFd, SysError> {
 /// Counts the open descriptors of this process (`/proc/self/fd`), not
 /// counting the one used to read the directory.
 pub fn count_open_fds() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?
-        .count()
-        .saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }
 
 /// Takes ownership of the channel descriptor this worker inherited, by

@@ -40,12 +40,7 @@ impl SysError {
     }
 
     pub(crate) fn last(syscall: Syscall) -> SysError {
-        SysError::new(
-            syscall,
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        )
+        SysError::new(syscall, io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
     }
 
     pub(crate) fn from_nix(syscall: Syscall, e: nix::errno::Errno) -> SysError {
@@ -55,12 +50,7 @@ impl SysError {
 
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.syscall,
-            io::Error::from_raw_os_error(self.errno)
-        )
+        write!(f, "{}: {}", self.syscall, io::Error::from_raw_os_error(self.errno))
     }
 }
 

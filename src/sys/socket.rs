@@ -42,17 +42,11 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[RawFd]) -> 
     if fds.len() > MAX_FDS_PER_MSG {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "{} descriptors in one message; at most {MAX_FDS_PER_MSG}",
-                fds.len()
-            ),
+            format!("{} descriptors in one message; at most {MAX_FDS_PER_MSG}", fds.len()),
         ));
     }
     let mut cmsg = CmsgBuf([0; 1040]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -82,11 +76,7 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[RawFd]) -> 
         // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
         // the control buffer, all of which outlive the call.
         let n = unsafe {
-            libc::sendmsg(
-                sock.as_raw_fd(),
-                &msg,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
+            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
         };
         if n >= 0 {
             return Ok(n as usize);
@@ -108,10 +98,8 @@ pub(crate) fn recv_with_fds(
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
     let mut cmsg = CmsgBuf([0; 1040]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let mut iov =
+        libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -122,11 +110,7 @@ pub(crate) fn recv_with_fds(
         // SAFETY: `msg` points at `iov` (valid for `buf.len()` writable bytes)
         // and at the 1040-byte control buffer, both alive for the call.
         let n = unsafe {
-            libc::recvmsg(
-                sock.as_raw_fd(),
-                &mut msg,
-                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
-            )
+            libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
         };
         if n >= 0 {
             break n as usize;
@@ -194,13 +178,8 @@ pub(crate) fn bind_inet(
         Transport::Stream => SockType::Stream,
         Transport::Datagram => SockType::Datagram,
     };
-    let fd = nsock::socket(
-        family,
-        ty,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    let fd = nsock::socket(family, ty, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+        .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
     if transport == Transport::Stream {
         nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)
             .map_err(|e| SysError::from_nix(Syscall::Setsockopt, e))?;

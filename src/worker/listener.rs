@@ -35,11 +35,7 @@ impl Listener {
     pub(super) fn new(fd: OwnedFd, share: Option<Share>) -> io::Result<Listener> {
         let inner = TcpListener::from_std(std::net::TcpListener::from(fd));
         let address = Address::Inet(inner.local_addr()?);
-        Ok(Listener {
-            inner,
-            address,
-            share,
-        })
+        Ok(Listener { inner, address, share })
     }
 
     /// Accepts one connection (`WouldBlock` when none is queued).

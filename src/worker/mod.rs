@@ -111,10 +111,7 @@ impl Worker {
             )
         })?;
         if TAKEN.swap(true, Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "Worker::new called twice",
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "Worker::new called twice"));
         }
         let fd = crate::sys::fd::take_inherited_socket(env.channel_fd)?;
         let poll = Poll::new()?;
@@ -159,11 +156,8 @@ impl Worker {
     /// If the channel reaches end of file while the worker was not asked to
     /// leave (the master died), the process exits at once with code 0.
     pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = if self.again || !self.queue.is_empty() {
-            Some(Duration::ZERO)
-        } else {
-            timeout
-        };
+        let timeout =
+            if self.again || !self.queue.is_empty() { Some(Duration::ZERO) } else { timeout };
         match self.poll.poll(events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
@@ -210,10 +204,7 @@ impl Worker {
             let fd = socket::bind_inet(
                 Transport::Stream,
                 *sa,
-                BindOptions {
-                    backlog: opts.backlog,
-                    ipv6only: opts.ipv6only,
-                },
+                BindOptions { backlog: opts.backlog, ipv6only: opts.ipv6only },
             )
             .map_err(|e| ListenError::new(e, addr.to_string()))?;
             return self.listening(Listener::new(fd, None)?);
@@ -264,12 +255,7 @@ impl Worker {
         if let Some(share) = listener.into_share() {
             self.release_index(&share.key, share.index);
             if !self.leaving {
-                self.channel.queue(
-                    &Message::Close {
-                        handle: share.handle,
-                    },
-                    Vec::new(),
-                )?;
+                self.channel.queue(&Message::Close { handle: share.handle }, Vec::new())?;
                 self.flush()?;
             }
         }
@@ -289,12 +275,7 @@ impl Worker {
                 format!("channel to the master is full ({queued} bytes queued)"),
             ));
         }
-        self.channel.queue(
-            &Message::User {
-                payload: payload.to_vec(),
-            },
-            fds,
-        )?;
+        self.channel.queue(&Message::User { payload: payload.to_vec() }, fds)?;
         self.flush()
     }
 
@@ -326,12 +307,7 @@ impl Worker {
     }
 
     fn listening(&mut self, l: Listener) -> io::Result<Listener> {
-        self.channel.queue(
-            &Message::Listening {
-                address: l.address().clone(),
-            },
-            Vec::new(),
-        )?;
+        self.channel.queue(&Message::Listening { address: l.address().clone() }, Vec::new())?;
         self.flush()?;
         Ok(l)
     }
@@ -360,8 +336,7 @@ impl Worker {
     fn request(&mut self, request: ListenRequest) -> io::Result<Reply> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.channel
-            .queue(&Message::Listen { seq, request }, Vec::new())?;
+        self.channel.queue(&Message::Listen { seq, request }, Vec::new())?;
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         loop {
             self.flush()?;
@@ -379,10 +354,7 @@ impl Worker {
     fn wait_channel(&self, flags: PollFlags, deadline: Instant) -> io::Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no answer from the master",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the master"));
         }
         let ms = PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
             .unwrap_or(PollTimeout::MAX);
@@ -415,11 +387,7 @@ impl Worker {
                         let fd = fds.pop().expect("decoder checked: ListenOk carries one fd");
                         reply = Some(Reply::Ok { handle, fd });
                     }
-                    Message::ListenErr {
-                        seq,
-                        errno,
-                        syscall,
-                    } if Some(seq) == want => {
+                    Message::ListenErr { seq, errno, syscall } if Some(seq) == want => {
                         reply = Some(Reply::Err(crate::SysError { errno, syscall }));
                     }
                     Message::Disconnect => {
@@ -454,19 +422,13 @@ impl Worker {
         if self.leaving {
             log::info!("worker {}: channel closed while leaving; exiting", self.id);
         } else {
-            log::info!(
-                "worker {}: the master is gone (channel closed); exiting",
-                self.id
-            );
+            log::info!("worker {}: the master is gone (channel closed); exiting", self.id);
         }
         std::process::exit(0)
     }
 
     fn channel_failed<T>(&mut self, e: io::Error) -> io::Result<T> {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        ) {
+        if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
             self.master_gone();
         }
         log::error!("worker {}: IPC channel error: {e}", self.id);

@@ -41,6 +41,11 @@ impl Proc {
     /// Starts `cmd` with piped stdio.
     pub fn start(mut cmd: Command) -> Proc {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self::start_configured(cmd)
+    }
+
+    /// Starts `cmd` whose stdout and stderr are piped (stdin as configured).
+    pub fn start_configured(mut cmd: Command) -> Proc {
         let mut child = cmd.spawn().expect("spawn");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -124,7 +129,9 @@ impl Proc {
     /// Every line received so far or within `wait`, in order, consumed.
     pub fn drain(&mut self, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
-        while let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(l) =
+            self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             self.backlog.push_back(l);
         }
         self.backlog.drain(..).collect()
@@ -142,7 +149,11 @@ impl Proc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "process {} still running after {timeout:?}", self.pid());
+            assert!(
+                Instant::now() < deadline,
+                "process {} still running after {timeout:?}",
+                self.pid()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
