@@ -16,7 +16,9 @@ fn check(input: &[u8]) -> usize {
     loop {
         match decode(buf) {
             Ok(Some(d)) => {
-                assert!(d.len >= HEADER_LEN && d.len <= buf.len() && d.len <= HEADER_LEN + MAX_BODY);
+                assert!(
+                    d.len >= HEADER_LEN && d.len <= buf.len() && d.len <= HEADER_LEN + MAX_BODY
+                );
                 let mut again = Vec::new();
                 encode(&d.message, d.nfds, &mut again);
                 assert_eq!(&again[..], &buf[..d.len], "not canonical: {:?}", d.message);

@@ -2,7 +2,7 @@
 //!
 //! [`codec`] is pure: it turns [`Message`]s into bytes and bytes back into
 //! messages, with no I/O, so the fuzz target and the tests call it directly.
-//! [`channel`] moves those bytes and the file descriptors attached to them
+//! The private `channel` module moves those bytes and the file descriptors attached to them
 //! over a Unix socket pair without ever blocking.
 
 pub(crate) mod channel;

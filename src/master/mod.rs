@@ -505,7 +505,7 @@ impl Master {
                 if !self.workers.contains(slot) {
                     continue;
                 }
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     self.service_channel(slot);
                 } else {
                     self.reap(slot);
