@@ -14,20 +14,22 @@
 //! ready addr=127.0.0.1:7000 workers=4 pid=12345
 //! ```
 //!
-//! Logs go to stderr (`RUST_LOG=debug` for more). A worker that dies is
-//! replaced. SIGINT or SIGTERM: every worker stops accepting, finishes its
-//! open connections and exits, then the master exits 0; a second signal
-//! kills the workers at once and the master exits 1.
+//! Logs go to stderr (`RUST_LOG=debug` for more). The master supervises:
+//! a worker that dies or hangs is replaced, SIGHUP restarts every worker
+//! without refusing a connection, SIGTTIN/SIGTTOU scale, SIGUSR1 prints a
+//! status table, SIGINT/SIGTERM shut down gracefully (`--help` for all).
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
+use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{
-    Event, ExitStatus, ListenAddr, ListenOptions, Master, Role, Settings, Signal, Worker,
-    WorkerEvent,
+    Event, ExitStatus, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings,
+    Signal, Worker, WorkerEvent,
 };
 use slab::Slab;
 
@@ -37,18 +39,32 @@ const EXIT_CANNOT_LISTEN: i32 = 78;
 
 const USAGE: &str = "\
 usage: echo [--workers N] [--listen ADDR] [--shutdown-timeout SECS]
+            [--heartbeat-timeout SECS]
 
-  --workers N             worker processes (default: one per CPU)
-  --listen ADDR           HOST:PORT, [V6]:PORT or fd:N (default 127.0.0.1:7000)
-  --shutdown-timeout SECS how long workers may take to finish their
-                          connections on shutdown before they are killed (10)
+  --workers N               worker processes (default: one per CPU)
+  --listen ADDR             HOST:PORT, [V6]:PORT or fd:N (default 127.0.0.1:7000)
+  --shutdown-timeout SECS   how long workers may take to finish their
+                            connections on shutdown before they are killed (10)
+  --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
+                            and replaced (10; 0: off)
 
-signals (to the master): SIGINT, SIGTERM  graceful shutdown (twice: at once)";
+signals to the master:
+  SIGINT, SIGTERM   graceful shutdown: workers stop accepting, finish open
+                    connections, exit; master exits 0 (1 if any had to be
+                    killed). A second one kills every worker at once.
+  SIGQUIT           kill every worker at once and exit
+  SIGHUP            zero-downtime rolling restart of every worker
+  SIGTTIN, SIGTTOU  one worker more, one worker less
+  SIGUSR1           print a status table on stderr
+
+A worker that dies is replaced (with backoff if it keeps dying early; after
+5 early deaths in a row the master gives up and exits 1).";
 
 struct Args {
     workers: usize,
     listen: ListenAddr,
     shutdown_timeout: Duration,
+    heartbeat_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         listen: "127.0.0.1:7000".parse().expect("default address parses"),
         shutdown_timeout: Duration::from_secs(10),
+        heartbeat_timeout: Duration::from_secs(10),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +88,11 @@ fn parse_args() -> Result<Args, String> {
             "--shutdown-timeout" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-timeout: {e}"))?;
                 args.shutdown_timeout = Duration::from_secs_f64(secs);
+            }
+            "--heartbeat-timeout" => {
+                let secs: f64 =
+                    value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
+                args.heartbeat_timeout = Duration::from_secs_f64(secs);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -103,88 +125,97 @@ fn main() {
 }
 
 fn master(args: &Args) -> io::Result<()> {
+    let heartbeat = (!args.heartbeat_timeout.is_zero()).then(|| Heartbeat {
+        timeout: args.heartbeat_timeout,
+        interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
+        ..Heartbeat::default()
+    });
     let settings = Settings {
-        signals: vec![Signal::SIGINT, Signal::SIGTERM],
+        signals: STANDARD_SIGNALS.to_vec(),
         disconnect_timeout: args.shutdown_timeout,
+        heartbeat,
         ..Settings::default()
     };
     let mut master = Master::new(settings)?;
-    for _ in 0..args.workers {
-        master.fork()?;
-    }
-    let mut listening = std::collections::HashSet::new();
+    // Keep `workers` alive: respawn with backoff, stop on a crash loop.
+    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    let mut listening = HashSet::new();
     let mut ready = false;
-    let mut shutting_down = false;
     let mut failed = false;
-    // Respawns wait a little after a fast crash, so a worker that cannot
-    // start does not make the master spin.
-    let mut respawns: Vec<Instant> = Vec::new();
-    let mut delay = Duration::from_millis(100);
     loop {
-        let now = Instant::now();
-        let due = respawns.iter().filter(|t| **t <= now).count();
-        respawns.retain(|t| *t > now);
-        for _ in 0..due {
-            if !shutting_down {
-                master.fork()?;
-            }
-        }
-        let timeout = respawns.iter().min().map(|t| t.saturating_duration_since(now));
-        let Some(event) = master.wait(timeout)? else {
-            continue;
-        };
-        match event {
-            Event::Listening { id, address } => {
-                log::info!("worker {id} listening on {address}");
-                listening.insert(id);
-                if !ready && listening.len() == args.workers {
-                    ready = true;
-                    println!(
-                        "ready addr={address} workers={} pid={}",
-                        args.workers,
-                        std::process::id()
-                    );
-                    io::stdout().flush()?;
+        master.poll(None)?;
+        while let Some(event) = master.next_event() {
+            match event {
+                Event::Listening { id, address } => {
+                    log::info!("worker {id} listening on {address}");
+                    listening.insert(id);
+                    if !ready && listening.len() == args.workers {
+                        ready = true;
+                        let pid = std::process::id();
+                        println!("ready addr={address} workers={} pid={pid}", args.workers);
+                        io::stdout().flush()?;
+                    }
                 }
-            }
-            Event::Exit { id, pid, status, exited_after_disconnect } => {
-                listening.remove(&id);
-                if status == ExitStatus::Code(EXIT_CANNOT_LISTEN) && !shutting_down {
+                Event::Exit { id, status, .. }
+                    if status == ExitStatus::Code(EXIT_CANNOT_LISTEN)
+                        && !master.is_shutting_down() =>
+                {
                     log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
                     failed = true;
-                    shutting_down = true;
-                    master.disconnect_all()?;
-                } else if exited_after_disconnect || shutting_down {
-                    log::info!("worker {id} (pid {pid}) left: {status}");
-                } else {
-                    log::warn!(
-                        "worker {id} (pid {pid}) died: {status}; starting a new one in {delay:?}"
-                    );
-                    respawns.push(Instant::now() + delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    master.shutdown()?;
                 }
-            }
-            Event::Online { .. } => delay = Duration::from_millis(100).max(delay / 2),
-            Event::Signal(sig) if shutting_down => {
-                log::warn!("{sig} again: killing every worker now");
-                for w in master.workers().collect::<Vec<_>>() {
-                    let _ = master.kill(w.id, Signal::SIGKILL);
+                Event::Exit { id, pid, status, exited_after_disconnect } => {
+                    listening.remove(&id);
+                    let how = if exited_after_disconnect { "left" } else { "died" };
+                    log::info!("worker {id} (pid {pid}) {how}: {status}");
                 }
-                std::process::exit(1);
+                Event::CrashLoop { .. } => {
+                    log::error!("workers keep dying at start-up; shutting down");
+                    failed = true;
+                    master.shutdown()?;
+                }
+                Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
+                Event::Signal(sig) => {
+                    master.handle_signal(sig)?;
+                }
+                Event::AllDisconnected { forced } => {
+                    if forced > 0 {
+                        log::warn!("{forced} workers had to be killed");
+                    }
+                    log::info!("every worker has left; bye");
+                    std::process::exit(if failed || forced > 0 { 1 } else { 0 });
+                }
+                other => log::info!("{other:?}"),
             }
-            Event::Signal(sig) => {
-                log::info!("{sig}: shutting down gracefully");
-                shutting_down = true;
-                master.disconnect_all()?;
-            }
-            Event::AllDisconnected if failed => std::process::exit(1),
-            Event::AllDisconnected => {
-                log::info!("every worker has left; bye");
-                return Ok(());
-            }
-            other => log::debug!("{other:?}"),
         }
     }
+}
+
+/// The `SIGUSR1` table: one row per worker.
+fn status_table(master: &Master) -> String {
+    let mut t = format!(
+        "{:>4} {:>8} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
+        "id", "pid", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
+    );
+    for r in master.status() {
+        let hb =
+            r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
+        let rss =
+            r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
+        let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
+        t += &format!(
+            "{:>4} {:>8} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
+            r.id,
+            r.pid,
+            format!("{:?}", r.state),
+            r.uptime.as_secs_f64(),
+            r.restarts,
+            hb,
+            rss,
+            cpu
+        );
+    }
+    t
 }
 
 /// One client connection: bytes read and not yet echoed wait in `pending`.

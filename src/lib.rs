@@ -42,7 +42,9 @@ use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
 pub use listen::{Address, Kind, ListenAddr, ListenError, ListenOptions};
-pub use master::{Event, ExitStatus, Master, Settings, State, WorkerInfo};
+pub use master::{
+    Event, ExitStatus, Heartbeat, Master, Policy, Settings, State, WorkerInfo, WorkerStatus,
+};
 pub use nix::sys::signal::Signal;
 pub use sys::fd::count_open_fds;
 pub use sys::{SysError, Syscall};
@@ -55,6 +57,8 @@ pub type WorkerId = u32;
 pub const ENV_WORKER_ID: &str = "MIO_CLUSTER_WORKER_ID";
 /// The environment variable naming the worker's channel descriptor.
 pub const ENV_CHANNEL_FD: &str = "MIO_CLUSTER_CHANNEL_FD";
+/// The environment variable giving the worker's heartbeat interval (ms).
+pub const ENV_HEARTBEAT_MS: &str = "MIO_CLUSTER_HEARTBEAT_MS";
 
 /// Which side of the cluster this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,7 @@ pub enum Role {
 struct WorkerEnv {
     id: WorkerId,
     channel_fd: RawFd,
+    heartbeat_ms: Option<u64>,
 }
 
 fn worker_env() -> Option<WorkerEnv> {
@@ -76,11 +81,14 @@ fn worker_env() -> Option<WorkerEnv> {
     *ENV.get_or_init(|| {
         let id = std::env::var_os(ENV_WORKER_ID)?;
         let fd = std::env::var_os(ENV_CHANNEL_FD);
+        let hb = std::env::var_os(ENV_HEARTBEAT_MS);
         std::env::remove_var(ENV_WORKER_ID);
         std::env::remove_var(ENV_CHANNEL_FD);
+        std::env::remove_var(ENV_HEARTBEAT_MS);
         let id = id.to_str()?.parse().ok()?;
         let channel_fd = fd?.to_str()?.parse().ok()?;
-        Some(WorkerEnv { id, channel_fd })
+        let heartbeat_ms = hb.and_then(|v| v.to_str()?.parse().ok()).filter(|ms| *ms > 0);
+        Some(WorkerEnv { id, channel_fd, heartbeat_ms })
     })
 }
 

@@ -26,6 +26,7 @@
 //! ```
 
 mod registry;
+mod supervisor;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -35,7 +36,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -49,6 +50,8 @@ use crate::sys;
 use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
 use registry::SocketRegistry;
+pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
+use supervisor::{Roll, Supervisor};
 
 /// Tokens at or above this value belong to the master; an application that
 /// registers its own sources in [`Master::registry`] uses smaller ones.
@@ -60,6 +63,9 @@ const READ_BUDGET: usize = 16;
 const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
 const MAX_QUEUED: usize = 64 * 1024 * 1024;
+/// A reactor turn this much later than its timeout means the master itself
+/// was not running.
+const STALL: Duration = Duration::from_millis(500);
 
 /// How workers are started and how the master behaves.
 #[derive(Debug, Clone)]
@@ -82,6 +88,10 @@ pub struct Settings {
     /// Ctrl-C in a terminal reaches only the master, which then shuts the
     /// workers down gracefully instead of the kernel killing them all.
     pub own_process_group: bool,
+    /// Hung-worker detection (default: off). With it, each worker's runtime
+    /// sends a heartbeat from its own loop, and a worker silent for longer
+    /// than the timeout is killed (and, when supervised, replaced).
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl Default for Settings {
@@ -94,6 +104,7 @@ impl Default for Settings {
             signals: Vec::new(),
             disconnect_timeout: Duration::from_secs(30),
             own_process_group: true,
+            heartbeat: None,
         }
     }
 }
@@ -190,8 +201,40 @@ pub enum Event {
     },
     /// The master received one of [`Settings::signals`].
     Signal(Signal),
-    /// After [`Master::disconnect_all`]: every worker has exited.
-    AllDisconnected,
+    /// After [`Master::disconnect_all`] or [`Master::shutdown`]: every worker
+    /// has exited.
+    AllDisconnected {
+        /// How many had to be killed because they outlived the deadline.
+        forced: usize,
+    },
+    /// Supervision stopped respawning: workers kept dying soon after they
+    /// started ([`Policy::crash_limit`] times in a row).
+    CrashLoop {
+        /// The last worker that died.
+        id: WorkerId,
+        /// Consecutive early deaths.
+        crashes: u32,
+        /// How the last one ended.
+        status: ExitStatus,
+    },
+    /// A worker sent no heartbeat for longer than [`Heartbeat::timeout`];
+    /// it is being killed.
+    Unresponsive {
+        /// The worker.
+        id: WorkerId,
+        /// How long it was silent.
+        silent_for: Duration,
+    },
+    /// A rolling restart replaced every worker it set out to replace.
+    RollComplete,
+    /// A rolling restart stopped: the new worker did not come up. The old
+    /// workers that were not replaced yet keep serving.
+    RollFailed {
+        /// The new worker that failed.
+        id: WorkerId,
+        /// What went wrong.
+        reason: String,
+    },
     /// A source the application registered in [`Master::registry`] is ready.
     Io {
         /// The token it was registered with.
@@ -224,6 +267,13 @@ struct WorkerEntry {
     kill_at: Option<Instant>,
     reads_paused: bool,
     want_drained: bool,
+    /// The supervisor's seat this worker fills, if any.
+    seat: Option<usize>,
+    started: Instant,
+    started_at: SystemTime,
+    restarts: u32,
+    last_heartbeat: Option<Instant>,
+    listening: u32,
 }
 
 /// The master process's side of the cluster. See the [module docs](self).
@@ -239,6 +289,14 @@ pub struct Master {
     queue: VecDeque<Event>,
     again: Vec<usize>,
     disconnecting_all: bool,
+    /// Workers killed by a deadline while disconnecting all.
+    forced: usize,
+    supervisor: Option<Supervisor>,
+    roll: Option<Roll>,
+    /// When the master last resumed from a stall (SIGSTOP, a paused VM):
+    /// silence before that is not held against workers.
+    resumed_at: Instant,
+    next_heartbeat_check: Option<Instant>,
 }
 
 fn channel_token(slot: usize) -> Token {
@@ -277,6 +335,11 @@ impl Master {
             queue: VecDeque::new(),
             again: Vec::new(),
             disconnecting_all: false,
+            forced: 0,
+            supervisor: None,
+            roll: None,
+            resumed_at: Instant::now(),
+            next_heartbeat_check: None,
         })
     }
 
@@ -297,16 +360,30 @@ impl Master {
         K: Into<OsString>,
         V: Into<OsString>,
     {
+        let env: Vec<(OsString, OsString)> =
+            env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self.spawn(env, None)
+    }
+
+    fn spawn(
+        &mut self,
+        env: Vec<(OsString, OsString)>,
+        seat: Option<usize>,
+    ) -> io::Result<WorkerId> {
         let (ours, theirs) = sys::socket::socketpair()?;
         let id = self.next_id;
         let mut cmd = Command::new(&self.settings.exec);
         cmd.args(&self.settings.args)
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .envs(env.into_iter().map(|(k, v)| (k.into(), v.into())))
+            .envs(env)
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string());
         if let Some(cwd) = &self.settings.cwd {
             cmd.current_dir(cwd);
+        }
+        if let Some(hb) = &self.settings.heartbeat {
+            cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
+            self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
         }
         if self.settings.own_process_group {
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -351,6 +428,14 @@ impl Master {
             kill_at: None,
             reads_paused: false,
             want_drained: false,
+            seat,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            restarts: seat
+                .and_then(|s| self.supervisor.as_ref().map(|sv| sv.restarts(s)))
+                .unwrap_or(0),
+            last_heartbeat: None,
+            listening: 0,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -394,7 +479,8 @@ impl Master {
         }
         if self.workers.is_empty() {
             self.disconnecting_all = false;
-            self.queue.push_back(Event::AllDisconnected);
+            self.queue
+                .push_back(Event::AllDisconnected { forced: std::mem::take(&mut self.forced) });
         }
         Ok(())
     }
@@ -485,7 +571,16 @@ impl Master {
             timeout = Some(Duration::ZERO);
         }
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
+        let before = Instant::now();
         let res = self.poll.poll(&mut events, timeout);
+        let after = Instant::now();
+        if let Some(t) = timeout {
+            // Woken far later than asked: this process was stopped or starved.
+            if after.duration_since(before) > t + STALL {
+                log::warn!("the master was stalled for {:?}", after.duration_since(before) - t);
+                self.resumed_at = after;
+            }
+        }
         if let Err(e) = res {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
@@ -531,7 +626,8 @@ impl Master {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.workers.iter().filter_map(|(_, w)| w.kill_at).min()
+        let kills = self.workers.iter().filter_map(|(_, w)| w.kill_at);
+        kills.chain(self.supervisor_deadline()).chain(self.next_heartbeat_check).min()
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -539,12 +635,19 @@ impl Master {
             if w.kill_at.is_some_and(|t| t <= now) {
                 w.kill_at = None;
                 log::warn!(
-                    "worker {} (pid {}) did not exit within the disconnect timeout; killing it",
+                    "worker {} (pid {}) did not exit in time; killing it",
                     w.info.id,
                     w.info.pid
                 );
+                if self.disconnecting_all {
+                    self.forced += 1;
+                }
                 let _ = w.child.kill();
             }
+        }
+        self.fire_supervisor(now);
+        if self.next_heartbeat_check.is_some_and(|t| t <= now) {
+            self.check_heartbeats(now);
         }
     }
 
@@ -669,7 +772,9 @@ impl Master {
                 if w.info.state < State::Listening {
                     w.info.state = State::Listening;
                 }
+                w.listening += 1;
                 self.queue.push_back(Event::Listening { id, address });
+                self.roll_progress();
             }
             Message::Close { handle } => {
                 self.sockets.close(id, handle);
@@ -678,7 +783,7 @@ impl Master {
                 w.info.exited_after_disconnect = true;
                 self.sockets.remove_worker(id);
             }
-            Message::Heartbeat => {}
+            Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
             Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
                 let e =
@@ -756,9 +861,11 @@ impl Master {
             status,
             exited_after_disconnect: w.info.exited_after_disconnect,
         });
+        self.on_exit(&w, status);
         if self.disconnecting_all && self.workers.is_empty() {
             self.disconnecting_all = false;
-            self.queue.push_back(Event::AllDisconnected);
+            self.queue
+                .push_back(Event::AllDisconnected { forced: std::mem::take(&mut self.forced) });
         }
     }
 }

@@ -173,3 +173,19 @@ fn open(req: &ListenRequest) -> Result<(OwnedFd, Address), SysError> {
     }
     Ok((socket, address))
 }
+
+impl SocketRegistry {
+    /// The handles `worker` holds.
+    pub(crate) fn handles_of(&self, worker: WorkerId) -> Vec<u32> {
+        self.handles
+            .iter()
+            .filter(|(_, h)| h.workers.contains(&worker))
+            .map(|(slot, _)| slot as u32)
+            .collect()
+    }
+
+    /// True if `worker` holds `handle`.
+    pub(crate) fn holds(&self, worker: WorkerId, handle: u32) -> bool {
+        self.handles.get(handle as usize).is_some_and(|h| h.workers.contains(&worker))
+    }
+}

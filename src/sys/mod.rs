@@ -19,6 +19,7 @@
 
 pub(crate) mod fd;
 pub(crate) mod process;
+pub(crate) mod procfs;
 pub(crate) mod signal;
 pub(crate) mod socket;
 

@@ -91,6 +91,9 @@ pub struct Worker {
     leaving: bool,
     again: bool,
     want_drained: bool,
+    /// Heartbeat interval, when the master asked for heartbeats.
+    heartbeat: Option<Duration>,
+    next_heartbeat: Instant,
 }
 
 enum Reply {
@@ -131,6 +134,8 @@ impl Worker {
             leaving: false,
             again: false,
             want_drained: false,
+            heartbeat: env.heartbeat_ms.map(Duration::from_millis),
+            next_heartbeat: Instant::now(),
         };
         w.channel.queue(&Message::Online, Vec::new())?;
         w.channel.flush()?;
@@ -155,13 +160,29 @@ impl Worker {
     ///
     /// If the channel reaches end of file while the worker was not asked to
     /// leave (the master died), the process exits at once with code 0.
+    ///
+    /// When the master asked for heartbeats, this is where they are sent: a
+    /// loop that stops calling `poll` for longer than the master's timeout
+    /// is taken for hung and killed.
     pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout =
+        let mut timeout =
             if self.again || !self.queue.is_empty() { Some(Duration::ZERO) } else { timeout };
+        if self.heartbeat.is_some() {
+            let left = self.next_heartbeat.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         match self.poll.poll(events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
+        }
+        if let Some(interval) = self.heartbeat {
+            let now = Instant::now();
+            if now >= self.next_heartbeat {
+                self.next_heartbeat = now + interval;
+                self.channel.queue(&Message::Heartbeat, Vec::new())?;
+                self.flush()?;
+            }
         }
         if self.again || events.iter().any(|e| e.token() == IPC_TOKEN) {
             self.again = false;

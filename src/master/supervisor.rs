@@ -1,0 +1,550 @@
+//! Opt-in supervision on top of the master's manual control: a target
+//! number of workers, respawn with exponential backoff, crash-loop
+//! protection, zero-downtime rolling restart, hung-worker detection by
+//! heartbeat, scaling at run time, and per-worker status.
+//!
+//! Nothing here runs unless asked: [`Master::supervise`] turns the policy
+//! on, [`Settings::heartbeat`](super::Settings::heartbeat) turns heartbeats
+//! on. Without them the master is Node's: it manages no pool.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+
+use super::{Event, ExitStatus, Master, State, WorkerEntry};
+use crate::WorkerId;
+
+/// The signals [`Master::handle_signal`] gives a meaning to, plus `SIGUSR1`
+/// (status, left to the application): block these with
+/// [`Settings::signals`](super::Settings::signals).
+pub const STANDARD_SIGNALS: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+];
+
+/// How [`Master::supervise`] keeps the pool.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Target number of workers (default: one per CPU).
+    pub workers: usize,
+    /// Replace a worker that exits without having been asked to (default:
+    /// true).
+    pub respawn: bool,
+    /// Delay before replacing a worker that died early, doubled for each
+    /// further early death in a row (default: 100 ms). A worker that lived
+    /// longer than `crash_window` is replaced at once.
+    pub backoff_initial: Duration,
+    /// The cap on that delay (default: 10 s).
+    pub backoff_max: Duration,
+    /// A worker that dies sooner than this after it started died early
+    /// (default: 5 s).
+    pub crash_window: Duration,
+    /// After this many early deaths in a row, respawning stops and
+    /// [`Event::CrashLoop`] is queued (default: 5).
+    pub crash_limit: u32,
+    /// How long a new worker may take to listen during a rolling restart
+    /// before the roll is abandoned (default: 30 s).
+    pub start_timeout: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            respawn: true,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            crash_window: Duration::from_secs(5),
+            crash_limit: 5,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Hung-worker detection.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// How often a worker's runtime sends a heartbeat (default: 1 s).
+    pub interval: Duration,
+    /// Silence after which the worker is killed (default: 10 s). Time the
+    /// master itself was stopped does not count.
+    pub timeout: Duration,
+    /// Send `SIGABRT` first (for a core dump), then `SIGKILL` a second later
+    /// (default: false: `SIGKILL` at once).
+    pub abort_first: bool,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            abort_first: false,
+        }
+    }
+}
+
+impl Heartbeat {
+    pub(super) fn check_every(&self) -> Duration {
+        (self.timeout / 4).max(Duration::from_millis(10))
+    }
+}
+
+/// One row of [`Master::status`].
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: WorkerId,
+    /// Process id.
+    pub pid: u32,
+    /// Lifecycle state.
+    pub state: State,
+    /// When it was forked.
+    pub started_at: SystemTime,
+    /// How long ago it was forked.
+    pub uptime: Duration,
+    /// How many workers its supervisor seat had before it.
+    pub restarts: u32,
+    /// How long ago its last heartbeat came (`None`: none yet, or off).
+    pub last_heartbeat: Option<Duration>,
+    /// Resident memory, from `/proc/PID/status`.
+    pub rss_bytes: Option<u64>,
+    /// User plus system CPU time, from `/proc/PID/stat`.
+    pub cpu_time: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Seat {
+    worker: Option<WorkerId>,
+    restarts: u32,
+    crashes: u32,
+    start_at: Option<Instant>,
+}
+
+pub(super) struct Supervisor {
+    policy: Policy,
+    seats: Vec<Seat>,
+    stopped: bool,
+}
+
+impl Supervisor {
+    pub(super) fn restarts(&self, seat: usize) -> u32 {
+        self.seats.get(seat).map_or(0, |s| s.restarts)
+    }
+}
+
+pub(super) struct Roll {
+    pending: VecDeque<WorkerId>,
+    step: Option<Step>,
+}
+
+struct Step {
+    old: WorkerId,
+    new: WorkerId,
+    seat: Option<usize>,
+    /// The old worker's servers: listening events, and registry handles.
+    needed: u32,
+    handles: Vec<u32>,
+    deadline: Instant,
+}
+
+fn not_supervised() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "the master is not supervising (call supervise)")
+}
+
+impl Master {
+    /// Turns supervision on: forks workers up to `policy.workers` and from
+    /// now on keeps that many, replacing those that die.
+    pub fn supervise(&mut self, policy: Policy) -> io::Result<()> {
+        let n = policy.workers;
+        self.supervisor = Some(Supervisor { policy, seats: Vec::new(), stopped: false });
+        self.set_target(n)
+    }
+
+    /// The target number of workers, when supervising.
+    pub fn target(&self) -> Option<usize> {
+        self.supervisor.as_ref().map(|s| s.seats.len())
+    }
+
+    /// Changes the target number of workers: new seats are filled at once,
+    /// workers in removed seats are disconnected gracefully.
+    pub fn set_target(&mut self, n: usize) -> io::Result<()> {
+        let sv = self.supervisor.as_mut().ok_or_else(not_supervised)?;
+        let now = Instant::now();
+        while sv.seats.len() < n {
+            sv.seats.push(Seat { start_at: Some(now), ..Seat::default() });
+        }
+        let mut leaving = Vec::new();
+        while sv.seats.len() > n {
+            if let Some(id) = sv.seats.pop().and_then(|s| s.worker) {
+                leaving.push(id);
+            }
+        }
+        log::info!("target: {n} workers");
+        for id in leaving {
+            if let Some(&slot) = self.ids.get(&id) {
+                self.workers[slot].seat = None;
+            }
+            self.disconnect(id)?;
+        }
+        self.fire_supervisor(now);
+        Ok(())
+    }
+
+    /// Replaces every live worker, one at a time, without refusing a
+    /// connection: a new worker is forked and listening on every server the
+    /// old one had before the old one is disconnected. A new worker that
+    /// does not come up stops the roll ([`Event::RollFailed`]) and leaves
+    /// the old workers serving; [`Event::RollComplete`] ends a good one.
+    pub fn rolling_restart(&mut self) -> io::Result<()> {
+        if self.roll.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a rolling restart is in progress",
+            ));
+        }
+        let mut pending: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.info.exited_after_disconnect && w.channel.is_some())
+            .map(|(_, w)| w.info.id)
+            .collect();
+        pending.sort_unstable();
+        log::info!("rolling restart of {} workers", pending.len());
+        self.roll = Some(Roll { pending: pending.into(), step: None });
+        self.roll_next();
+        Ok(())
+    }
+
+    /// Graceful shutdown: stops respawning and rolling, disconnects every
+    /// worker (each is killed if it outlives
+    /// [`Settings::disconnect_timeout`](super::Settings::disconnect_timeout));
+    /// [`Event::AllDisconnected`] follows.
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        if let Some(sv) = self.supervisor.as_mut() {
+            sv.stopped = true;
+            for seat in &mut sv.seats {
+                seat.start_at = None;
+            }
+        }
+        self.roll = None;
+        self.disconnect_all()
+    }
+
+    /// True between [`Master::shutdown`] (or `disconnect_all`) and
+    /// [`Event::AllDisconnected`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.disconnecting_all
+    }
+
+    /// The conventional meaning of a signal to a master, as gunicorn and
+    /// unicorn give it: `SIGINT`/`SIGTERM` graceful shutdown (a second one:
+    /// kill at once), `SIGQUIT` kill at once, `SIGHUP` rolling restart,
+    /// `SIGTTIN`/`SIGTTOU` one worker more/less. Returns false for a signal
+    /// it gives no meaning to (such as `SIGUSR1`).
+    pub fn handle_signal(&mut self, sig: Signal) -> io::Result<bool> {
+        match sig {
+            Signal::SIGINT | Signal::SIGTERM if self.disconnecting_all => {
+                log::warn!("{sig} during shutdown: killing every worker now");
+                self.kill_all();
+            }
+            Signal::SIGINT | Signal::SIGTERM => {
+                log::info!("{sig}: graceful shutdown");
+                self.shutdown()?;
+            }
+            Signal::SIGQUIT => {
+                log::warn!("{sig}: killing every worker now");
+                self.shutdown()?;
+                self.kill_all();
+            }
+            Signal::SIGHUP => match self.rolling_restart() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => log::warn!("{sig}: {e}"),
+                Err(e) => return Err(e),
+            },
+            Signal::SIGTTIN => {
+                let n = self.target().ok_or_else(not_supervised)?;
+                self.set_target(n + 1)?;
+            }
+            Signal::SIGTTOU => {
+                let n = self.target().ok_or_else(not_supervised)?;
+                if n > 1 {
+                    self.set_target(n - 1)?;
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `SIGKILL` to every worker; during a shutdown they count as forced.
+    fn kill_all(&mut self) {
+        for (_, w) in self.workers.iter_mut() {
+            if w.child.kill().is_ok() && self.disconnecting_all {
+                self.forced += 1;
+            }
+            w.kill_at = None;
+        }
+    }
+
+    /// Every live worker's id, pid, state, start time, restart count, last
+    /// heartbeat, RSS and CPU time, by id.
+    pub fn status(&self) -> Vec<WorkerStatus> {
+        let now = Instant::now();
+        let mut rows: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(_, w)| {
+                let usage = crate::sys::procfs::usage(w.info.pid);
+                WorkerStatus {
+                    id: w.info.id,
+                    pid: w.info.pid,
+                    state: w.info.state,
+                    started_at: w.started_at,
+                    uptime: now.duration_since(w.started),
+                    restarts: w.restarts,
+                    last_heartbeat: w.last_heartbeat.map(|t| now.duration_since(t)),
+                    rss_bytes: usage.map(|u| u.0),
+                    cpu_time: usage.map(|u| u.1),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// A worker was reaped: keep the roll and the seats right.
+    pub(super) fn on_exit(&mut self, w: &WorkerEntry, status: ExitStatus) {
+        let id = w.info.id;
+        let mut replaced_by_roll = false;
+        if let Some(roll) = self.roll.as_mut() {
+            roll.pending.retain(|p| *p != id);
+            if let Some(step) = &roll.step {
+                if step.new == id {
+                    self.fail_roll(format!("exited ({status}) before listening"));
+                } else if step.old == id {
+                    replaced_by_roll = true;
+                }
+            }
+        }
+        let Some(seat_ix) = w.seat else { return };
+        let disconnecting = self.disconnecting_all;
+        let Some(sv) = self.supervisor.as_mut() else { return };
+        let Some(seat) = sv.seats.get_mut(seat_ix) else { return };
+        if seat.worker != Some(id) {
+            return;
+        }
+        seat.worker = None;
+        if w.info.exited_after_disconnect
+            || disconnecting
+            || sv.stopped
+            || !sv.policy.respawn
+            || replaced_by_roll
+        {
+            return;
+        }
+        let lived = w.started.elapsed();
+        if lived >= sv.policy.crash_window {
+            seat.crashes = 0;
+        } else {
+            seat.crashes += 1;
+        }
+        if seat.crashes >= sv.policy.crash_limit {
+            sv.stopped = true;
+            log::error!(
+                "worker {id} died {} times in a row within {:?} of starting ({status}); \
+                 no more respawns",
+                seat.crashes,
+                sv.policy.crash_window
+            );
+            let crashes = seat.crashes;
+            self.queue.push_back(Event::CrashLoop { id, crashes, status });
+            return;
+        }
+        let delay = match seat.crashes {
+            0 => Duration::ZERO,
+            n => sv
+                .policy
+                .backoff_initial
+                .saturating_mul(1u32 << (n - 1).min(16))
+                .min(sv.policy.backoff_max),
+        };
+        log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+        seat.restarts += 1;
+        seat.start_at = Some(Instant::now() + delay);
+    }
+
+    pub(super) fn supervisor_deadline(&self) -> Option<Instant> {
+        let step = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| s.deadline);
+        let starts = self.supervisor.as_ref().filter(|sv| !sv.stopped).and_then(|sv| {
+            sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at).min()
+        });
+        step.into_iter().chain(starts).min()
+    }
+
+    pub(super) fn fire_supervisor(&mut self, now: Instant) {
+        if let Some(step) = self.roll.as_ref().and_then(|r| r.step.as_ref()) {
+            if step.deadline <= now {
+                let new = step.new;
+                let _ = self.kill(new, Signal::SIGKILL);
+                self.fail_roll("did not listen in time".to_string());
+            }
+        }
+        if self.disconnecting_all {
+            return;
+        }
+        let due: Vec<usize> = match self.supervisor.as_ref() {
+            Some(sv) if !sv.stopped => sv
+                .seats
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.worker.is_none() && s.start_at.is_some_and(|t| t <= now))
+                .map(|(i, _)| i)
+                .collect(),
+            _ => return,
+        };
+        for ix in due {
+            let res = self.spawn(Vec::new(), Some(ix));
+            let Some(sv) = self.supervisor.as_mut() else { return };
+            let seat = &mut sv.seats[ix];
+            match res {
+                Ok(id) => {
+                    seat.worker = Some(id);
+                    seat.start_at = None;
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot start a worker: {e}; retrying in {:?}",
+                        sv.policy.backoff_max
+                    );
+                    seat.start_at = Some(now + sv.policy.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// Starts the next step of the roll, or ends it.
+    fn roll_next(&mut self) {
+        loop {
+            let Some(roll) = self.roll.as_mut() else { return };
+            let Some(old) = roll.pending.pop_front() else {
+                self.roll = None;
+                log::info!("rolling restart complete");
+                self.queue.push_back(Event::RollComplete);
+                return;
+            };
+            let Some(&slot) = self.ids.get(&old) else { continue };
+            let w = &self.workers[slot];
+            if w.info.exited_after_disconnect || w.channel.is_none() {
+                continue;
+            }
+            let (seat, needed) = (w.seat, w.listening.max(1));
+            let handles = self.sockets.handles_of(old);
+            let deadline = Instant::now()
+                + self
+                    .supervisor
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |s| s.policy.start_timeout);
+            match self.spawn(Vec::new(), None) {
+                Ok(new) => {
+                    log::info!("rolling restart: worker {new} is to replace worker {old}");
+                    if let Some(roll) = self.roll.as_mut() {
+                        roll.step = Some(Step { old, new, seat, needed, handles, deadline });
+                    }
+                }
+                Err(e) => self.fail_roll(format!("cannot start a new worker: {e}")),
+            }
+            return;
+        }
+    }
+
+    /// A worker listened: if it is the roll's new worker and now serves
+    /// everything the old one did, the old one leaves.
+    pub(super) fn roll_progress(&mut self) {
+        let Some(step) = self.roll.as_ref().and_then(|r| r.step.as_ref()) else { return };
+        let Some(&slot) = self.ids.get(&step.new) else { return };
+        let new = &self.workers[slot];
+        let ready = new.listening >= step.needed
+            && step.handles.iter().all(|h| self.sockets.holds(step.new, *h));
+        if !ready {
+            return;
+        }
+        let step = self.roll.as_mut().and_then(|r| r.step.take()).expect("checked above");
+        self.workers[slot].seat = step.seat;
+        if let (Some(ix), Some(sv)) = (step.seat, self.supervisor.as_mut()) {
+            if let Some(seat) = sv.seats.get_mut(ix) {
+                seat.worker = Some(step.new);
+                seat.start_at = None;
+                seat.restarts += 1;
+                self.workers[slot].restarts = seat.restarts;
+            }
+        }
+        if let Some(&old_slot) = self.ids.get(&step.old) {
+            self.workers[old_slot].seat = None;
+            log::info!(
+                "rolling restart: worker {} listens; disconnecting worker {}",
+                step.new,
+                step.old
+            );
+            if let Err(e) = self.disconnect(step.old) {
+                log::error!("rolling restart: disconnecting worker {}: {e}", step.old);
+            }
+        }
+        self.roll_next();
+    }
+
+    fn fail_roll(&mut self, reason: String) {
+        let Some(roll) = self.roll.take() else { return };
+        let Some(step) = roll.step else { return };
+        log::error!("rolling restart stopped: new worker {}: {reason}", step.new);
+        // If the worker it was to replace died meanwhile, its seat is empty.
+        if let (Some(ix), Some(sv)) = (step.seat, self.supervisor.as_mut()) {
+            if let Some(seat) = sv.seats.get_mut(ix) {
+                if seat.worker.is_none()
+                    || seat.worker == Some(step.old) && !self.ids.contains_key(&step.old)
+                {
+                    seat.worker = None;
+                    seat.start_at.get_or_insert(Instant::now());
+                }
+            }
+        }
+        self.queue.push_back(Event::RollFailed { id: step.new, reason });
+    }
+
+    /// Kills workers silent for longer than the heartbeat timeout.
+    pub(super) fn check_heartbeats(&mut self, now: Instant) {
+        let Some(hb) = self.settings.heartbeat else {
+            self.next_heartbeat_check = None;
+            return;
+        };
+        self.next_heartbeat_check = Some(now + hb.check_every());
+        let resumed_at = self.resumed_at;
+        for (_, w) in self.workers.iter_mut() {
+            if w.kill_at.is_some() || w.channel.is_none() || w.info.exited_after_disconnect {
+                continue;
+            }
+            let since = w.last_heartbeat.unwrap_or(w.started).max(w.started).max(resumed_at);
+            let silent_for = now.saturating_duration_since(since);
+            if silent_for <= hb.timeout {
+                continue;
+            }
+            let (id, pid) = (w.info.id, w.info.pid);
+            log::error!("worker {id} (pid {pid}) sent no heartbeat for {silent_for:?}; killing it");
+            self.queue.push_back(Event::Unresponsive { id, silent_for });
+            let target = nix::unistd::Pid::from_raw(pid as i32);
+            if hb.abort_first {
+                let _ = nix::sys::signal::kill(target, Signal::SIGABRT);
+            } else {
+                let _ = w.child.kill();
+            }
+            w.kill_at = Some(now + Duration::from_secs(1));
+        }
+    }
+}
