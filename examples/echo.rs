@@ -185,7 +185,7 @@ fn master(args: &Args) -> io::Result<()> {
                     log::info!("every worker has left; bye");
                     std::process::exit(if failed || forced > 0 { 1 } else { 0 });
                 }
-                other => log::info!("{other:?}"),
+                other => log::debug!("{other:?}"),
             }
         }
     }

@@ -6,16 +6,23 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
 /// Spawns `cmd` so that descriptor `keep` (close-on-exec in this process)
-/// survives `exec` in the child. No other descriptor is affected: everything
-/// the crate opens is close-on-exec. The standard library resets the child's
-/// signal mask and `SIGPIPE` disposition before `exec`.
+/// survives `exec` in the child, and the child starts with an empty signal
+/// mask (the master blocks the signals it reads from its `signalfd`, and a
+/// mask survives `exec`). No other descriptor is affected: everything the
+/// crate opens is close-on-exec.
 pub(crate) fn spawn_keeping_fd(cmd: &mut Command, keep: RawFd) -> io::Result<Child> {
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls fcntl(2), which is async-signal-safe, on a descriptor number the
-    // child inherited; it allocates nothing and takes no lock.
+    // calls fcntl(2), sigemptyset(3) and sigprocmask(2), all async-signal-safe,
+    // on a descriptor number the child inherited and a sigset on its own
+    // stack; it allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) == -1 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -1,0 +1,267 @@
+//! The opt-in supervision policy: respawn with backoff, crash-loop stop,
+//! graceful shutdown with a deadline, zero-downtime rolling restart,
+//! hung-worker detection that survives a stopped master, scaling, status.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use util::*;
+
+fn supervised(n: u32, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let n_s = n.to_string();
+    let mut all = vec![("FIXTURE_SUPERVISE", n_s.as_str())];
+    all.extend_from_slice(env);
+    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &all);
+    let mut addr = None;
+    for id in 1..=n {
+        addr = Some(field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap());
+    }
+    (m, addr.unwrap())
+}
+
+fn status(m: &mut Proc) -> Vec<String> {
+    m.send("status");
+    let mut rows = Vec::new();
+    loop {
+        let l = m.expect_by("status row", WAIT, |l| l.starts_with("status"));
+        if l == "status-end" {
+            return rows;
+        }
+        rows.push(l);
+    }
+}
+
+fn crash_file(name: &str) -> String {
+    let p = std::env::temp_dir().join(format!("mio-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_killed_worker_is_respawned_with_backoff_growing_between_rapid_crashes() {
+    let mut m = Proc::fixture_env(
+        &["--listen", "127.0.0.1:0"],
+        &[("FIXTURE_SUPERVISE", "1"), ("FIXTURE_BACKOFF_MS", "100"), ("FIXTURE_CRASH_LIMIT", "10")],
+    );
+    let mut id = 1;
+    let mut gaps = Vec::new();
+    let mut fork = m.expect("fork id=1");
+    for _ in 0..4 {
+        let pid: u32 = field(&fork, "pid").parse().unwrap();
+        m.expect(&format!("listening id={id}"));
+        signal(pid, "KILL");
+        m.expect(&format!("exit id={id}"));
+        let died = Instant::now();
+        id += 1;
+        fork = m.expect(&format!("fork id={id}"));
+        gaps.push(died.elapsed());
+    }
+    // 100, 200, 400, 800 ms: each wait is at least the policy's delay.
+    for (i, gap) in gaps.iter().enumerate() {
+        let want = Duration::from_millis(100 << i);
+        assert!(*gap >= want, "respawn {i} after {gap:?}, policy says {want:?}: {gaps:?}");
+    }
+    let addr: SocketAddr = field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap();
+    echo_once(addr).unwrap();
+    let rows = status(&mut m);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(field(&rows[0], "restarts"), "4", "{rows:?}");
+}
+
+#[test]
+fn a_crash_loop_stops_respawning_with_an_event() {
+    let file = crash_file("crashloop");
+    std::fs::write(&file, b"").unwrap();
+    let mut m = Proc::fixture_env(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("FIXTURE_SUPERVISE", "1"),
+            ("FIXTURE_BACKOFF_MS", "10"),
+            ("FIXTURE_CRASH_LIMIT", "3"),
+            ("FIXTURE_CRASH_FILE", &file),
+        ],
+    );
+    let cl = m.expect("crashloop");
+    assert_eq!(field(&cl, "crashes"), "3");
+    assert_eq!(field(&cl, "status"), "code=1");
+    let later = m.drain(Duration::from_millis(500));
+    assert!(!later.iter().any(|l| l.starts_with("fork id=4")), "respawned after the crash loop: {later:?}");
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn graceful_shutdown_waits_for_an_open_connection() {
+    let (mut m, addr) = supervised(2, &[("FIXTURE_SIGNALS", "1")]);
+    let mut held = connect(addr).unwrap();
+    roundtrip(&mut held, b"a").unwrap();
+    m.signal("TERM");
+    m.expect("signal SIGTERM");
+    // The worker holding the connection stays; nothing is respawned.
+    std::thread::sleep(Duration::from_millis(300));
+    roundtrip(&mut held, b"still served").unwrap();
+    assert!(eventually(WAIT, || echo_once(addr).is_err()), "still accepting during shutdown");
+    drop(held);
+    assert_eq!(m.expect("alldisconnected"), "alldisconnected forced=0");
+    let lines = m.drain(Duration::from_millis(100));
+    assert!(!lines.iter().any(|l| l.starts_with("fork id=3")), "respawned during shutdown: {lines:?}");
+    // The master blocks the signals it reads; its workers must not inherit
+    // that mask.
+    for l in lines.iter().filter(|l| l.contains(" hello ")) {
+        assert_eq!(field(l, "sigblk"), "0000000000000000", "{l}");
+    }
+}
+
+#[test]
+fn the_shutdown_deadline_kills_a_worker_that_never_finishes() {
+    let (mut m, addr) = supervised(2, &[("FIXTURE_DISCONNECT_MS", "400")]);
+    let mut held = connect(addr).unwrap();
+    roundtrip(&mut held, b"a").unwrap();
+    m.send("shutdown");
+    assert_eq!(m.expect("alldisconnected"), "alldisconnected forced=1");
+}
+
+#[test]
+fn a_second_sigterm_or_a_sigquit_kills_at_once() {
+    let (mut m, addr) = supervised(2, &[("FIXTURE_SIGNALS", "1")]);
+    let mut held = connect(addr).unwrap();
+    roundtrip(&mut held, b"a").unwrap();
+    m.signal("TERM");
+    m.expect("signal SIGTERM");
+    m.expect_by("one worker left", WAIT, |l| l.starts_with("exit"));
+    m.signal("TERM");
+    let done = m.expect("alldisconnected");
+    assert_eq!(done, "alldisconnected forced=1");
+    drop(held);
+
+    let (mut m, _) = supervised(2, &[("FIXTURE_SIGNALS", "1")]);
+    m.signal("QUIT");
+    assert_eq!(m.expect("alldisconnected"), "alldisconnected forced=2");
+}
+
+/// Clients doing connect, echo, close in a loop until told to stop.
+fn load(addr: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<(u64, Vec<String>)>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failures) = (0u64, Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match connect(addr).and_then(|mut s| roundtrip(&mut s, b"0123456789abcdef")) {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (ok, failures)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_rolling_restart_of_four_workers_under_load_loses_nothing() {
+    let (mut m, addr) = supervised(4, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    m.send("roll");
+    m.expect_by("rollcomplete", Duration::from_secs(60), |l| l == "rollcomplete");
+    for id in 1..=4 {
+        let exit = m.expect(&format!("exit id={id}"));
+        assert_eq!(field(&exit, "after_disconnect"), "true", "{exit}");
+        assert_eq!(field(&exit, "status"), "code=0", "{exit}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failures) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failures.extend(f);
+    }
+    assert!(failures.is_empty(), "{} failures during the roll: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok > 100, "only {ok} requests during the roll");
+    let rows = status(&mut m);
+    let ids: Vec<&str> = rows.iter().map(|r| field(r, "id")).collect();
+    assert_eq!(ids, ["5", "6", "7", "8"], "{rows:?}");
+    eprintln!("rolling restart of 4 workers: {ok} requests, {} failures", failures.len());
+}
+
+#[test]
+fn a_rolling_restart_whose_new_worker_crashes_leaves_the_old_ones_serving() {
+    let file = crash_file("roll");
+    let (mut m, addr) = supervised(2, &[("FIXTURE_CRASH_FILE", &file)]);
+    std::fs::write(&file, b"").unwrap();
+    m.send("roll");
+    let failed = m.expect("rollfailed");
+    assert_eq!(field(&failed, "id"), "3", "{failed}");
+    std::fs::remove_file(&file).unwrap();
+    let rows = status(&mut m);
+    let ids: Vec<&str> = rows.iter().map(|r| field(r, "id")).collect();
+    assert_eq!(ids, ["1", "2"], "{rows:?}");
+    for _ in 0..10 {
+        echo_once(addr).unwrap();
+    }
+    let lines = m.drain(Duration::from_millis(200));
+    assert!(!lines.iter().any(|l| l.starts_with("exit id=1") || l.starts_with("exit id=2")), "{lines:?}");
+}
+
+#[test]
+fn a_hung_worker_is_killed_and_replaced() {
+    let (mut m, addr) = supervised(
+        2,
+        &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "600")],
+    );
+    m.send("send 1 hang");
+    let hung = Instant::now();
+    let u = m.expect("unresponsive id=1");
+    assert!(field(&u, "silent_ms").parse::<u64>().unwrap() > 600);
+    let exit = m.expect("exit id=1");
+    assert_eq!(field(&exit, "status"), "signal=SIGKILL");
+    m.expect("listening id=3");
+    assert!(hung.elapsed() < Duration::from_secs(5), "replaced only after {:?}", hung.elapsed());
+    echo_once(addr).unwrap();
+    let rows = status(&mut m);
+    assert!(rows.iter().all(|r| field(r, "hb") == "true"), "{rows:?}");
+}
+
+#[test]
+fn a_stopped_master_kills_no_healthy_worker_when_it_resumes() {
+    let (mut m, addr) = supervised(
+        2,
+        &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "500")],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    m.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    m.signal("CONT");
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = m.drain(Duration::ZERO);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("unresponsive") || l.starts_with("exit")),
+        "healthy workers killed after the master resumed: {lines:?}"
+    );
+    echo_once(addr).unwrap();
+    assert_eq!(status(&mut m).len(), 2);
+}
+
+#[test]
+fn ttin_and_ttou_change_the_live_count() {
+    let (mut m, addr) = supervised(2, &[("FIXTURE_SIGNALS", "1")]);
+    m.signal("TTIN");
+    m.expect("listening id=3");
+    assert_eq!(status(&mut m).len(), 3);
+    m.signal("TTOU");
+    let exit = m.expect("exit");
+    assert_eq!(field(&exit, "after_disconnect"), "true");
+    assert_eq!(field(&exit, "status"), "code=0");
+    assert_eq!(status(&mut m).len(), 2);
+    m.send("target 4");
+    m.expect("listening id=4");
+    m.expect("listening id=5");
+    assert_eq!(status(&mut m).len(), 4);
+    echo_once(addr).unwrap();
+}
