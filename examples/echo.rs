@@ -241,12 +241,19 @@ fn worker(args: &Args) -> io::Result<()> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
+    // Set when accept failed for want of resources (EMFILE...): the queue was
+    // not drained, so no new readiness edge will come; retry on a timer.
+    let mut retry_accept = false;
     loop {
-        worker.poll(&mut events, None)?;
+        let timeout = retry_accept.then_some(Duration::from_millis(50));
+        worker.poll(&mut events, timeout)?;
+        if retry_accept {
+            retry_accept = accept_all(&worker, listener.as_ref(), &mut conns)?;
+        }
         for event in events.iter() {
             match event.token() {
                 IPC_TOKEN => {}
-                LISTENER => accept_all(&worker, listener.as_ref(), &mut conns)?,
+                LISTENER => retry_accept = accept_all(&worker, listener.as_ref(), &mut conns)?,
                 Token(key) => {
                     let done = match conns.get_mut(key) {
                         Some(conn) => serve(conn, &mut buf),
@@ -277,14 +284,14 @@ fn worker(args: &Args) -> io::Result<()> {
     }
 }
 
+/// Accepts every queued connection. Returns true if it had to stop early
+/// (the caller retries later).
 fn accept_all(
     worker: &Worker,
     listener: Option<&mio_cluster::Listener>,
     conns: &mut Slab<Conn>,
-) -> io::Result<()> {
-    let Some(listener) = listener else {
-        return Ok(());
-    };
+) -> io::Result<bool> {
+    let Some(listener) = listener else { return Ok(false) };
     loop {
         match listener.accept() {
             Ok((mut stream, _)) => {
@@ -298,14 +305,14 @@ fn accept_all(
                 entry.insert(Conn { stream, pending: Vec::new() });
             }
             // The queue is empty (or another worker took the connection).
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             // A connection reset before we accepted it: try the next one.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Out of descriptors and the like: log and wait for the next event.
+            // Out of descriptors and the like: log, and retry on a timer.
             Err(e) => {
                 log::warn!("accept: {e}");
-                return Ok(());
+                return Ok(true);
             }
         }
     }

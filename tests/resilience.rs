@@ -117,3 +117,21 @@ fn fork_and_kill_200_times_leaves_the_masters_descriptors_where_they_were() {
     assert_eq!(m.expect("sockets"), "sockets 1");
     echo_once(addr).unwrap();
 }
+
+#[test]
+fn what_a_worker_sent_just_before_dying_is_delivered_before_its_exit() {
+    let (mut m, _) = cluster(2);
+    for id in 1..=2 {
+        m.send(&format!("send {id} bye"));
+        let mut order = Vec::new();
+        while order.len() < 3 {
+            let l = m.expect_by("events of the dying worker", WAIT, |l| {
+                l == format!("message id={id} bye")
+                    || l.starts_with(&format!("disconnect id={id}"))
+                    || l.starts_with(&format!("exit id={id}"))
+            });
+            order.push(l.split(' ').next().unwrap().to_string());
+        }
+        assert_eq!(order, ["message", "disconnect", "exit"]);
+    }
+}

@@ -183,3 +183,27 @@ fn the_master_closes_a_socket_when_its_last_worker_leaves() {
     let again: SocketAddr = ok.split(' ').nth(3).unwrap().parse().unwrap();
     echo_once(again).unwrap();
 }
+
+#[test]
+fn fd_n_never_names_one_of_the_masters_own_descriptors() {
+    let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
+    m.send("fork");
+    m.expect("listening id=1");
+    // Now the master holds its epoll, a pidfd, a channel and a listening
+    // socket, all opened after it started: none may be named with fd:N.
+    m.send("fdlist");
+    let list = m.expect("fdlist");
+    let own: Vec<&str> = list["fdlist ".len()..]
+        .split(',')
+        .filter(|f| f.contains("socket:") || f.contains("anon_inode"))
+        .map(|f| f.split('>').next().unwrap())
+        .collect();
+    assert!(own.len() >= 3, "{list}");
+    for fd in own {
+        m.send(&format!("send 1 listen fd:{fd}"));
+        let err = m.expect("message id=1 listen-err");
+        assert_eq!(field(&err, "errno"), libc::EBADF.to_string(), "fd {fd}: {err}");
+    }
+    m.send("sockets");
+    assert_eq!(m.expect("sockets"), "sockets 1");
+}

@@ -88,7 +88,10 @@ fn a_crash_loop_stops_respawning_with_an_event() {
     assert_eq!(field(&cl, "crashes"), "3");
     assert_eq!(field(&cl, "status"), "code=1");
     let later = m.drain(Duration::from_millis(500));
-    assert!(!later.iter().any(|l| l.starts_with("fork id=4")), "respawned after the crash loop: {later:?}");
+    assert!(
+        !later.iter().any(|l| l.starts_with("fork id=4")),
+        "respawned after the crash loop: {later:?}"
+    );
     std::fs::remove_file(&file).unwrap();
 }
 
@@ -106,7 +109,10 @@ fn graceful_shutdown_waits_for_an_open_connection() {
     drop(held);
     assert_eq!(m.expect("alldisconnected"), "alldisconnected forced=0");
     let lines = m.drain(Duration::from_millis(100));
-    assert!(!lines.iter().any(|l| l.starts_with("fork id=3")), "respawned during shutdown: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("fork id=3")),
+        "respawned during shutdown: {lines:?}"
+    );
     // The master blocks the signals it reads; its workers must not inherit
     // that mask.
     for l in lines.iter().filter(|l| l.contains(" hello ")) {
@@ -142,7 +148,11 @@ fn a_second_sigterm_or_a_sigquit_kills_at_once() {
 }
 
 /// Clients doing connect, echo, close in a loop until told to stop.
-fn load(addr: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<(u64, Vec<String>)>> {
+fn load(
+    addr: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, Vec<String>)>> {
     (0..clients)
         .map(|_| {
             let stop = stop.clone();
@@ -182,7 +192,12 @@ fn a_rolling_restart_of_four_workers_under_load_loses_nothing() {
         ok += o;
         failures.extend(f);
     }
-    assert!(failures.is_empty(), "{} failures during the roll: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures during the roll: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(ok > 100, "only {ok} requests during the roll");
     let rows = status(&mut m);
     let ids: Vec<&str> = rows.iter().map(|r| field(r, "id")).collect();
@@ -206,15 +221,16 @@ fn a_rolling_restart_whose_new_worker_crashes_leaves_the_old_ones_serving() {
         echo_once(addr).unwrap();
     }
     let lines = m.drain(Duration::from_millis(200));
-    assert!(!lines.iter().any(|l| l.starts_with("exit id=1") || l.starts_with("exit id=2")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("exit id=1") || l.starts_with("exit id=2")),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn a_hung_worker_is_killed_and_replaced() {
-    let (mut m, addr) = supervised(
-        2,
-        &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "600")],
-    );
+    let (mut m, addr) =
+        supervised(2, &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "600")]);
     m.send("send 1 hang");
     let hung = Instant::now();
     let u = m.expect("unresponsive id=1");
@@ -230,10 +246,8 @@ fn a_hung_worker_is_killed_and_replaced() {
 
 #[test]
 fn a_stopped_master_kills_no_healthy_worker_when_it_resumes() {
-    let (mut m, addr) = supervised(
-        2,
-        &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "500")],
-    );
+    let (mut m, addr) =
+        supervised(2, &[("FIXTURE_HEARTBEAT_MS", "50"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "500")]);
     std::thread::sleep(Duration::from_millis(200));
     m.signal("STOP");
     std::thread::sleep(Duration::from_millis(1500));

@@ -46,6 +46,7 @@ pub(crate) struct Channel {
     rfds: VecDeque<OwnedFd>,
     wq: VecDeque<Out>,
     wq_bytes: usize,
+    failed: bool,
 }
 
 impl Channel {
@@ -60,6 +61,7 @@ impl Channel {
             rfds: VecDeque::new(),
             wq: VecDeque::new(),
             wq_bytes: 0,
+            failed: false,
         }
     }
 
@@ -101,6 +103,17 @@ impl Channel {
     /// Bytes received that do not yet make a whole frame.
     pub(crate) fn partial_bytes(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Descriptors queued and not yet sent.
+    pub(crate) fn queued_fds(&self) -> usize {
+        self.wq.iter().map(|o| o.fds.len()).sum()
+    }
+
+    /// Drops everything queued: the peer is gone and will read none of it.
+    pub(crate) fn discard_writes(&mut self) {
+        self.wq.clear();
+        self.wq_bytes = 0;
     }
 
     /// Bytes queued and not yet written.
@@ -159,10 +172,23 @@ impl Channel {
             // Unreachable while the decoder enforces MAX_BODY; keep the bound.
             return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
         }
+        if self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "channel failed earlier"));
+        }
         match recv_with_fds(self.sock.as_fd(), &mut self.rbuf[self.end..], &mut self.rfds) {
-            Ok(0) => Ok(ReadStatus::Eof),
-            Ok(n) => {
+            Ok((0, _)) => Ok(ReadStatus::Eof),
+            Ok((n, truncated)) => {
                 self.end += n;
+                if truncated {
+                    // Descriptors were lost: frames can no longer be paired
+                    // with theirs. The channel is unusable from here on.
+                    self.failed = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "descriptors lost in transit (control message truncated: too many \
+                         in one message, or this process is at its descriptor limit)",
+                    ));
+                }
                 if self.rfds.len() > MAX_PENDING_FDS {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,

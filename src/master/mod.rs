@@ -32,7 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -63,6 +63,9 @@ const READ_BUDGET: usize = 16;
 const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
 const MAX_QUEUED: usize = 64 * 1024 * 1024;
+/// Stop handling a worker's requests while this many descriptors are queued
+/// towards it.
+const PAUSE_FDS_AT: usize = 64;
 /// A reactor turn this much later than its timeout means the master itself
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
@@ -131,6 +134,8 @@ pub enum ExitStatus {
     Code(i32),
     /// A signal ended it.
     Signal(i32),
+    /// It was reaped by someone else (for instance with `SIGCHLD` ignored).
+    Unknown,
 }
 
 impl fmt::Display for ExitStatus {
@@ -141,6 +146,7 @@ impl fmt::Display for ExitStatus {
                 Ok(sig) => write!(f, "signal={}", sig.as_str()),
                 Err(_) => write!(f, "signal={s}"),
             },
+            ExitStatus::Unknown => write!(f, "unknown"),
         }
     }
 }
@@ -276,6 +282,12 @@ struct WorkerEntry {
     listening: u32,
 }
 
+impl WorkerEntry {
+    fn signal(&self, signal: Signal) -> io::Result<()> {
+        sys::process::pidfd_send_signal(self.pidfd.as_fd(), signal as i32)
+    }
+}
+
 /// The master process's side of the cluster. See the [module docs](self).
 pub struct Master {
     poll: Poll,
@@ -299,6 +311,10 @@ pub struct Master {
     next_heartbeat_check: Option<Instant>,
 }
 
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+}
+
 fn channel_token(slot: usize) -> Token {
     Token(RESERVED_TOKENS + 1 + 2 * slot)
 }
@@ -310,7 +326,12 @@ fn pidfd_token(slot: usize) -> Token {
 impl Master {
     /// Creates the reactor; starts no worker. Blocks [`Settings::signals`]
     /// and reads them from a `signalfd` from now on.
+    ///
+    /// The descriptors open at this moment are the ones a worker may name
+    /// with `fd:N` (inherited sockets, or ones the application opened first);
+    /// the master's own never are.
     pub fn new(settings: Settings) -> io::Result<Master> {
+        let inherited = sys::fd::open_fds()?;
         let poll = Poll::new()?;
         let signals = if settings.signals.is_empty() {
             None
@@ -330,7 +351,7 @@ impl Master {
             workers: Slab::new(),
             ids: HashMap::new(),
             next_id: 1,
-            sockets: SocketRegistry::default(),
+            sockets: SocketRegistry::with_inherited(inherited),
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
@@ -410,16 +431,21 @@ impl Master {
         let slot = entry.key();
         let mut channel = Channel::new(ours);
         let registry = self.poll.registry();
-        registry.register(
-            &mut channel,
-            channel_token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        registry.register(
-            &mut SourceFd(&pidfd.as_raw_fd()),
-            pidfd_token(slot),
-            Interest::READABLE,
-        )?;
+        let registered = registry
+            .register(&mut channel, channel_token(slot), Interest::READABLE | Interest::WRITABLE)
+            .and_then(|()| {
+                registry.register(
+                    &mut SourceFd(&pidfd.as_raw_fd()),
+                    pidfd_token(slot),
+                    Interest::READABLE,
+                )
+            });
+        if let Err(e) = registered {
+            let _ = registry.deregister(&mut channel);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         entry.insert(WorkerEntry {
             info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
             child,
@@ -443,12 +469,12 @@ impl Master {
         Ok(id)
     }
 
-    /// Sends `signal` to worker `id`, and nothing else.
+    /// Sends `signal` to worker `id`, and nothing else. It goes through the
+    /// worker's pidfd, so it can never reach another process that reused the
+    /// pid.
     pub fn kill(&mut self, id: WorkerId, signal: Signal) -> io::Result<()> {
         let slot = self.slot(id)?;
-        let pid = nix::unistd::Pid::from_raw(self.workers[slot].info.pid as i32);
-        nix::sys::signal::kill(pid, signal)?;
-        Ok(())
+        self.workers[slot].signal(signal)
     }
 
     /// Asks worker `id` to leave gracefully: the master removes it from every
@@ -642,7 +668,7 @@ impl Master {
                 if self.disconnecting_all {
                     self.forced += 1;
                 }
-                let _ = w.child.kill();
+                let _ = w.signal(Signal::SIGKILL);
             }
         }
         self.fire_supervisor(now);
@@ -670,6 +696,12 @@ impl Master {
     /// Writes what is queued to the worker, then reads and handles what it
     /// sent, within a budget.
     fn service_channel(&mut self, slot: usize) {
+        self.service_channel_with(slot, false)
+    }
+
+    /// With `draining` (the worker has exited), reads everything it left,
+    /// ignoring the budget and the pause.
+    fn service_channel_with(&mut self, slot: usize, draining: bool) {
         let w = &mut self.workers[slot];
         let id = w.info.id;
         let Some(ch) = w.channel.as_mut() else { return };
@@ -679,38 +711,42 @@ impl Master {
                 self.queue.push_back(Event::Drained { id });
             }
             Ok(_) => {}
+            // The worker closed its end: nothing we queued will be read, but
+            // what it sent before is still to be delivered.
+            Err(e) if is_peer_gone(&e) => ch.discard_writes(),
             Err(e) => return self.close_channel(slot, Some(e)),
         }
-        for _ in 0..READ_BUDGET {
-            let w = &mut self.workers[slot];
-            let Some(ch) = w.channel.as_mut() else { return };
-            if ch.queued_bytes() > PAUSE_READS_AT {
-                // The worker is not reading what we send; read no more from
-                // it until it does (a writable event resumes us).
-                w.reads_paused = true;
-                return;
-            }
-            w.reads_paused = false;
-            let status = match ch.read_some() {
-                Ok(s) => s,
-                Err(e) => return self.close_channel(slot, Some(e)),
-            };
+        let mut budget = READ_BUDGET;
+        loop {
             loop {
-                let Some(ch) = self.workers[slot].channel.as_mut() else {
+                let w = &mut self.workers[slot];
+                let Some(ch) = w.channel.as_mut() else { return };
+                if !draining
+                    && (ch.queued_bytes() > PAUSE_READS_AT || ch.queued_fds() > PAUSE_FDS_AT)
+                {
+                    // The worker is not reading what we send; handle no more
+                    // of its requests until it does (a writable event resumes).
+                    w.reads_paused = true;
                     return;
-                };
+                }
+                w.reads_paused = false;
                 match ch.next_frame() {
                     Ok(Some((msg, fds))) => self.handle(slot, msg, fds),
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
-            match status {
-                ReadStatus::Data => continue,
-                ReadStatus::WouldBlock => return,
-                ReadStatus::Eof => {
-                    let partial =
-                        self.workers[slot].channel.as_ref().map_or(0, |c| c.partial_bytes());
+            if budget == 0 && !draining {
+                self.again.push(slot);
+                return;
+            }
+            budget = budget.saturating_sub(1);
+            let Some(ch) = self.workers[slot].channel.as_mut() else { return };
+            match ch.read_some() {
+                Ok(ReadStatus::Data) => continue,
+                Ok(ReadStatus::WouldBlock) => return,
+                Ok(ReadStatus::Eof) => {
+                    let partial = ch.partial_bytes();
                     let err = (partial > 0).then(|| {
                         io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -721,9 +757,10 @@ impl Master {
                     });
                     return self.close_channel(slot, err);
                 }
+                Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
+                Err(e) => return self.close_channel(slot, Some(e)),
             }
         }
-        self.again.push(slot);
     }
 
     fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
@@ -833,26 +870,29 @@ impl Master {
 
     /// The worker's pidfd is readable: reap it.
     fn reap(&mut self, slot: usize) {
+        // The pidfd is readable: the process has exited. If it was reaped
+        // elsewhere (SIGCHLD ignored, a PID 1 reaping everything), its status
+        // is lost but its exit is still reported.
         let status = match self.workers[slot].child.try_wait() {
-            Ok(Some(s)) => s,
+            Ok(Some(s)) => Some(s),
             Ok(None) => return,
             Err(e) => {
                 log::error!("waitpid for worker {}: {e}", self.workers[slot].info.id);
-                return;
+                None
             }
         };
         // Deliver whatever it sent before dying, then its disconnect.
-        self.service_channel(slot);
+        self.service_channel_with(slot, true);
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;
-        let status = match (status.code(), status.signal()) {
-            (Some(c), _) => ExitStatus::Code(c),
-            (None, Some(s)) => ExitStatus::Signal(s),
-            (None, None) => ExitStatus::Code(-1),
+        let status = match status.map(|s| (s.code(), s.signal())) {
+            Some((Some(c), _)) => ExitStatus::Code(c),
+            Some((None, Some(s))) => ExitStatus::Signal(s),
+            _ => ExitStatus::Unknown,
         };
         log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
         self.queue.push_back(Event::Exit {

@@ -2,7 +2,7 @@
 //! every worker that asks for that key.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 
 use slab::Slab;
@@ -52,11 +52,18 @@ pub(crate) struct Share {
     pub socket: OwnedFd,
 }
 
+/// The most shared sockets one worker may hold: a worker that asks for more
+/// gets `EMFILE` instead of using up the master's descriptors.
+pub(crate) const MAX_SHARES_PER_WORKER: usize = 256;
+
 /// Every listening socket the master holds, by key.
 #[derive(Default)]
 pub(crate) struct SocketRegistry {
     handles: Slab<Handle>,
     by_key: HashMap<Key, usize>,
+    /// Descriptor numbers a worker may name with `fd:N`: those open when the
+    /// master was created (inherited), never the master's own.
+    inherited: Vec<i32>,
 }
 
 impl SocketRegistry {
@@ -69,6 +76,20 @@ impl SocketRegistry {
         req: &ListenRequest,
     ) -> Result<Share, SysError> {
         let key = Key::of(req);
+        if let Some(&slot) = self.by_key.get(&key) {
+            if self.handles[slot].workers.contains(&worker) {
+                // A worker asks once per index; asking again is a bug or worse.
+                return Err(SysError::new(Syscall::Address, libc::EBUSY));
+            }
+        }
+        if self.handles.iter().filter(|(_, h)| h.workers.contains(&worker)).count()
+            >= MAX_SHARES_PER_WORKER
+        {
+            return Err(SysError::new(Syscall::Dup, libc::EMFILE));
+        }
+        if req.fd >= 0 && !self.inherited.contains(&req.fd) {
+            return Err(SysError::new(Syscall::Dup, libc::EBADF));
+        }
         let slot = match self.by_key.get(&key) {
             Some(&slot) => slot,
             None => {
@@ -130,6 +151,11 @@ impl SocketRegistry {
         }
     }
 
+    /// Records the descriptors open now as the ones `fd:N` may name.
+    pub(crate) fn with_inherited(inherited: Vec<i32>) -> SocketRegistry {
+        SocketRegistry { inherited, ..SocketRegistry::default() }
+    }
+
     /// How many listening sockets the master holds.
     pub(crate) fn len(&self) -> usize {
         self.handles.len()
@@ -155,16 +181,15 @@ fn open(req: &ListenRequest) -> Result<(OwnedFd, Address), SysError> {
         socket::prepare_inherited(s.as_fd(), transport, req.backlog)?;
         s
     } else {
-        let ip: IpAddr = std::str::from_utf8(&req.address)
-            .ok()
-            .and_then(|s| s.parse().ok())
+        let addr = parse_ip(&req.address, req.port)
             .ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
         let opts = BindOptions { backlog: req.backlog, ipv6only: req.ipv6only };
-        socket::bind_inet(transport, SocketAddr::new(ip, req.port), opts)?
+        socket::bind_inet(transport, addr, opts)?
     };
     let address = match socket::local_inet_addr(socket.as_fd())? {
         Some(a) => Address::Inet(a),
-        None => Address::Unix(Vec::new()),
+        // A TCP key names an internet socket; fd:N of another family is not one.
+        None => return Err(SysError::new(Syscall::Getsockname, libc::EAFNOSUPPORT)),
     };
     if let Address::Inet(a) = address {
         if req.port != 0 && a.port() != req.port {
@@ -188,4 +213,14 @@ impl SocketRegistry {
     pub(crate) fn holds(&self, worker: WorkerId, handle: u32) -> bool {
         self.handles.get(handle as usize).is_some_and(|h| h.workers.contains(&worker))
     }
+}
+
+/// `IP` or `IPv6%SCOPE` (numeric scope id), as the worker sends it.
+fn parse_ip(address: &[u8], port: u16) -> Option<SocketAddr> {
+    let text = std::str::from_utf8(address).ok()?;
+    if let Some((ip, scope)) = text.split_once('%') {
+        let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+        return Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope.parse().ok()?)));
+    }
+    Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, port))
 }

@@ -287,7 +287,7 @@ impl Master {
     /// `SIGKILL` to every worker; during a shutdown they count as forced.
     fn kill_all(&mut self) {
         for (_, w) in self.workers.iter_mut() {
-            if w.child.kill().is_ok() && self.disconnecting_all {
+            if w.signal(Signal::SIGKILL).is_ok() && self.disconnecting_all {
                 self.forced += 1;
             }
             w.kill_at = None;
@@ -538,12 +538,7 @@ impl Master {
             let (id, pid) = (w.info.id, w.info.pid);
             log::error!("worker {id} (pid {pid}) sent no heartbeat for {silent_for:?}; killing it");
             self.queue.push_back(Event::Unresponsive { id, silent_for });
-            let target = nix::unistd::Pid::from_raw(pid as i32);
-            if hb.abort_first {
-                let _ = nix::sys::signal::kill(target, Signal::SIGABRT);
-            } else {
-                let _ = w.child.kill();
-            }
+            let _ = w.signal(if hb.abort_first { Signal::SIGABRT } else { Signal::SIGKILL });
             w.kill_at = Some(now + Duration::from_secs(1));
         }
     }

@@ -22,6 +22,20 @@ pub(crate) fn dup_raw(fd: RawFd) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// The numbers of the descriptors open in this process now.
+pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
+    let mut fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // One of them was the directory being read, closed by now: drop it, or
+    // its number would be trusted when something else reuses it.
+    // SAFETY: fcntl(F_GETFD) on any integer is memory-safe; -1 means the
+    // number is not open.
+    fds.retain(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } != -1);
+    fds.sort_unstable();
+    Ok(fds)
+}
+
 /// Counts the open descriptors of this process (`/proc/self/fd`), not
 /// counting the one used to read the directory.
 pub fn count_open_fds() -> io::Result<usize> {

@@ -89,14 +89,16 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[RawFd]) -> 
 }
 
 /// Receives into `buf`, appending every received descriptor (close-on-exec)
-/// to `fds`. Returns 0 at end of stream. Never blocks. A truncated control
-/// message (more descriptors than fit) is an error; the descriptors that did
-/// arrive are still appended so they are closed, not leaked.
+/// to `fds`. Returns the bytes received (0 at end of stream) and whether the
+/// control message was truncated (more descriptors than fit, or this
+/// process at its descriptor limit): the bytes and the descriptors that did
+/// arrive are kept either way, so nothing is misparsed or leaked, and the
+/// caller decides what a truncation means. Never blocks.
 pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
+) -> io::Result<(usize, bool)> {
     let mut cmsg = CmsgBuf([0; 1040]);
     let mut iov =
         libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
@@ -138,13 +140,7 @@ pub(crate) fn recv_with_fds(
             hdr = libc::CMSG_NXTHDR(&msg, hdr);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "control message truncated: peer sent more descriptors than one message may carry",
-        ));
-    }
-    Ok(n)
+    Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// The transport a listening socket uses.

@@ -30,6 +30,7 @@ mod listener;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -94,6 +95,8 @@ pub struct Worker {
     /// Heartbeat interval, when the master asked for heartbeats.
     heartbeat: Option<Duration>,
     next_heartbeat: Instant,
+    /// Listen requests given up on (timed out) whose reply may still come.
+    abandoned: Vec<u32>,
 }
 
 enum Reply {
@@ -136,6 +139,7 @@ impl Worker {
             want_drained: false,
             heartbeat: env.heartbeat_ms.map(Duration::from_millis),
             next_heartbeat: Instant::now(),
+            abandoned: Vec::new(),
         };
         w.channel.queue(&Message::Online, Vec::new())?;
         w.channel.flush()?;
@@ -231,6 +235,10 @@ impl Worker {
             return self.listening(Listener::new(fd, None)?);
         }
         let (kind, address, port, fd) = match addr {
+            ListenAddr::Tcp(SocketAddr::V6(v6)) if v6.scope_id() != 0 => {
+                let text = format!("{}%{}", v6.ip(), v6.scope_id());
+                (Kind::Tcp, text.into_bytes(), v6.port(), -1)
+            }
             ListenAddr::Tcp(sa) => (Kind::Tcp, sa.ip().to_string().into_bytes(), sa.port(), -1),
             ListenAddr::Fd(n) => (Kind::Tcp, Vec::new(), 0, *n),
         };
@@ -250,8 +258,17 @@ impl Worker {
         };
         match self.request(request) {
             Ok(Reply::Ok { handle, fd }) => {
-                let l = Listener::new(fd, Some(listener::Share { handle, key, index }))?;
-                self.listening(l)
+                let share = listener::Share { handle, key: key.clone(), index };
+                match Listener::new(fd, Some(share)) {
+                    Ok(l) => self.listening(l),
+                    Err(e) => {
+                        // Give the share back: the master keeps none for us.
+                        self.release_index(&key, index);
+                        self.channel.queue(&Message::Close { handle }, Vec::new())?;
+                        self.flush()?;
+                        Err(e)
+                    }
+                }
             }
             Ok(Reply::Err(e)) => {
                 self.release_index(&key, index);
@@ -272,7 +289,12 @@ impl Worker {
     }
 
     /// Closes a server and tells the master this worker left its key.
-    pub fn close(&mut self, listener: Listener) -> io::Result<()> {
+    ///
+    /// The listener is deregistered from the worker's poll first: other
+    /// processes hold the same socket, so closing this descriptor alone
+    /// would leave it registered.
+    pub fn close(&mut self, mut listener: Listener) -> io::Result<()> {
+        let _ = self.poll.registry().deregister(&mut listener);
         if let Some(share) = listener.into_share() {
             self.release_index(&share.key, share.index);
             if !self.leaving {
@@ -319,7 +341,10 @@ impl Worker {
     pub fn exit(mut self, code: i32) -> ! {
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.channel.queued_bytes() > 0 && Instant::now() < deadline {
-            if self.flush().is_err() || self.wait_channel(PollFlags::POLLOUT, deadline).is_err() {
+            // Errors only end the attempt: the exit code is the caller's.
+            if self.channel.flush().is_err()
+                || self.wait_channel(PollFlags::POLLOUT, deadline).is_err()
+            {
                 break;
             }
         }
@@ -368,7 +393,11 @@ impl Worker {
             if self.channel.queued_bytes() > 0 {
                 flags |= PollFlags::POLLOUT;
             }
-            self.wait_channel(flags, deadline)?;
+            if let Err(e) = self.wait_channel(flags, deadline) {
+                // A reply that comes later is given back to the master.
+                self.abandoned.push(seq);
+                return Err(e);
+            }
         }
     }
 
@@ -410,6 +439,13 @@ impl Worker {
                     }
                     Message::ListenErr { seq, errno, syscall } if Some(seq) == want => {
                         reply = Some(Reply::Err(crate::SysError { errno, syscall }));
+                    }
+                    Message::ListenOk { seq, handle, .. } if self.abandoned.contains(&seq) => {
+                        self.abandoned.retain(|s| *s != seq);
+                        self.channel.queue(&Message::Close { handle }, Vec::new())?;
+                    }
+                    Message::ListenErr { seq, .. } if self.abandoned.contains(&seq) => {
+                        self.abandoned.retain(|s| *s != seq);
                     }
                     Message::Disconnect => {
                         if !self.leaving {
