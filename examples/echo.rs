@@ -23,13 +23,12 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
 use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{
     Event, ExitStatus, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings,
-    Signal, Worker, WorkerEvent,
+    Signal, Stream, Worker, WorkerEvent,
 };
 use slab::Slab;
 
@@ -220,7 +219,7 @@ fn status_table(master: &Master) -> String {
 
 /// One client connection: bytes read and not yet echoed wait in `pending`.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     pending: Vec<u8>,
 }
 
@@ -294,7 +293,7 @@ fn accept_all(
     let Some(listener) = listener else { return Ok(false) };
     loop {
         match listener.accept() {
-            Ok((mut stream, _)) => {
+            Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
                 let entry = conns.vacant_entry();
                 worker.registry().register(

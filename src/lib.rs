@@ -43,12 +43,13 @@ use std::sync::OnceLock;
 
 pub use listen::{Address, Kind, ListenAddr, ListenError, ListenOptions};
 pub use master::{
-    Event, ExitStatus, Heartbeat, Master, Policy, Settings, State, WorkerInfo, WorkerStatus,
+    Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
+    WorkerInfo, WorkerStatus,
 };
 pub use nix::sys::signal::Signal;
 pub use sys::fd::count_open_fds;
 pub use sys::{SysError, Syscall};
-pub use worker::{Listener, Worker, WorkerEvent};
+pub use worker::{Listener, SharedServer, Stream, UdpSocket, Worker, WorkerEvent};
 
 /// A worker's id: 1 for the first worker a master forks, never reused.
 pub type WorkerId = u32;

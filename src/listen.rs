@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::sys::{SysError, Syscall};
@@ -44,6 +45,9 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Inet(a) => write!(f, "{a}"),
+            Address::Unix(p) if p.first() == Some(&0) => {
+                write!(f, "unix:@{}", String::from_utf8_lossy(&p[1..]))
+            }
             Address::Unix(p) => write!(f, "unix:{}", String::from_utf8_lossy(p)),
         }
     }
@@ -53,14 +57,50 @@ impl fmt::Display for Address {
 ///
 /// - `HOST:PORT` or `[V6]:PORT`: a TCP address (port 0: the master picks one
 ///   port, shared by every worker);
-/// - `fd:N`: the listening socket that is descriptor `N` *of the master*
-///   (inherited by the master, for instance from its parent or systemd).
+/// - `fd:N`: the TCP listening socket that is descriptor `N` *of the master*
+///   (inherited by the master, for instance from its parent or systemd);
+/// - `udp:HOST:PORT`, `udp:fd:N`: the same for a UDP socket;
+/// - `unix:PATH`: a Unix stream socket; a relative path is resolved against
+///   the worker's working directory; `unix:@NAME` is Linux's abstract
+///   namespace (no file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     /// A TCP address.
     Tcp(SocketAddr),
-    /// The master's descriptor `N`.
+    /// The master's descriptor `N`, a TCP listening socket.
     Fd(RawFd),
+    /// A UDP address.
+    Udp(SocketAddr),
+    /// The master's descriptor `N`, a UDP socket.
+    UdpFd(RawFd),
+    /// A Unix socket path (`@NAME`: abstract namespace).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// The socket kind this address asks for.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ListenAddr::Tcp(_) | ListenAddr::Fd(_) => Kind::Tcp,
+            ListenAddr::Udp(_) | ListenAddr::UdpFd(_) => Kind::Udp,
+            ListenAddr::Unix(_) => Kind::Unix,
+        }
+    }
+}
+
+fn parse_fd(n: &str) -> Option<RawFd> {
+    n.parse().ok().filter(|fd: &RawFd| *fd >= 0)
+}
+
+fn parse_inet(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err("expected HOST:PORT, [V6]:PORT, fd:N, udp:... or unix:PATH".into());
+    }
+    let mut addrs = s.to_socket_addrs().map_err(|e| e.to_string())?;
+    addrs.next().ok_or_else(|| "host resolves to no address".to_string())
 }
 
 impl FromStr for ListenAddr {
@@ -70,21 +110,26 @@ impl FromStr for ListenAddr {
         let bad = |why: &str| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("bad listen address {s:?}: {why}"))
         };
-        if let Some(n) = s.strip_prefix("fd:") {
-            let fd: RawFd = n.parse().map_err(|_| bad("fd:N takes a descriptor number"))?;
-            if fd < 0 {
-                return Err(bad("descriptor numbers are not negative"));
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() || path == "@" {
+                return Err(bad("unix: takes a path or @NAME"));
             }
-            return Ok(ListenAddr::Fd(fd));
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Ok(ListenAddr::Tcp(a));
+        if let Some(rest) = s.strip_prefix("udp:") {
+            if let Some(n) = rest.strip_prefix("fd:") {
+                return parse_fd(n)
+                    .map(ListenAddr::UdpFd)
+                    .ok_or_else(|| bad("fd:N takes a descriptor number"));
+            }
+            return parse_inet(rest).map(ListenAddr::Udp).map_err(|e| bad(&e));
         }
-        if !s.contains(':') {
-            return Err(bad("expected HOST:PORT, [V6]:PORT or fd:N"));
+        if let Some(n) = s.strip_prefix("fd:") {
+            return parse_fd(n)
+                .map(ListenAddr::Fd)
+                .ok_or_else(|| bad("fd:N takes a descriptor number"));
         }
-        let mut addrs = s.to_socket_addrs().map_err(|e| bad(&e.to_string()))?;
-        addrs.next().map(ListenAddr::Tcp).ok_or_else(|| bad("host resolves to no address"))
+        parse_inet(s).map(ListenAddr::Tcp).map_err(|e| bad(&e))
     }
 }
 
@@ -93,6 +138,9 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Fd(n) => write!(f, "fd:{n}"),
+            ListenAddr::Udp(a) => write!(f, "udp:{a}"),
+            ListenAddr::UdpFd(n) => write!(f, "udp:fd:{n}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
 }
@@ -108,11 +156,23 @@ pub struct ListenOptions {
     /// Bind in the worker itself instead of asking the master: the socket is
     /// this worker's alone (default false).
     pub exclusive: bool,
+    /// Unix sockets: make the socket file readable by everyone (the master
+    /// applies the mode; default false).
+    pub readable_all: bool,
+    /// Unix sockets: make the socket file writable (connectable) by everyone
+    /// (default false).
+    pub writable_all: bool,
 }
 
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
-        ListenOptions { backlog: 511, ipv6only: false, exclusive: false }
+        ListenOptions {
+            backlog: 511,
+            ipv6only: false,
+            exclusive: false,
+            readable_all: false,
+            writable_all: false,
+        }
     }
 }
 

@@ -41,6 +41,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             index,
             backlog: 511,
             ipv6only: false,
+            readable_all: false,
+            writable_all: false,
         },
     };
     let frames: Vec<(&str, Message, usize)> = vec![

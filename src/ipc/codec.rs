@@ -61,6 +61,10 @@ pub struct ListenRequest {
     pub backlog: i32,
     /// `IPV6_V6ONLY` for IPv6 sockets.
     pub ipv6only: bool,
+    /// Unix sockets: file readable by all.
+    pub readable_all: bool,
+    /// Unix sockets: file writable by all.
+    pub writable_all: bool,
 }
 
 /// One frame of the protocol.
@@ -186,7 +190,11 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
             out.extend_from_slice(&request.fd.to_le_bytes());
             out.extend_from_slice(&request.index.to_le_bytes());
             out.extend_from_slice(&request.backlog.to_le_bytes());
-            out.push(request.ipv6only as u8);
+            out.push(
+                request.ipv6only as u8
+                    | (request.readable_all as u8) << 1
+                    | (request.writable_all as u8) << 2,
+            );
             T_LISTEN
         }
         Message::Listening { address } => {
@@ -305,7 +313,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
             let fd = r.i32()?;
             let index = r.u32()?;
             let backlog = r.i32()?;
-            let ipv6only = r.bool()?;
+            let flags = r.u8()?;
+            if flags & !0b111 != 0 {
+                return Err(r.bad("unknown listen flags"));
+            }
             Message::Listen {
                 seq,
                 request: ListenRequest {
@@ -315,7 +326,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
                     fd,
                     index,
                     backlog,
-                    ipv6only,
+                    ipv6only: flags & 1 != 0,
+                    readable_all: flags & 2 != 0,
+                    writable_all: flags & 4 != 0,
                 },
             }
         }
@@ -374,14 +387,6 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
-    }
-
-    fn bool(&mut self) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(self.bad("boolean not 0 or 1")),
-        }
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -454,6 +459,8 @@ mod tests {
                     index: 2,
                     backlog: 511,
                     ipv6only: true,
+                    readable_all: false,
+                    writable_all: true,
                 },
             },
             0,

@@ -33,7 +33,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
@@ -91,6 +91,16 @@ pub struct Settings {
     /// Ctrl-C in a terminal reaches only the master, which then shuts the
     /// workers down gracefully instead of the kernel killing them all.
     pub own_process_group: bool,
+    /// User id the workers run as (default: the master's). The master keeps
+    /// its own, so it can still bind privileged ports for them.
+    pub uid: Option<u32>,
+    /// Group id the workers run as (default: the master's). With `uid` as
+    /// root, supplementary groups are dropped too.
+    pub gid: Option<u32>,
+    /// Where the workers' stdout goes (default: inherited).
+    pub stdout: Output,
+    /// Where the workers' stderr goes (default: inherited).
+    pub stderr: Output,
     /// Hung-worker detection (default: off). With it, each worker's runtime
     /// sends a heartbeat from its own loop, and a worker silent for longer
     /// than the timeout is killed (and, when supervised, replaced).
@@ -108,8 +118,30 @@ impl Default for Settings {
             disconnect_timeout: Duration::from_secs(30),
             own_process_group: true,
             heartbeat: None,
+            uid: None,
+            gid: None,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
         }
     }
+}
+
+/// Where a worker's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The master's own.
+    Inherit,
+    /// A pipe the master reads in its reactor, delivered as [`Event::Output`].
+    Piped,
+}
+
+/// Which of a worker's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
 }
 
 /// Where a worker is in its life, in this order.
@@ -205,6 +237,15 @@ pub enum Event {
         /// True if it was asked to leave (disconnect), false if it died.
         exited_after_disconnect: bool,
     },
+    /// A worker wrote to a piped stdout or stderr ([`Output::Piped`]).
+    Output {
+        /// The worker.
+        id: WorkerId,
+        /// Which stream.
+        stream: OutputStream,
+        /// What it wrote (as it arrived: not split into lines).
+        data: Vec<u8>,
+    },
     /// The master received one of [`Settings::signals`].
     Signal(Signal),
     /// After [`Master::disconnect_all`] or [`Master::shutdown`]: every worker
@@ -280,6 +321,8 @@ struct WorkerEntry {
     restarts: u32,
     last_heartbeat: Option<Instant>,
     listening: u32,
+    /// Piped stdout and stderr, while open.
+    output: [Option<std::fs::File>; 2],
 }
 
 impl WorkerEntry {
@@ -300,6 +343,8 @@ pub struct Master {
     signals: Option<Signals>,
     queue: VecDeque<Event>,
     again: Vec<usize>,
+    /// Output pipes whose reads were cut short by the budget.
+    again_output: Vec<(usize, usize)>,
     disconnecting_all: bool,
     /// Workers killed by a deadline while disconnecting all.
     forced: usize,
@@ -315,12 +360,18 @@ fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
+/// Each worker has four tokens: its channel, its pidfd, its stdout and its
+/// stderr pipes (when piped).
+fn worker_token(slot: usize, k: usize) -> Token {
+    Token(RESERVED_TOKENS + 1 + 4 * slot + k)
+}
+
 fn channel_token(slot: usize) -> Token {
-    Token(RESERVED_TOKENS + 1 + 2 * slot)
+    worker_token(slot, 0)
 }
 
 fn pidfd_token(slot: usize) -> Token {
-    Token(RESERVED_TOKENS + 2 + 2 * slot)
+    worker_token(slot, 1)
 }
 
 impl Master {
@@ -355,6 +406,7 @@ impl Master {
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
+            again_output: Vec::new(),
             disconnecting_all: false,
             forced: 0,
             supervisor: None,
@@ -406,8 +458,25 @@ impl Master {
             cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
             self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
         }
+        if let Some(uid) = self.settings.uid {
+            cmd.uid(uid);
+        }
+        if let Some(gid) = self.settings.gid {
+            cmd.gid(gid);
+        }
+        for (mode, set) in [
+            (
+                self.settings.stdout,
+                Command::stdout as fn(&mut Command, std::process::Stdio) -> &mut Command,
+            ),
+            (self.settings.stderr, Command::stderr),
+        ] {
+            if mode == Output::Piped {
+                set(&mut cmd, std::process::Stdio::piped());
+            }
+        }
         if self.settings.own_process_group {
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            cmd.process_group(0);
         }
         let mut child =
             sys::process::spawn_keeping_fd(&mut cmd, theirs.as_raw_fd()).map_err(|e| {
@@ -440,6 +509,23 @@ impl Master {
                     Interest::READABLE,
                 )
             });
+        let mut output = [
+            child.stdout.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
+            child.stderr.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
+        ];
+        let registered = registered.and_then(|()| {
+            for (k, pipe) in output.iter_mut().enumerate() {
+                if let Some(f) = pipe {
+                    sys::fd::set_nonblocking(f.as_fd())?;
+                    registry.register(
+                        &mut SourceFd(&f.as_raw_fd()),
+                        worker_token(slot, 2 + k),
+                        Interest::READABLE,
+                    )?;
+                }
+            }
+            Ok(())
+        });
         if let Err(e) = registered {
             let _ = registry.deregister(&mut channel);
             let _ = child.kill();
@@ -462,6 +548,7 @@ impl Master {
                 .unwrap_or(0),
             last_heartbeat: None,
             listening: 0,
+            output,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -593,7 +680,7 @@ impl Master {
             let left = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if !self.again.is_empty() || !self.queue.is_empty() {
+        if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
             timeout = Some(Duration::ZERO);
         }
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
@@ -616,20 +703,25 @@ impl Master {
                 self.service_channel(slot);
             }
         }
+        for (slot, k) in std::mem::take(&mut self.again_output) {
+            if self.workers.contains(slot) {
+                self.read_output(slot, k, false);
+            }
+        }
         for ev in events.iter() {
             let t = ev.token().0;
             if ev.token() == SIGNAL_TOKEN {
                 self.read_signals();
             } else if t > RESERVED_TOKENS {
                 let n = t - RESERVED_TOKENS - 1;
-                let slot = n / 2;
+                let slot = n / 4;
                 if !self.workers.contains(slot) {
                     continue;
                 }
-                if n.is_multiple_of(2) {
-                    self.service_channel(slot);
-                } else {
-                    self.reap(slot);
+                match n % 4 {
+                    0 => self.service_channel(slot),
+                    1 => self.reap(slot),
+                    k => self.read_output(slot, k - 2, false),
                 }
             } else {
                 self.queue.push_back(Event::Io {
@@ -868,6 +960,40 @@ impl Master {
         self.queue.push_back(Event::Disconnect { id });
     }
 
+    /// Reads a worker's piped stdout (`k` 0) or stderr (1), within a budget
+    /// unless `draining`.
+    fn read_output(&mut self, slot: usize, k: usize, draining: bool) {
+        let w = &mut self.workers[slot];
+        let id = w.info.id;
+        let stream = if k == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
+        let Some(f) = w.output[k].as_mut() else { return };
+        let mut buf = [0u8; 16 * 1024];
+        let mut budget = READ_BUDGET;
+        loop {
+            if budget == 0 && !draining {
+                self.again_output.push((slot, k));
+                return;
+            }
+            budget = budget.saturating_sub(1);
+            match std::io::Read::read(f, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.queue.push_back(Event::Output { id, stream, data: buf[..n].to_vec() })
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("reading worker {id}'s {stream:?}: {e}");
+                    break;
+                }
+            }
+        }
+        // End of file (or an error): stop watching it.
+        if let Some(f) = w.output[k].take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&f.as_raw_fd()));
+        }
+    }
+
     /// The worker's pidfd is readable: reap it.
     fn reap(&mut self, slot: usize) {
         // The pidfd is readable: the process has exited. If it was reaped
@@ -881,11 +1007,14 @@ impl Master {
                 None
             }
         };
-        // Deliver whatever it sent before dying, then its disconnect.
+        // Deliver whatever it sent and wrote before dying, then its disconnect.
         self.service_channel_with(slot, true);
+        self.read_output(slot, 0, true);
+        self.read_output(slot, 1, true);
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;

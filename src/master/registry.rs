@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
 use slab::Slab;
 
@@ -42,6 +43,18 @@ struct Handle {
     socket: OwnedFd,
     address: Address,
     workers: Vec<WorkerId>,
+    /// A socket file the master created, unlinked with the handle.
+    unlink: Option<PathBuf>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(path) = &self.unlink {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("unlinking {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// A worker's share of a key: the handle to name when closing it, the bound
@@ -93,12 +106,13 @@ impl SocketRegistry {
         let slot = match self.by_key.get(&key) {
             Some(&slot) => slot,
             None => {
-                let (socket, address) = open(req)?;
+                let (socket, address, unlink) = open(req)?;
                 let slot = self.handles.insert(Handle {
                     key: key.clone(),
                     socket,
                     address,
                     workers: Vec::new(),
+                    unlink,
                 });
                 self.by_key.insert(key, slot);
                 log::debug!("registry: bound {} for handle {slot}", self.handles[slot].address);
@@ -168,35 +182,93 @@ impl SocketRegistry {
     }
 }
 
-/// Creates (or, for `fd`, adopts) the socket for a request.
-fn open(req: &ListenRequest) -> Result<(OwnedFd, Address), SysError> {
+/// Creates (or, for `fd`, adopts) the socket for a request. Returns the
+/// socket, its address, and the socket file the master created (to unlink
+/// when the last worker leaves).
+fn open(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>), SysError> {
     let transport = match req.kind {
-        Kind::Tcp => Transport::Stream,
-        Kind::Udp | Kind::Unix => {
-            return Err(SysError::new(Syscall::Socket, libc::EPROTONOSUPPORT))
-        }
+        Kind::Tcp | Kind::Unix => Transport::Stream,
+        Kind::Udp => Transport::Datagram,
     };
-    let socket = if req.fd >= 0 {
+    if req.fd >= 0 {
         let s = dup_raw(req.fd)?;
         socket::prepare_inherited(s.as_fd(), transport, req.backlog)?;
-        s
-    } else {
-        let addr = parse_ip(&req.address, req.port)
-            .ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
-        let opts = BindOptions { backlog: req.backlog, ipv6only: req.ipv6only };
-        socket::bind_inet(transport, addr, opts)?
-    };
-    let address = match socket::local_inet_addr(socket.as_fd())? {
-        Some(a) => Address::Inet(a),
-        // A TCP key names an internet socket; fd:N of another family is not one.
-        None => return Err(SysError::new(Syscall::Getsockname, libc::EAFNOSUPPORT)),
-    };
-    if let Address::Inet(a) = address {
-        if req.port != 0 && a.port() != req.port {
-            return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
+        let address = match (req.kind, socket::local_inet_addr(s.as_fd())?) {
+            (Kind::Tcp | Kind::Udp, Some(a)) => Address::Inet(a),
+            (Kind::Unix, None) => Address::Unix(Vec::new()),
+            // The descriptor is not of the family the key names.
+            _ => return Err(SysError::new(Syscall::Getsockname, libc::EAFNOSUPPORT)),
+        };
+        check_port(req, &address)?;
+        return Ok((s, address, None));
+    }
+    if req.kind == Kind::Unix {
+        return open_unix(req);
+    }
+    let addr =
+        parse_ip(&req.address, req.port).ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
+    let opts = BindOptions { backlog: req.backlog, ipv6only: req.ipv6only };
+    let s = socket::bind_inet(transport, addr, opts)?;
+    let address = Address::Inet(
+        socket::local_inet_addr(s.as_fd())?
+            .ok_or(SysError::new(Syscall::Getsockname, libc::EAFNOSUPPORT))?,
+    );
+    check_port(req, &address)?;
+    Ok((s, address, None))
+}
+
+/// A bound port that differs from the requested non-zero port is EADDRINUSE.
+fn check_port(req: &ListenRequest, address: &Address) -> Result<(), SysError> {
+    match address {
+        Address::Inet(a) if req.port != 0 && a.port() != req.port => {
+            Err(SysError::new(Syscall::Bind, libc::EADDRINUSE))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Binds a Unix socket. A socket file left by a dead server (connecting to
+/// it is refused) is removed first, on purpose and logged; a live one, or a
+/// file that is not a socket, is `EADDRINUSE`. The mode asked for is applied.
+fn open_unix(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>), SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let abstract_ns = req.address.first() == Some(&0);
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(&req.address));
+    if !abstract_ns {
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.file_type().is_socket() {
+                return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
+            }
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    log::info!("removing stale socket {} (nothing listens on it)", path.display());
+                    std::fs::remove_file(&path).map_err(|e| {
+                        SysError::new(Syscall::Bind, e.raw_os_error().unwrap_or(libc::EIO))
+                    })?;
+                }
+                _ => return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE)),
+            }
         }
     }
-    Ok((socket, address))
+    let s = socket::bind_unix(&req.address, req.backlog)?;
+    if abstract_ns {
+        return Ok((s, Address::Unix(req.address.clone()), None));
+    }
+    if req.readable_all || req.writable_all {
+        let mut mode = 0o600;
+        if req.readable_all {
+            mode |= 0o044;
+        }
+        if req.writable_all {
+            mode |= 0o022;
+        }
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
+            let _ = std::fs::remove_file(&path);
+            return Err(SysError::new(Syscall::Chmod, e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+    }
+    Ok((s, Address::Unix(req.address.clone()), Some(path)))
 }
 
 impl SocketRegistry {

@@ -81,6 +81,8 @@ pub enum Syscall {
     Getsockopt = 7,
     /// Resolving or validating the requested address (no syscall ran).
     Address = 8,
+    /// `chmod(2)` on a Unix socket file.
+    Chmod = 9,
 }
 
 impl Syscall {
@@ -95,6 +97,7 @@ impl Syscall {
             6 => Syscall::Dup,
             7 => Syscall::Getsockopt,
             8 => Syscall::Address,
+            9 => Syscall::Chmod,
             _ => return None,
         })
     }
@@ -110,6 +113,7 @@ impl Syscall {
             Syscall::Dup => "fcntl(F_DUPFD_CLOEXEC)",
             Syscall::Getsockopt => "getsockopt",
             Syscall::Address => "address",
+            Syscall::Chmod => "chmod",
         }
     }
 }

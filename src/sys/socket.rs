@@ -147,8 +147,6 @@ pub(crate) fn recv_with_fds(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
     Stream,
-    /// UDP sockets go through the same registry (not wired up yet).
-    #[allow(dead_code)]
     Datagram,
 }
 
@@ -225,14 +223,8 @@ pub(crate) fn prepare_inherited(
             listen(fd, backlog)?;
         }
     }
-    set_nonblocking(fd).map_err(|e| SysError::from_nix(Syscall::Dup, e))
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
+    super::fd::set_nonblocking(fd)
+        .map_err(|e| SysError::new(Syscall::Dup, e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// The address a socket is bound to, if it is an internet socket.
@@ -247,4 +239,45 @@ pub(crate) fn local_inet_addr(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>, 
     }
     let _ = ss.family();
     Ok(None)
+}
+
+/// Creates a non-blocking, close-on-exec Unix stream socket bound to `path`
+/// and listening. A path whose first byte is NUL is in Linux's abstract
+/// namespace (no file). A path longer than `sun_path` is refused with
+/// `ENAMETOOLONG`, never truncated.
+pub(crate) fn bind_unix(path: &[u8], backlog: i32) -> Result<OwnedFd, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    let addr = match path.split_first() {
+        Some((0, name)) => nsock::UnixAddr::new_abstract(name),
+        _ => nsock::UnixAddr::new(std::ffi::OsStr::from_bytes(path)),
+    }
+    .map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
+    let fd = nsock::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    nsock::bind(fd.as_raw_fd(), &addr).map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
+    listen(fd.as_fd(), backlog)?;
+    Ok(fd)
+}
+
+/// Checks that `fd` is a socket of the transport and family `kind` names.
+pub(crate) fn check_kind(fd: BorrowedFd<'_>, kind: crate::listen::Kind) -> Result<(), SysError> {
+    use crate::listen::Kind;
+    let ty = nsock::getsockopt(&fd, sockopt::SockType)
+        .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
+    let inet = local_inet_addr(fd)?.is_some();
+    let ok = match kind {
+        Kind::Tcp => ty == SockType::Stream && inet,
+        Kind::Udp => ty == SockType::Datagram && inet,
+        Kind::Unix => ty == SockType::Stream && !inet,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SysError::new(Syscall::Getsockopt, libc::EPROTOTYPE))
+    }
 }

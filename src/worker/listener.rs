@@ -1,46 +1,71 @@
-//! A listening socket a worker accepts on.
+//! The sockets a worker serves on: [`Listener`] for TCP and Unix stream
+//! sockets (accepting [`Stream`]s), [`UdpSocket`] for datagrams.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use super::IndexKey;
-use crate::listen::Address;
+use crate::listen::{Address, Kind};
 
-pub(super) struct Share {
-    pub handle: u32,
-    pub key: IndexKey,
-    pub index: u32,
+/// A worker's share of a registry key: what to name when leaving it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Share {
+    pub(super) handle: u32,
+    pub(super) key: IndexKey,
+    pub(super) index: u32,
 }
 
-/// A TCP listening socket: a duplicate of the master's shared socket, or one
-/// this worker bound alone (`exclusive`) or already held. Register it in
-/// [`Worker::registry`](super::Worker::registry) and call
-/// [`accept`](Listener::accept) until `WouldBlock`.
+/// A server socket [`Worker::close`](super::Worker::close) can close.
+pub trait SharedServer: Source {
+    /// Gives up the socket, returning the master's share of it, if any.
+    #[doc(hidden)]
+    fn into_share(self) -> Option<Share>;
+}
+
+enum Inner {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+/// A listening stream socket (TCP or Unix): a duplicate of the master's
+/// shared socket, or one this worker bound alone (`exclusive`) or already
+/// held. Register it in [`Worker::registry`](super::Worker::registry) and
+/// call [`accept`](Listener::accept) until `WouldBlock`.
 ///
 /// The socket is non-blocking. Its `O_NONBLOCK` flag is shared with every
 /// other duplicate of it (the master's and the other workers'), so keep it
-/// non-blocking even after [`into_std`](Listener::into_std).
+/// non-blocking even after [`into_fd`](Listener::into_fd).
 pub struct Listener {
-    inner: TcpListener,
+    inner: Inner,
     address: Address,
     share: Option<Share>,
 }
 
 impl Listener {
-    pub(super) fn new(fd: OwnedFd, share: Option<Share>) -> io::Result<Listener> {
-        let inner = TcpListener::from_std(std::net::TcpListener::from(fd));
-        let address = Address::Inet(inner.local_addr()?);
+    pub(super) fn new(fd: OwnedFd, kind: Kind, share: Option<Share>) -> io::Result<Listener> {
+        let (inner, address) = if kind == Kind::Unix {
+            let l = mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd));
+            let address = unix_address(&l.local_addr()?);
+            (Inner::Unix(l), address)
+        } else {
+            let l = mio::net::TcpListener::from_std(std::net::TcpListener::from(fd));
+            let address = Address::Inet(l.local_addr()?);
+            (Inner::Tcp(l), address)
+        };
         Ok(Listener { inner, address, share })
     }
 
     /// Accepts one connection (`WouldBlock` when none is queued).
-    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        self.inner.accept()
+    pub fn accept(&self) -> io::Result<Stream> {
+        match &self.inner {
+            Inner::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
     }
 
     /// The bound address.
@@ -48,40 +73,188 @@ impl Listener {
         &self.address
     }
 
-    /// The bound socket address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
     /// True if the master shares this socket with other workers.
     pub fn is_shared(&self) -> bool {
         self.share.is_some()
     }
 
-    /// The mio listener, for APIs that want one.
-    pub fn as_mio(&self) -> &TcpListener {
-        &self.inner
+    /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
+    /// or `UnixListener::from`). The master is not told; it learns that this
+    /// worker left the key when the worker disconnects or exits.
+    pub fn into_fd(self) -> OwnedFd {
+        match self.inner {
+            Inner::Tcp(l) => l.into(),
+            Inner::Unix(l) => l.into(),
+        }
     }
 
-    /// The standard library's listener, for another runtime to adopt. The
-    /// master is not told; it learns that this worker left the key when the
-    /// worker disconnects or exits.
-    pub fn into_std(self) -> std::net::TcpListener {
-        std::net::TcpListener::from(OwnedFd::from(self.inner))
+    fn source(&mut self) -> &mut dyn Source {
+        match &mut self.inner {
+            Inner::Tcp(l) => l,
+            Inner::Unix(l) => l,
+        }
     }
+}
 
-    pub(super) fn into_share(self) -> Option<Share> {
+fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(p) = a.as_pathname() {
+        return Address::Unix(p.as_os_str().as_bytes().to_vec());
+    }
+    if let Some(name) = a.as_abstract_name() {
+        let mut v = vec![0];
+        v.extend_from_slice(name);
+        return Address::Unix(v);
+    }
+    Address::Unix(Vec::new())
+}
+
+impl SharedServer for Listener {
+    fn into_share(self) -> Option<Share> {
         self.share
     }
 }
 
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        match &self.inner {
+            Inner::Tcp(l) => l.as_raw_fd(),
+            Inner::Unix(l) => l.as_raw_fd(),
+        }
     }
 }
 
 impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.source().deregister(r)
+    }
+}
+
+/// An accepted connection, TCP or Unix.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(mio::net::TcpStream),
+    /// A Unix stream connection.
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    /// `TCP_NODELAY` on a TCP connection; nothing on a Unix one.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(on),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.source().deregister(r)
+    }
+}
+
+/// A UDP socket: a duplicate of the master's shared socket (every worker
+/// receives on it; the kernel picks which worker gets a datagram), or one
+/// this worker bound alone.
+pub struct UdpSocket {
+    inner: mio::net::UdpSocket,
+    address: Address,
+    share: Option<Share>,
+}
+
+impl UdpSocket {
+    pub(super) fn new(fd: OwnedFd, share: Option<Share>) -> io::Result<UdpSocket> {
+        let inner = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd));
+        let address = Address::Inet(inner.local_addr()?);
+        Ok(UdpSocket { inner, address, share })
+    }
+
+    /// Receives one datagram (`WouldBlock` when none is queued).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.inner.recv_from(buf)
+    }
+
+    /// Sends one datagram.
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.inner.send_to(buf, to)
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// True if the master shares this socket with other workers.
+    pub fn is_shared(&self) -> bool {
+        self.share.is_some()
+    }
+}
+
+impl SharedServer for UdpSocket {
+    fn into_share(self) -> Option<Share> {
+        self.share
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl Source for UdpSocket {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         self.inner.register(r, t, i)
     }

@@ -13,7 +13,7 @@
 //!     worker.poll(&mut events, None)?;
 //!     for event in events.iter() {
 //!         if event.token() == Token(0) {
-//!             while let Ok((stream, _peer)) = listener.accept() {
+//!             while let Ok(stream) = listener.accept() {
 //!                 drop(stream); // serve it
 //!             }
 //!         }
@@ -31,7 +31,7 @@ mod listener;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ use crate::listen::{Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
 
-pub use listener::Listener;
+pub use listener::{Listener, SharedServer, Stream, UdpSocket};
 
 /// The token of the worker's channel in its [`Poll`]; the application uses
 /// any other. Events with this token are the runtime's own.
@@ -211,37 +211,70 @@ impl Worker {
         self.leaving
     }
 
-    /// Listens on `addr` through the master (or alone, with
-    /// [`ListenOptions::exclusive`]), waiting up to [`LISTEN_TIMEOUT`] for the
-    /// answer. Events that arrive meanwhile are kept for
-    /// [`Worker::next_event`]; the application's sources are not polled.
+    /// Listens on a stream address (TCP or Unix) through the master, or
+    /// alone with [`ListenOptions::exclusive`], waiting up to
+    /// [`LISTEN_TIMEOUT`] for the answer. Events that arrive meanwhile are
+    /// kept for [`Worker::next_event`]; the application's sources are not
+    /// polled.
     ///
     /// A failure is an `io::Error` of the errno's kind, holding a
     /// [`ListenError`] that names the errno, the syscall and the address.
     pub fn listen(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<Listener> {
-        if opts.exclusive {
-            let ListenAddr::Tcp(sa) = addr else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "exclusive applies to addresses, not to the master's descriptors",
-                ));
-            };
-            let fd = socket::bind_inet(
-                Transport::Stream,
-                *sa,
-                BindOptions { backlog: opts.backlog, ipv6only: opts.ipv6only },
-            )
-            .map_err(|e| ListenError::new(e, addr.to_string()))?;
-            return self.listening(Listener::new(fd, None)?);
+        if addr.kind() == Kind::Udp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr} is a UDP address: use Worker::bind_udp"),
+            ));
         }
-        let (kind, address, port, fd) = match addr {
-            ListenAddr::Tcp(SocketAddr::V6(v6)) if v6.scope_id() != 0 => {
-                let text = format!("{}%{}", v6.ip(), v6.scope_id());
-                (Kind::Tcp, text.into_bytes(), v6.port(), -1)
-            }
-            ListenAddr::Tcp(sa) => (Kind::Tcp, sa.ip().to_string().into_bytes(), sa.port(), -1),
-            ListenAddr::Fd(n) => (Kind::Tcp, Vec::new(), 0, *n),
+        let (fd, share) = self.share(addr, opts)?;
+        self.listening(Listener::new(fd, addr.kind(), share)?)
+    }
+
+    /// Binds a UDP address through the master (every worker receives on the
+    /// one shared socket; the kernel picks which gets a datagram), or alone
+    /// with [`ListenOptions::exclusive`].
+    pub fn bind_udp(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<UdpSocket> {
+        if addr.kind() != Kind::Udp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr} is not a UDP address (udp:HOST:PORT or udp:fd:N)"),
+            ));
+        }
+        let (fd, share) = self.share(addr, opts)?;
+        let sock = UdpSocket::new(fd, share)?;
+        self.channel.queue(&Message::Listening { address: sock.address().clone() }, Vec::new())?;
+        self.flush()?;
+        Ok(sock)
+    }
+
+    /// The socket for `addr`: the master's duplicate, or one bound here.
+    fn share(
+        &mut self,
+        addr: &ListenAddr,
+        opts: ListenOptions,
+    ) -> io::Result<(OwnedFd, Option<listener::Share>)> {
+        let kind = addr.kind();
+        let (address, port, fd) = match addr {
+            ListenAddr::Tcp(sa) | ListenAddr::Udp(sa) => (ip_text(sa), sa.port(), -1),
+            ListenAddr::Fd(n) | ListenAddr::UdpFd(n) => (Vec::new(), 0, *n),
+            ListenAddr::Unix(path) => (unix_path(path)?, 0, -1),
         };
+        let err = |e| io::Error::from(ListenError::new(e, addr.to_string()));
+        if opts.exclusive {
+            let bind = BindOptions { backlog: opts.backlog, ipv6only: opts.ipv6only };
+            let fd = match addr {
+                ListenAddr::Tcp(sa) => socket::bind_inet(Transport::Stream, *sa, bind),
+                ListenAddr::Udp(sa) => socket::bind_inet(Transport::Datagram, *sa, bind),
+                ListenAddr::Unix(_) => socket::bind_unix(&address, opts.backlog),
+                ListenAddr::Fd(_) | ListenAddr::UdpFd(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "exclusive applies to addresses, not to the master's descriptors",
+                    ))
+                }
+            };
+            return Ok((fd.map_err(err)?, None));
+        }
         let key: IndexKey = (kind, address.clone(), port, fd);
         let set = self.indexes.entry(key.clone()).or_default();
         let index = set.next;
@@ -255,24 +288,26 @@ impl Worker {
             index,
             backlog: opts.backlog,
             ipv6only: opts.ipv6only,
+            readable_all: opts.readable_all,
+            writable_all: opts.writable_all,
         };
         match self.request(request) {
             Ok(Reply::Ok { handle, fd }) => {
-                let share = listener::Share { handle, key: key.clone(), index };
-                match Listener::new(fd, Some(share)) {
-                    Ok(l) => self.listening(l),
+                // The socket must be of the kind asked for; if not, give the
+                // share back, since the master keeps one for us.
+                match socket::check_kind(fd.as_fd(), kind) {
+                    Ok(()) => Ok((fd, Some(listener::Share { handle, key, index }))),
                     Err(e) => {
-                        // Give the share back: the master keeps none for us.
                         self.release_index(&key, index);
                         self.channel.queue(&Message::Close { handle }, Vec::new())?;
                         self.flush()?;
-                        Err(e)
+                        Err(err(e))
                     }
                 }
             }
             Ok(Reply::Err(e)) => {
                 self.release_index(&key, index);
-                Err(ListenError::new(e, addr.to_string()).into())
+                Err(err(e))
             }
             Err(e) => {
                 self.release_index(&key, index);
@@ -285,17 +320,18 @@ impl Worker {
     /// `listen(handle)`): the master is not asked, only told.
     pub fn adopt(&mut self, listener: std::net::TcpListener) -> io::Result<Listener> {
         listener.set_nonblocking(true)?;
-        self.listening(Listener::new(OwnedFd::from(listener), None)?)
+        self.listening(Listener::new(OwnedFd::from(listener), Kind::Tcp, None)?)
     }
 
-    /// Closes a server and tells the master this worker left its key.
+    /// Closes a server ([`Listener`] or [`UdpSocket`]) and tells the master
+    /// this worker left its key.
     ///
-    /// The listener is deregistered from the worker's poll first: other
+    /// The socket is deregistered from the worker's poll first: other
     /// processes hold the same socket, so closing this descriptor alone
     /// would leave it registered.
-    pub fn close(&mut self, mut listener: Listener) -> io::Result<()> {
-        let _ = self.poll.registry().deregister(&mut listener);
-        if let Some(share) = listener.into_share() {
+    pub fn close<S: SharedServer>(&mut self, mut server: S) -> io::Result<()> {
+        let _ = self.poll.registry().deregister(&mut server);
+        if let Some(share) = server.into_share() {
             self.release_index(&share.key, share.index);
             if !self.leaving {
                 self.channel.queue(&Message::Close { handle: share.handle }, Vec::new())?;
@@ -491,4 +527,31 @@ impl Worker {
         log::error!("worker {}: IPC channel error: {e}", self.id);
         Err(e)
     }
+}
+
+/// The address text of an IP socket address, with `%scope` for a scoped
+/// IPv6 address.
+fn ip_text(sa: &SocketAddr) -> Vec<u8> {
+    match sa {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+            format!("{}%{}", v6.ip(), v6.scope_id()).into_bytes()
+        }
+        _ => sa.ip().to_string().into_bytes(),
+    }
+}
+
+/// A Unix socket path as the master binds it: `@NAME` becomes the abstract
+/// name `\0NAME`; a relative path is resolved against this process's working
+/// directory (the master's may differ).
+fn unix_path(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        let mut v = vec![0];
+        v.extend_from_slice(name);
+        return Ok(v);
+    }
+    let abs =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    Ok(abs.as_os_str().as_bytes().to_vec())
 }
