@@ -18,203 +18,27 @@
 //! a worker that dies or hangs is replaced, SIGHUP restarts every worker
 //! without refusing a connection, SIGTTIN/SIGTTOU scale, SIGUSR1 prints a
 //! status table, SIGINT/SIGTERM shut down gracefully (`--help` for all).
+//! That master, and the command line, are in `examples/common/mod.rs`,
+//! shared by every example; this file is the worker.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use common::{Args, EXIT_CANNOT_LISTEN};
 use mio::{Events, Interest, Token};
-use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::worker::IPC_TOKEN;
-use mio_cluster::{
-    Event, ExitStatus, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings,
-    Signal, Stream, Worker, WorkerEvent,
-};
+use mio_cluster::{ListenOptions, Stream, Worker, WorkerEvent};
 use slab::Slab;
 
-/// A worker's exit code when it cannot listen: the master then gives up
-/// instead of respawning it (sysexits' EX_CONFIG).
-const EXIT_CANNOT_LISTEN: i32 = 78;
-
-const USAGE: &str = "\
-usage: echo [--workers N] [--listen ADDR] [--shutdown-timeout SECS]
-            [--heartbeat-timeout SECS]
-
-  --workers N               worker processes (default: one per CPU)
-  --listen ADDR             HOST:PORT, [V6]:PORT or fd:N (default 127.0.0.1:7000)
-  --shutdown-timeout SECS   how long workers may take to finish their
-                            connections on shutdown before they are killed (10)
-  --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
-                            and replaced (10; 0: off)
-
-signals to the master:
-  SIGINT, SIGTERM   graceful shutdown: workers stop accepting, finish open
-                    connections, exit; master exits 0 (1 if any had to be
-                    killed). A second one kills every worker at once.
-  SIGQUIT           kill every worker at once and exit
-  SIGHUP            zero-downtime rolling restart of every worker
-  SIGTTIN, SIGTTOU  one worker more, one worker less
-  SIGUSR1           print a status table on stderr
-
-A worker that dies is replaced (with backoff if it keeps dying early; after
-5 early deaths in a row the master gives up and exits 1).";
-
-struct Args {
-    workers: usize,
-    listen: ListenAddr,
-    shutdown_timeout: Duration,
-    heartbeat_timeout: Duration,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        listen: "127.0.0.1:7000".parse().expect("default address parses"),
-        shutdown_timeout: Duration::from_secs(10),
-        heartbeat_timeout: Duration::from_secs(10),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--workers" => {
-                args.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
-                if args.workers == 0 {
-                    return Err("--workers: at least 1".into());
-                }
-            }
-            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
-            "--shutdown-timeout" => {
-                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-timeout: {e}"))?;
-                args.shutdown_timeout = Duration::from_secs_f64(secs);
-            }
-            "--heartbeat-timeout" => {
-                let secs: f64 =
-                    value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
-                args.heartbeat_timeout = Duration::from_secs_f64(secs);
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
-}
+mod common;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("echo: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let result = match mio_cluster::role() {
-        Role::Master => master(&args),
-        Role::Worker(_) => worker(&args),
-    };
-    if let Err(e) = result {
-        log::error!("{e}");
-        std::process::exit(1);
-    }
-}
-
-fn master(args: &Args) -> io::Result<()> {
-    let heartbeat = (!args.heartbeat_timeout.is_zero()).then(|| Heartbeat {
-        timeout: args.heartbeat_timeout,
-        interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
-        ..Heartbeat::default()
-    });
-    let settings = Settings {
-        signals: STANDARD_SIGNALS.to_vec(),
-        disconnect_timeout: args.shutdown_timeout,
-        heartbeat,
-        ..Settings::default()
-    };
-    let mut master = Master::new(settings)?;
-    // Keep `workers` alive: respawn with backoff, stop on a crash loop.
-    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
-    let mut listening = HashSet::new();
-    let mut ready = false;
-    let mut failed = false;
-    loop {
-        master.poll(None)?;
-        while let Some(event) = master.next_event() {
-            match event {
-                Event::Listening { id, address } => {
-                    log::info!("worker {id} listening on {address}");
-                    listening.insert(id);
-                    if !ready && listening.len() == args.workers {
-                        ready = true;
-                        let pid = std::process::id();
-                        println!("ready addr={address} workers={} pid={pid}", args.workers);
-                        io::stdout().flush()?;
-                    }
-                }
-                Event::Exit { id, status, .. }
-                    if status == ExitStatus::Code(EXIT_CANNOT_LISTEN)
-                        && !master.is_shutting_down() =>
-                {
-                    log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
-                    failed = true;
-                    master.shutdown()?;
-                }
-                Event::Exit { id, pid, status, exited_after_disconnect } => {
-                    listening.remove(&id);
-                    let how = if exited_after_disconnect { "left" } else { "died" };
-                    log::info!("worker {id} (pid {pid}) {how}: {status}");
-                }
-                Event::CrashLoop { .. } => {
-                    log::error!("workers keep dying at start-up; shutting down");
-                    failed = true;
-                    master.shutdown()?;
-                }
-                Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
-                Event::Signal(sig) => {
-                    master.handle_signal(sig)?;
-                }
-                Event::AllDisconnected { forced } => {
-                    if forced > 0 {
-                        log::warn!("{forced} workers had to be killed");
-                    }
-                    log::info!("every worker has left; bye");
-                    std::process::exit(if failed || forced > 0 { 1 } else { 0 });
-                }
-                other => log::debug!("{other:?}"),
-            }
-        }
-    }
-}
-
-/// The `SIGUSR1` table: one row per worker.
-fn status_table(master: &Master) -> String {
-    let mut t = format!(
-        "{:>4} {:>8} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
-        "id", "pid", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
+    common::run(
+        "echo",
+        "A TCP (or Unix socket) echo server on a cluster of worker processes.",
+        worker,
+        |_, _| {},
     );
-    for r in master.status() {
-        let hb =
-            r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
-        let rss =
-            r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
-        let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
-        t += &format!(
-            "{:>4} {:>8} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
-            r.id,
-            r.pid,
-            format!("{:?}", r.state),
-            r.uptime.as_secs_f64(),
-            r.restarts,
-            hb,
-            rss,
-            cpu
-        );
-    }
-    t
 }
 
 /// One client connection: bytes read and not yet echoed wait in `pending`.

@@ -1,0 +1,215 @@
+//! What every example shares: the command line (`--workers N --listen ADDR
+//! ...`), logging through `env_logger`, and the supervising master that
+//! prints the `ready` line. Each example only writes its worker.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use mio_cluster::master::STANDARD_SIGNALS;
+use mio_cluster::{
+    Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal, WorkerId,
+};
+
+/// A worker's exit code when it cannot listen: the master then gives up
+/// instead of respawning it (sysexits' EX_CONFIG).
+pub const EXIT_CANNOT_LISTEN: i32 = 78;
+
+const OPTIONS: &str = "\
+  --workers N               worker processes (default: one per CPU)
+  --listen ADDR             HOST:PORT, [V6]:PORT, fd:N (the master's descriptor N),
+                            unix:PATH or unix:@NAME (default 127.0.0.1:7000)
+  --shutdown-timeout SECS   how long workers may take to finish their
+                            connections on shutdown before they are killed (10)
+  --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
+                            and replaced (10; 0: off)
+
+stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
+once every worker listens. Logs on stderr (RUST_LOG=debug for more).
+
+signals to the master:
+  SIGINT, SIGTERM   graceful shutdown: workers stop accepting, finish open
+                    connections, exit; master exits 0 (1 if any had to be
+                    killed). A second one kills every worker at once.
+  SIGQUIT           kill every worker at once and exit
+  SIGHUP            zero-downtime rolling restart of every worker
+  SIGTTIN, SIGTTOU  one worker more, one worker less
+  SIGUSR1           print a status table on stderr
+
+A worker that dies is replaced (with backoff if it keeps dying early; after
+5 early deaths in a row the master gives up and exits 1).";
+
+/// The command line every example takes.
+pub struct Args {
+    pub workers: usize,
+    pub listen: ListenAddr,
+    pub shutdown_timeout: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        listen: "127.0.0.1:7000".parse().expect("default address parses"),
+        shutdown_timeout: Duration::from_secs(10),
+        heartbeat_timeout: Duration::from_secs(10),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--workers" => {
+                args.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
+                if args.workers == 0 {
+                    return Err("--workers: at least 1".into());
+                }
+            }
+            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--shutdown-timeout" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-timeout: {e}"))?;
+                args.shutdown_timeout = Duration::from_secs_f64(secs);
+            }
+            "--heartbeat-timeout" => {
+                let secs: f64 =
+                    value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
+                args.heartbeat_timeout = Duration::from_secs_f64(secs);
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Sets up logging, parses the command line (usage on `--help`; usage and
+/// exit 2 on a bad one), then runs the master or, in a worker, `worker`.
+/// `on_message` sees every message a worker sends the master.
+pub fn run(
+    name: &str,
+    about: &str,
+    worker: fn(&Args) -> io::Result<()>,
+    on_message: impl FnMut(WorkerId, &[u8]),
+) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let usage = format!(
+        "usage: {name} [--workers N] [--listen ADDR] [--shutdown-timeout SECS]\n{:w$}[--heartbeat-timeout SECS]\n\n{about}\n\n{OPTIONS}",
+        "",
+        w = name.len() + 8
+    );
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{usage}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}\n{usage}");
+            std::process::exit(2);
+        }
+    };
+    let result = match mio_cluster::role() {
+        Role::Master => master(&args, on_message),
+        Role::Worker(_) => worker(&args),
+    };
+    if let Err(e) = result {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Result<()> {
+    let heartbeat = (!args.heartbeat_timeout.is_zero()).then(|| Heartbeat {
+        timeout: args.heartbeat_timeout,
+        interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
+        ..Heartbeat::default()
+    });
+    let settings = Settings {
+        signals: STANDARD_SIGNALS.to_vec(),
+        disconnect_timeout: args.shutdown_timeout,
+        heartbeat,
+        ..Settings::default()
+    };
+    let mut master = Master::new(settings)?;
+    // Keep `workers` alive: respawn with backoff, stop on a crash loop.
+    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    let mut listening = HashSet::new();
+    let mut ready = false;
+    let mut failed = false;
+    loop {
+        master.poll(None)?;
+        while let Some(event) = master.next_event() {
+            match event {
+                Event::Listening { id, address } => {
+                    log::info!("worker {id} listening on {address}");
+                    listening.insert(id);
+                    if !ready && listening.len() == args.workers {
+                        ready = true;
+                        let pid = std::process::id();
+                        println!("ready addr={address} workers={} pid={pid}", args.workers);
+                        io::stdout().flush()?;
+                    }
+                }
+                Event::Exit { id, status, .. }
+                    if status == ExitStatus::Code(EXIT_CANNOT_LISTEN)
+                        && !master.is_shutting_down() =>
+                {
+                    log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
+                    failed = true;
+                    master.shutdown()?;
+                }
+                Event::Exit { id, pid, status, exited_after_disconnect } => {
+                    listening.remove(&id);
+                    let how = if exited_after_disconnect { "left" } else { "died" };
+                    log::info!("worker {id} (pid {pid}) {how}: {status}");
+                }
+                Event::CrashLoop { .. } => {
+                    log::error!("workers keep dying at start-up; shutting down");
+                    failed = true;
+                    master.shutdown()?;
+                }
+                Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
+                Event::Signal(sig) => {
+                    master.handle_signal(sig)?;
+                }
+                Event::AllDisconnected { forced } => {
+                    if forced > 0 {
+                        log::warn!("{forced} workers had to be killed");
+                    }
+                    log::info!("every worker has left; bye");
+                    std::process::exit(if failed || forced > 0 { 1 } else { 0 });
+                }
+                Event::Message { id, payload, .. } => on_message(id, &payload),
+                other => log::debug!("{other:?}"),
+            }
+        }
+    }
+}
+
+/// The `SIGUSR1` table: one row per worker.
+fn status_table(master: &Master) -> String {
+    let mut t = format!(
+        "{:>4} {:>8} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
+        "id", "pid", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
+    );
+    for r in master.status() {
+        let hb =
+            r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
+        let rss =
+            r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
+        let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
+        t += &format!(
+            "{:>4} {:>8} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
+            r.id,
+            r.pid,
+            format!("{:?}", r.state),
+            r.uptime.as_secs_f64(),
+            r.restarts,
+            hb,
+            rss,
+            cpu
+        );
+    }
+    t
+}
