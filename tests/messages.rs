@@ -17,10 +17,13 @@ fn one_worker() -> (Proc, std::net::SocketAddr) {
 fn ten_thousand_messages_each_way_arrive_in_order() {
     let (mut m, _) = one_worker();
     m.send("sendmany 1 10000");
-    let got = m.expect_by("worker's count", Duration::from_secs(60), |l| l.starts_with("message id=1 got"));
+    let got = m.expect_by("worker's count", Duration::from_secs(60), |l| {
+        l.starts_with("message id=1 got")
+    });
     assert_eq!(got, "message id=1 got 10000 of 10000 inorder=true");
     m.send("send 1 burst 10000");
-    let burst = m.expect_by("master's count", Duration::from_secs(60), |l| l.starts_with("burst id=1"));
+    let burst =
+        m.expect_by("master's count", Duration::from_secs(60), |l| l.starts_with("burst id=1"));
     assert_eq!(burst, "burst id=1 got=10000 of=10000 inorder=true");
 }
 
@@ -29,7 +32,9 @@ fn a_16_mib_message_goes_both_ways_and_one_byte_more_is_refused() {
     let (mut m, addr) = one_worker();
     let size = 16 * 1024 * 1024;
     m.send(&format!("big 1 {size}"));
-    let got = m.expect_by("worker got it", Duration::from_secs(60), |l| l.starts_with("message id=1 big-got"));
+    let got = m.expect_by("worker got it", Duration::from_secs(60), |l| {
+        l.starts_with("message id=1 big-got")
+    });
     assert_eq!(field(&got, "len"), size.to_string());
     m.send(&format!("send 1 big {size}"));
     let back = m.expect_by("master got it", Duration::from_secs(60), |l| l.starts_with("big id=1"));

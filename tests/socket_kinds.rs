@@ -75,9 +75,12 @@ fn udp_fd_n_serves_the_masters_udp_socket() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", "exec 3<&0 0</dev/null; exec \"$0\" \"$@\""])
-        .arg(example("udp_echo"))
-        .args(["--workers", "2", "--listen", "fd:3"]);
+    cmd.args(["-c", "exec 3<&0 0</dev/null; exec \"$0\" \"$@\""]).arg(example("udp_echo")).args([
+        "--workers",
+        "2",
+        "--listen",
+        "fd:3",
+    ]);
     cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock)));
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut p = Proc::start_configured(cmd);
