@@ -1,0 +1,117 @@
+//! Measures the master-worker channel: the round trip of a small message
+//! (master to worker and back) and the throughput of 1 MiB messages.
+//!
+//! ```text
+//! cargo run --release --example ipc_bench -- [--rounds N] [--size BYTES]
+//! ```
+//!
+//! Prints one `result` line per measurement on stdout. The worker echoes
+//! every message back unchanged.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::Events;
+use mio_cluster::{Event, Master, Role, Settings, Worker, WorkerEvent};
+
+fn main() -> io::Result<()> {
+    env_logger::init();
+    match mio_cluster::role() {
+        Role::Master => master(),
+        Role::Worker(_) => worker(),
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sends `payload` to worker `id` and waits for it to come back.
+fn round_trip(master: &mut Master, id: u32, payload: &[u8]) -> io::Result<()> {
+    master.send(id, payload, Vec::new())?;
+    loop {
+        match master.wait(Some(Duration::from_secs(10)))? {
+            Some(Event::Message { payload: back, .. }) => {
+                assert_eq!(back.len(), payload.len());
+                return Ok(());
+            }
+            Some(_) => {}
+            None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no echo in 10 s")),
+        }
+    }
+}
+
+fn master() -> io::Result<()> {
+    let rounds = arg("--rounds", 10_000);
+    let size = arg("--size", 64);
+    let mut master = Master::new(Settings::default())?;
+    let id = master.fork()?;
+    // Wait until the worker is online.
+    while !matches!(master.wait(Some(Duration::from_secs(10)))?, Some(Event::Online { .. })) {}
+    let small = vec![7u8; size];
+    for _ in 0..1000 {
+        round_trip(&mut master, id, &small)?; // warm-up
+    }
+    let mut rtts = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        round_trip(&mut master, id, &small)?;
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
+    println!(
+        "result rtt size={size} rounds={rounds} median_us={:.1} p99_us={:.1}",
+        pct(0.5).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6
+    );
+    // Throughput: 1 MiB messages, 8 in flight, echoed back.
+    let big = vec![3u8; 1 << 20];
+    let total = 256;
+    let t = Instant::now();
+    let (mut sent, mut got) = (0, 0);
+    while got < total {
+        while sent < total && sent - got < 8 {
+            master.send(id, &big, Vec::new())?;
+            sent += 1;
+        }
+        match master.wait(Some(Duration::from_secs(10)))? {
+            Some(Event::Message { payload, .. }) if payload.len() == big.len() => got += 1,
+            Some(_) => {}
+            None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no echo in 10 s")),
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // Each message crosses the channel twice.
+    println!("result throughput size=1MiB messages={total} MiB_per_s={:.0}", 2.0 * total as f64 / secs);
+    master.disconnect_all()?;
+    while !matches!(master.wait(Some(Duration::from_secs(10)))?, Some(Event::AllDisconnected { .. }) | None) {}
+    Ok(())
+}
+
+fn worker() -> io::Result<()> {
+    let mut worker = Worker::new()?;
+    let mut events = Events::with_capacity(16);
+    loop {
+        worker.poll(&mut events, None)?;
+        while let Some(ev) = worker.next_event() {
+            match ev {
+                WorkerEvent::Message { payload, .. } => loop {
+                    match worker.send(&payload, Vec::new()) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            worker.poll(&mut events, Some(Duration::from_millis(1)))?
+                        }
+                        other => break other?,
+                    }
+                },
+                WorkerEvent::Disconnect => worker.exit(0),
+                WorkerEvent::Drained => {}
+            }
+        }
+    }
+}
