@@ -27,7 +27,7 @@ use std::time::Duration;
 use common::{Args, EXIT_CANNOT_LISTEN};
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
-use mio_cluster::{ListenOptions, Stream, Worker, WorkerEvent};
+use mio_cluster::{Balance, ListenOptions, Stream, Worker, WorkerEvent};
 use slab::Slab;
 
 mod common;
@@ -51,7 +51,8 @@ const LISTENER: Token = Token(usize::MAX - 2);
 
 fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
-    let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
+    let opts = ListenOptions { balance: args.balance, ..ListenOptions::default() };
+    let mut listener = match worker.listen(&args.listen, opts) {
         Ok(l) => Some(l),
         Err(e) => {
             log::error!("worker {}: {e}", worker.id());
@@ -59,7 +60,8 @@ fn worker(args: &Args) -> io::Result<()> {
         }
     };
     if let Some(l) = listener.as_mut() {
-        worker.registry().register(l, LISTENER, Interest::READABLE)?;
+        // Exclusive by default: one idle worker is woken per connection.
+        worker.register_listener(l, LISTENER)?;
     }
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
@@ -67,16 +69,19 @@ fn worker(args: &Args) -> io::Result<()> {
     // Set when accept failed for want of resources (EMFILE...): the queue was
     // not drained, so no new readiness edge will come; retry on a timer.
     let mut retry_accept = false;
+    let mut stats = AcceptStats::default();
     loop {
         let timeout = retry_accept.then_some(Duration::from_millis(50));
         worker.poll(&mut events, timeout)?;
         if retry_accept {
-            retry_accept = accept_all(&worker, listener.as_ref(), &mut conns)?;
+            retry_accept = accept_some(&worker, listener.as_ref(), &mut conns, &mut stats)?;
         }
         for event in events.iter() {
             match event.token() {
                 IPC_TOKEN => {}
-                LISTENER => retry_accept = accept_all(&worker, listener.as_ref(), &mut conns)?,
+                LISTENER => {
+                    retry_accept = accept_some(&worker, listener.as_ref(), &mut conns, &mut stats)?
+                }
                 Token(key) => {
                     let done = match conns.get_mut(key) {
                         Some(conn) => serve(conn, &mut buf),
@@ -102,20 +107,50 @@ fn worker(args: &Args) -> io::Result<()> {
             }
         }
         if worker.is_leaving() && conns.is_empty() {
+            log::info!(
+                "worker {}: accepted {} connections in {} wake-ups, {} of them empty",
+                worker.id(),
+                stats.accepted,
+                stats.wakeups,
+                stats.empty
+            );
             worker.exit(0);
         }
     }
 }
 
-/// Accepts every queued connection. Returns true if it had to stop early
+/// At most this many connections are taken per wake-up of an exclusively
+/// registered listener; the rest wait for the next turn of this worker or
+/// wake another one.
+const ACCEPT_BATCH: usize = 1;
+
+/// What a worker counts of its accepting, logged when it leaves.
+#[derive(Default)]
+struct AcceptStats {
+    accepted: u64,
+    wakeups: u64,
+    /// Wake-ups that found no connection to accept (thundering herd).
+    empty: u64,
+}
+
+/// Accepts queued connections: a batch with an exclusive registration
+/// (level-triggered, so what is left is reported again), all of them with a
+/// shared one (edge-triggered). Returns true if it had to stop on an error
 /// (the caller retries later).
-fn accept_all(
+fn accept_some(
     worker: &Worker,
     listener: Option<&mio_cluster::Listener>,
     conns: &mut Slab<Conn>,
+    stats: &mut AcceptStats,
 ) -> io::Result<bool> {
     let Some(listener) = listener else { return Ok(false) };
-    loop {
+    let batch = if listener.balance() == Balance::Exclusive { ACCEPT_BATCH } else { usize::MAX };
+    stats.wakeups += 1;
+    let mut taken = 0;
+    let retry = loop {
+        if taken == batch {
+            break false;
+        }
         match listener.accept() {
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
@@ -126,19 +161,28 @@ fn accept_all(
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
                 entry.insert(Conn { stream, pending: Vec::new() });
+                taken += 1;
             }
             // The queue is empty (or another worker took the connection).
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
             // A connection reset before we accepted it: try the next one.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Out of descriptors and the like: log, and retry on a timer.
             Err(e) => {
                 log::warn!("accept: {e}");
-                return Ok(true);
+                break true;
             }
         }
+    };
+    stats.accepted += taken as u64;
+    if taken == 0 {
+        stats.empty += 1;
     }
+    // To the back of the queue of waiting workers: the next connection
+    // wakes another one.
+    worker.rearm_listener(listener)?;
+    Ok(retry)
 }
 
 /// Echoes what the connection sent. Returns true when it is finished.

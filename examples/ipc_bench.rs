@@ -88,9 +88,15 @@ fn master() -> io::Result<()> {
     }
     let secs = t.elapsed().as_secs_f64();
     // Each message crosses the channel twice.
-    println!("result throughput size=1MiB messages={total} MiB_per_s={:.0}", 2.0 * total as f64 / secs);
+    println!(
+        "result throughput size=1MiB messages={total} MiB_per_s={:.0}",
+        2.0 * total as f64 / secs
+    );
     master.disconnect_all()?;
-    while !matches!(master.wait(Some(Duration::from_secs(10)))?, Some(Event::AllDisconnected { .. }) | None) {}
+    while !matches!(
+        master.wait(Some(Duration::from_secs(10)))?,
+        Some(Event::AllDisconnected { .. }) | None
+    ) {}
     Ok(())
 }
 

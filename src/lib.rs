@@ -41,7 +41,7 @@ pub mod worker;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
-pub use listen::{Address, Kind, ListenAddr, ListenError, ListenOptions};
+pub use listen::{Address, Balance, Kind, ListenAddr, ListenError, ListenOptions};
 pub use master::{
     Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
     WorkerInfo, WorkerStatus,

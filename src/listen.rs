@@ -162,6 +162,25 @@ pub struct ListenOptions {
     /// Unix sockets: make the socket file writable (connectable) by everyone
     /// (default false).
     pub writable_all: bool,
+    /// How this worker waits for connections on a shared stream socket, when
+    /// registered with [`Worker::register_listener`](crate::Worker::register_listener)
+    /// (default: [`Balance::Exclusive`]).
+    pub balance: Balance,
+}
+
+/// How workers sharing one listening socket are woken for new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `EPOLLEXCLUSIVE`: one idle worker is woken per connection, and a
+    /// worker that took connections goes to the back of the queue
+    /// ([`Worker::rearm_listener`](crate::Worker::rearm_listener)), so
+    /// connections go round the workers. No thundering herd. The default:
+    /// it measured fairest (see the README's performance section).
+    #[default]
+    Exclusive,
+    /// Plain registration: every waiting worker is woken for each
+    /// connection and the fastest takes it (Node's shared-handle mode).
+    Shared,
 }
 
 impl Default for ListenOptions {
@@ -172,6 +191,7 @@ impl Default for ListenOptions {
             exclusive: false,
             readable_all: false,
             writable_all: false,
+            balance: Balance::Exclusive,
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::{
-    Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal, WorkerId,
+    Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
+    WorkerId,
 };
 
 /// A worker's exit code when it cannot listen: the master then gives up
@@ -25,6 +26,8 @@ const OPTIONS: &str = "\
                             connections on shutdown before they are killed (10)
   --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
                             and replaced (10; 0: off)
+  --balance MODE            exclusive (default: one idle worker woken per
+                            connection, in turn) or shared (all woken, as Node)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -47,6 +50,7 @@ pub struct Args {
     pub listen: ListenAddr,
     pub shutdown_timeout: Duration,
     pub heartbeat_timeout: Duration,
+    pub balance: Balance,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         listen: "127.0.0.1:7000".parse().expect("default address parses"),
         shutdown_timeout: Duration::from_secs(10),
         heartbeat_timeout: Duration::from_secs(10),
+        balance: Balance::Exclusive,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,6 +80,13 @@ fn parse_args() -> Result<Args, String> {
                 let secs: f64 =
                     value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
                 args.heartbeat_timeout = Duration::from_secs_f64(secs);
+            }
+            "--balance" => {
+                args.balance = match value()?.as_str() {
+                    "exclusive" => Balance::Exclusive,
+                    "shared" => Balance::Shared,
+                    other => return Err(format!("--balance: exclusive or shared, not {other:?}")),
+                }
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),

@@ -11,12 +11,14 @@
 //!   end of the channel) crosses `exec`, and a `pidfd` to learn of its exit.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
+//! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
 //!
 //! Every descriptor this layer creates is close-on-exec. Ownership is always
 //! explicit: functions return [`OwnedFd`](std::os::fd::OwnedFd) for what the
 //! caller now owns and take [`BorrowedFd`](std::os::fd::BorrowedFd) or
 //! `AsFd` for what they only use.
 
+pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod process;
 pub(crate) mod procfs;

@@ -9,7 +9,7 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 use super::IndexKey;
-use crate::listen::{Address, Kind};
+use crate::listen::{Address, Balance, Kind};
 
 /// A worker's share of a registry key: what to name when leaving it.
 #[doc(hidden)]
@@ -44,10 +44,18 @@ pub struct Listener {
     inner: Inner,
     address: Address,
     share: Option<Share>,
+    pub(super) balance: Balance,
+    /// The token of an exclusive registration, for re-arming it.
+    pub(super) exclusive_token: Option<Token>,
 }
 
 impl Listener {
-    pub(super) fn new(fd: OwnedFd, kind: Kind, share: Option<Share>) -> io::Result<Listener> {
+    pub(super) fn new(
+        fd: OwnedFd,
+        kind: Kind,
+        share: Option<Share>,
+        balance: Balance,
+    ) -> io::Result<Listener> {
         let (inner, address) = if kind == Kind::Unix {
             let l = mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd));
             let address = unix_address(&l.local_addr()?);
@@ -57,7 +65,7 @@ impl Listener {
             let address = Address::Inet(l.local_addr()?);
             (Inner::Tcp(l), address)
         };
-        Ok(Listener { inner, address, share })
+        Ok(Listener { inner, address, share, balance, exclusive_token: None })
     }
 
     /// Accepts one connection (`WouldBlock` when none is queued).
@@ -76,6 +84,11 @@ impl Listener {
     /// True if the master shares this socket with other workers.
     pub fn is_shared(&self) -> bool {
         self.share.is_some()
+    }
+
+    /// How this listener is meant to be woken ([`ListenOptions::balance`](crate::ListenOptions::balance)).
+    pub fn balance(&self) -> Balance {
+        self.balance
     }
 
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`

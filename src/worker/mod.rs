@@ -31,7 +31,7 @@ mod listener;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::ipc::channel::{Channel, ReadStatus};
 use crate::ipc::{ListenRequest, Message};
-use crate::listen::{Kind, ListenAddr, ListenError, ListenOptions};
+use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
 
@@ -227,7 +227,39 @@ impl Worker {
             ));
         }
         let (fd, share) = self.share(addr, opts)?;
-        self.listening(Listener::new(fd, addr.kind(), share)?)
+        self.listening(Listener::new(fd, addr.kind(), share, opts.balance)?)
+    }
+
+    /// Registers a listener in the worker's poll for accepting, the way its
+    /// [`ListenOptions::balance`] says: with [`Balance::Exclusive`] (the
+    /// default) only one idle worker is woken per connection, and after
+    /// taking connections the worker calls [`Worker::rearm_listener`] to go
+    /// to the back of the queue; with [`Balance::Shared`] it is a plain
+    /// edge-triggered registration.
+    pub fn register_listener(&self, listener: &mut Listener, token: Token) -> io::Result<()> {
+        match listener.balance {
+            Balance::Exclusive => {
+                let epfd = self.poll.as_raw_fd();
+                crate::sys::epoll::add_exclusive(epfd, listener.as_raw_fd(), token.0)?;
+                listener.exclusive_token = Some(token);
+                Ok(())
+            }
+            Balance::Shared => self.poll.registry().register(listener, token, Interest::READABLE),
+        }
+    }
+
+    /// After a wake-up on an exclusively registered listener: moves this
+    /// worker to the back of the socket's queue of waiting workers, so the
+    /// next connection wakes another one. Nothing for other registrations.
+    pub fn rearm_listener(&self, listener: &Listener) -> io::Result<()> {
+        match listener.exclusive_token {
+            Some(token) => crate::sys::epoll::rearm_exclusive(
+                self.poll.as_raw_fd(),
+                listener.as_raw_fd(),
+                token.0,
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Binds a UDP address through the master (every worker receives on the
@@ -320,7 +352,7 @@ impl Worker {
     /// `listen(handle)`): the master is not asked, only told.
     pub fn adopt(&mut self, listener: std::net::TcpListener) -> io::Result<Listener> {
         listener.set_nonblocking(true)?;
-        self.listening(Listener::new(OwnedFd::from(listener), Kind::Tcp, None)?)
+        self.listening(Listener::new(OwnedFd::from(listener), Kind::Tcp, None, Balance::default())?)
     }
 
     /// Closes a server ([`Listener`] or [`UdpSocket`]) and tells the master

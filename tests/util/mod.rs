@@ -35,6 +35,7 @@ pub struct Proc {
     lines: Receiver<String>,
     backlog: VecDeque<String>,
     stderr: Arc<Mutex<String>>,
+    stderr_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proc {
@@ -60,6 +61,8 @@ impl Proc {
         });
         let err = Arc::new(Mutex::new(String::new()));
         let err2 = err.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done2 = done.clone();
         std::thread::spawn(move || {
             let mut r = BufReader::new(stderr);
             let mut line = String::new();
@@ -70,8 +73,16 @@ impl Proc {
                 err2.lock().unwrap().push_str(&line);
                 line.clear();
             }
+            done2.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        Proc { stdin: child.stdin.take(), child, lines, backlog: VecDeque::new(), stderr: err }
+        Proc {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            backlog: VecDeque::new(),
+            stderr: err,
+            stderr_done: done,
+        }
     }
 
     /// Starts the fixture master with these arguments (passed on to workers).
@@ -147,6 +158,9 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader take in everything it wrote on stderr.
+                let done = &self.stderr_done;
+                eventually(Duration::from_secs(2), || done.load(std::sync::atomic::Ordering::SeqCst));
                 return s;
             }
             assert!(

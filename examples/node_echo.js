@@ -55,6 +55,7 @@ if (cluster.isWorker) {
   let ready = false;
   let stopping = false;
   const listening = new Set();
+  const forked = []; // our own list: worker.disconnect() drops cluster.workers
 
   const shutdown = (code) => {
     if (stopping) return;
@@ -64,7 +65,7 @@ if (cluster.isWorker) {
     for (const w of Object.values(cluster.workers)) w.disconnect();
     setTimeout(() => {
       console.error(`node_echo: ${alive} workers still alive after 5 s, killing them`);
-      for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL');
+      for (const w of forked) if (!w.isDead()) w.process.kill('SIGKILL');
       process.exit(1);
     }, 5000).unref();
   };
@@ -89,5 +90,5 @@ if (cluster.isWorker) {
   process.on('SIGINT', () => shutdown(0));
   process.on('SIGTERM', () => shutdown(0));
 
-  for (let i = 0; i < workers; i++, alive++) cluster.fork();
+  for (let i = 0; i < workers; i++, alive++) forked.push(cluster.fork());
 }

@@ -1,0 +1,46 @@
+//! Registering a listening socket in a mio `Poll` with `EPOLLEXCLUSIVE`,
+//! which mio has no flag for.
+//!
+//! mio's epoll backend reads back whatever `epoll_event` the kernel returns
+//! and takes the token from its data field, so a registration made here
+//! shows up in `Poll::poll` like any other. It is level-triggered: a worker
+//! that leaves connections queued is told again.
+
+use std::io;
+use std::os::fd::RawFd;
+
+fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, token: usize) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+        u64: token as u64,
+    };
+    // SAFETY: epoll_ctl reads one epoll_event from a valid pointer to our
+    // stack; the descriptors are plain integers the kernel checks.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Adds `fd` to the epoll instance `epfd` for reading, exclusively: when a
+/// connection arrives, the kernel wakes one waiting worker, not all of them.
+pub(crate) fn add_exclusive(epfd: RawFd, fd: RawFd, token: usize) -> io::Result<()> {
+    ctl(epfd, libc::EPOLL_CTL_ADD, fd, token)
+}
+
+/// Moves this epoll instance to the back of the socket's queue of exclusive
+/// waiters (`EPOLL_CTL_MOD` is not allowed with `EPOLLEXCLUSIVE`, so: delete
+/// and add). The kernel wakes the first idle waiter in queue order; going to
+/// the back after taking connections makes the wake-ups go round.
+pub(crate) fn rearm_exclusive(epfd: RawFd, fd: RawFd, token: usize) -> io::Result<()> {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since
+    // Linux 2.6.9).
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    ctl(epfd, libc::EPOLL_CTL_ADD, fd, token)?;
+    // Workers woken for the connections that came meanwhile may be waiting
+    // for this CPU: let them run before this one takes the next connection.
+    let _ = nix::sched::sched_yield();
+    Ok(())
+}
