@@ -21,13 +21,14 @@
 //! That master, and the command line, are in `examples/common/mod.rs`,
 //! shared by every example; this file is the worker.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Duration;
 
+use common::echo_conn::{serve, Conn};
 use common::{Args, EXIT_CANNOT_LISTEN};
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
-use mio_cluster::{Balance, ListenOptions, Stream, Worker, WorkerEvent};
+use mio_cluster::{Balance, ListenOptions, Worker, WorkerEvent};
 use slab::Slab;
 
 mod common;
@@ -39,12 +40,6 @@ fn main() {
         worker,
         |_, _| {},
     );
-}
-
-/// One client connection: bytes read and not yet echoed wait in `pending`.
-struct Conn {
-    stream: Stream,
-    pending: Vec<u8>,
 }
 
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -183,39 +178,4 @@ fn accept_some(
     // wakes another one.
     worker.rearm_listener(listener)?;
     Ok(retry)
-}
-
-/// Echoes what the connection sent. Returns true when it is finished.
-fn serve(conn: &mut Conn, buf: &mut [u8]) -> bool {
-    loop {
-        // Write out what is pending before reading more (backpressure).
-        while !conn.pending.is_empty() {
-            match conn.stream.write(&conn.pending) {
-                Ok(n) => {
-                    conn.pending.drain(..n);
-                }
-                // The peer's window is full: wait for a writable event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
-            }
-        }
-        match conn.stream.read(buf) {
-            Ok(0) => return true,
-            Ok(n) => match conn.stream.write(&buf[..n]) {
-                Ok(m) => conn.pending.extend_from_slice(&buf[m..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.pending.extend_from_slice(&buf[..n])
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    conn.pending.extend_from_slice(&buf[..n])
-                }
-                Err(_) => return true,
-            },
-            // Everything the peer sent is echoed: wait for a readable event.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
 }

@@ -1,5 +1,7 @@
 //! Measures the master-worker channel: the round trip of a small message
-//! (master to worker and back) and the throughput of 1 MiB messages.
+//! (master to worker and back), the throughput of 1 MiB messages, and the
+//! listen handshake (the worker asks for the master's socket and gets the
+//! descriptor back).
 //!
 //! ```text
 //! cargo run --release --example ipc_bench -- [--rounds N] [--size BYTES]
@@ -12,7 +14,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::Events;
-use mio_cluster::{Event, Master, Role, Settings, Worker, WorkerEvent};
+use mio_cluster::{Event, ListenAddr, ListenOptions, Master, Role, Settings, Worker, WorkerEvent};
+use std::os::fd::AsRawFd;
 
 fn main() -> io::Result<()> {
     env_logger::init();
@@ -49,7 +52,13 @@ fn round_trip(master: &mut Master, id: u32, payload: &[u8]) -> io::Result<()> {
 fn master() -> io::Result<()> {
     let rounds = arg("--rounds", 10_000);
     let size = arg("--size", 64);
-    let mut master = Master::new(Settings::default())?;
+    // A socket of the master's own, opened before the master so a worker may
+    // ask for it by number: the handshake then measures no bind, only the
+    // request, the duplicate and its trip over the channel.
+    let own = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut settings = Settings::default();
+    settings.env.push(("IPC_BENCH_FD".into(), own.as_raw_fd().to_string().into()));
+    let mut master = Master::new(settings)?;
     let id = master.fork()?;
     // Wait until the worker is online.
     while !matches!(master.wait(Some(Duration::from_secs(10)))?, Some(Event::Online { .. })) {}
@@ -92,6 +101,17 @@ fn master() -> io::Result<()> {
         "result throughput size=1MiB messages={total} MiB_per_s={:.0}",
         2.0 * total as f64 / secs
     );
+    master.send(id, b"listen", Vec::new())?;
+    loop {
+        match master.wait(Some(Duration::from_secs(60)))? {
+            Some(Event::Message { payload, .. }) if payload.starts_with(b"listen ") => {
+                println!("result {}", String::from_utf8_lossy(&payload));
+                break;
+            }
+            Some(_) => {}
+            None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no listen result")),
+        }
+    }
     master.disconnect_all()?;
     while !matches!(
         master.wait(Some(Duration::from_secs(10)))?,
@@ -107,6 +127,27 @@ fn worker() -> io::Result<()> {
         worker.poll(&mut events, None)?;
         while let Some(ev) = worker.next_event() {
             match ev {
+                WorkerEvent::Message { payload, .. } if payload == b"listen" => {
+                    let fd: i32 = std::env::var("IPC_BENCH_FD")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(-1);
+                    let addr = ListenAddr::Fd(fd);
+                    let mut times = Vec::with_capacity(1000);
+                    for _ in 0..1000 {
+                        let t = Instant::now();
+                        let l = worker.listen(&addr, ListenOptions::default())?;
+                        times.push(t.elapsed());
+                        worker.close(l)?;
+                    }
+                    times.sort();
+                    let text = format!(
+                        "listen rounds=1000 median_us={:.1} p99_us={:.1}",
+                        times[500].as_secs_f64() * 1e6,
+                        times[990].as_secs_f64() * 1e6
+                    );
+                    worker.send(text.as_bytes(), Vec::new())?;
+                }
                 WorkerEvent::Message { payload, .. } => loop {
                     match worker.send(&payload, Vec::new()) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

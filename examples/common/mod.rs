@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod echo_conn;
+
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::time::Duration;

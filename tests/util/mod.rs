@@ -160,7 +160,9 @@ impl Proc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 // Let the reader take in everything it wrote on stderr.
                 let done = &self.stderr_done;
-                eventually(Duration::from_secs(2), || done.load(std::sync::atomic::Ordering::SeqCst));
+                eventually(Duration::from_secs(2), || {
+                    done.load(std::sync::atomic::Ordering::SeqCst)
+                });
                 return s;
             }
             assert!(

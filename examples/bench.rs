@@ -1,0 +1,402 @@
+//! The benchmark driver: runs, in one go and interleaved, our `echo` with 1,
+//! 2 and 4 workers, Node's cluster in both scheduling policies (when `node`
+//! is installed), and the single-process mio reference, under the same load
+//! generator; then start-up times, memory, the channel, respawn time and the
+//! idle master's wake-ups. Prints tables of medians and the ratios.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--duration SECS] [--rounds N] [--quick]
+//! ```
+//!
+//! It builds the other examples first (`cargo build --release --examples`).
+//! Every process it starts talks on 127.0.0.1 only and is stopped at the end.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    duration: f64,
+    rounds: usize,
+    quick: bool,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |n: &str| {
+        args.iter().position(|a| a == n).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    Opts {
+        duration: get("--duration").unwrap_or(if quick { 2.0 } else { 10.0 }),
+        rounds: get("--rounds").map(|r: f64| r as usize).unwrap_or(3),
+        quick,
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().expect("own path");
+    p.pop();
+    p.join(name)
+}
+
+fn node_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node_echo.js")
+}
+
+/// A server under test: how to start it.
+#[derive(Clone)]
+struct Server {
+    name: String,
+    cmd: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn ours(workers: usize, extra: &[&str]) -> Server {
+    let mut cmd = vec![bin("echo").display().to_string(), "--workers".into(), workers.to_string()];
+    cmd.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+    cmd.extend(extra.iter().map(|s| s.to_string()));
+    Server { name: format!("mio-cluster, {workers} workers"), cmd, env: vec![] }
+}
+
+fn node(workers: usize, policy: &str) -> Server {
+    Server {
+        name: format!("Node cluster {policy}, {workers} workers"),
+        cmd: vec![
+            "node".into(),
+            node_script().display().to_string(),
+            "--workers".into(),
+            workers.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+        env: vec![("NODE_CLUSTER_SCHED_POLICY".into(), policy.into())],
+    }
+}
+
+fn reference() -> Server {
+    Server {
+        name: "one process, mio, no cluster".into(),
+        cmd: vec![
+            bin("reference_echo").display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+        env: vec![],
+    }
+}
+
+struct Running {
+    child: Child,
+    addr: String,
+    pid: u32,
+    started: Duration,
+    stderr: mpsc::Receiver<(Instant, String)>,
+}
+
+fn start(s: &Server, env: &[(&str, &str)]) -> Running {
+    let t = Instant::now();
+    let mut c = Command::new(&s.cmd[0]);
+    c.args(&s.cmd[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in s.env.iter() {
+        c.env(k, v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("start {}: {e}", s.name));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready line");
+    let started = t.elapsed();
+    assert!(line.starts_with("ready "), "{}: {line:?}", s.name);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+            .to_string()
+    };
+    let (tx, stderr) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), l));
+        }
+    });
+    Running { addr: field("addr="), pid: field("pid=").parse().unwrap(), child, started, stderr }
+}
+
+fn stop(mut r: Running) {
+    let _ = Command::new("kill").args(["-TERM", &r.pid.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = r.child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn status_field(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the load generator; returns its `key=value` fields.
+fn load(addr: &str, mode: &str, secs: f64, spread_pid: Option<u32>) -> BTreeMap<String, String> {
+    let mut c = Command::new(bin("loadgen"));
+    c.args([
+        "--addr",
+        addr,
+        "--mode",
+        mode,
+        "--duration",
+        &secs.to_string(),
+        "--connections",
+        "64",
+        "--size",
+        "64",
+    ]);
+    if let Some(p) = spread_pid {
+        c.args(["--spread-pid", &p.to_string()]);
+    }
+    let out = c.output().expect("loadgen");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[derive(Default)]
+struct Samples {
+    rps: Vec<f64>,
+    p99: Vec<f64>,
+    cps: Vec<f64>,
+    jain: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+fn main() {
+    let o = opts();
+    if std::env::var_os("BENCH_NO_BUILD").is_none() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--examples"])
+            .status()
+            .expect("cargo");
+        assert!(st.success(), "cargo build --release --examples failed");
+    }
+    let has_node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut servers =
+        vec![ours(1, &[]), ours(2, &[]), ours(4, &[]), ours(4, &["--balance", "shared"])];
+    servers[3].name = "mio-cluster, 4 workers, shared wake-ups".into();
+    if has_node {
+        for w in [2, 4] {
+            servers.push(node(w, "none"));
+            servers.push(node(w, "rr"));
+        }
+    }
+    servers.push(reference());
+    println!(
+        "# mio-cluster benchmark: {} rounds of {} s per measurement, 64 connections, 64-byte messages, {} CPUs",
+        o.rounds,
+        o.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut samples: BTreeMap<String, Samples> = BTreeMap::new();
+    let mut rss: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for round in 0..o.rounds {
+        for s in &servers {
+            let r = start(s, &[("RUST_LOG", "warn")]);
+            std::thread::sleep(Duration::from_millis(300));
+            let e = load(&r.addr, "echo", o.duration, Some(r.pid));
+            let c = load(&r.addr, "connect", o.duration, None);
+            let entry = samples.entry(s.name.clone()).or_default();
+            let f = |m: &BTreeMap<String, String>, k: &str| {
+                m.get(k).and_then(|v| v.parse::<f64>().ok())
+            };
+            entry.rps.extend(f(&e, "rps"));
+            entry.p99.extend(f(&e, "p99_us"));
+            entry.cps.extend(f(&c, "rps"));
+            entry.errors.push(f(&e, "errors").unwrap_or(0.0) + f(&c, "errors").unwrap_or(0.0));
+            if children(r.pid).len() > 1 {
+                entry.jain.extend(f(&e, "jain"));
+            }
+            if round == 0 {
+                let kids = children(r.pid);
+                let per = if kids.is_empty() {
+                    0
+                } else {
+                    kids.iter().map(|k| status_field(*k, "VmRSS:")).sum::<u64>() / kids.len() as u64
+                };
+                rss.insert(s.name.clone(), (status_field(r.pid, "VmRSS:"), per));
+            }
+            eprintln!(
+                "round {} {}: echo {} rps, p99 {} us, connect {} /s, jain {}",
+                round + 1,
+                s.name,
+                e.get("rps").map_or("?", |v| v),
+                e.get("p99_us").map_or("?", |v| v),
+                c.get("rps").map_or("?", |v| v),
+                e.get("jain").map_or("-", |v| v)
+            );
+            stop(r);
+        }
+    }
+    println!("\n| server | echo req/s | p99 latency (us) | new connections/s | Jain index, 64 conns (each run) | errors |");
+    println!("|---|---|---|---|---|---|");
+    let mut med: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    for s in &servers {
+        let x = &samples[&s.name];
+        let (rps, p99, cps) = (median(x.rps.clone()), median(x.p99.clone()), median(x.cps.clone()));
+        med.insert(s.name.clone(), (rps, p99, cps));
+        let jain: Vec<String> = x.jain.iter().map(|j| format!("{j:.2}")).collect();
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            s.name,
+            rps,
+            p99,
+            cps,
+            if jain.is_empty() { "-".into() } else { jain.join(" ") },
+            x.errors.iter().sum::<f64>()
+        );
+    }
+    let get = |n: &str| med.get(n).copied();
+    let reference = get("one process, mio, no cluster");
+    println!("\n| ratio | 2 workers | 4 workers |");
+    println!("|---|---|---|");
+    let row = |label: &str, f: &dyn Fn(usize) -> Option<f64>| {
+        let cell = |w| f(w).map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!("| {label} | {} | {} |", cell(2), cell(4));
+    };
+    let ours_at = |w: usize| get(&format!("mio-cluster, {w} workers"));
+    let node_at = |w: usize, p: &str| get(&format!("Node cluster {p}, {w} workers"));
+    row("echo req/s, ours / Node's best policy", &|w| {
+        let best = node_at(w, "none")?.0.max(node_at(w, "rr")?.0);
+        Some(ours_at(w)?.0 / best)
+    });
+    row("echo req/s, ours / single-process reference", &|w| Some(ours_at(w)?.0 / reference?.0));
+    row("p99 latency, ours / Node's best (lower is better)", &|w| {
+        let best = node_at(w, "none")?.1.min(node_at(w, "rr")?.1);
+        Some(ours_at(w)?.1 / best)
+    });
+    row("new connections/s, ours / Node shared handle", &|w| {
+        Some(ours_at(w)?.2 / node_at(w, "none")?.2)
+    });
+    row("new connections/s, ours / Node round-robin", &|w| {
+        Some(ours_at(w)?.2 / node_at(w, "rr")?.2)
+    });
+
+    println!("\n| memory after the echo load (VmRSS) | master | per worker |");
+    println!("|---|---|---|");
+    for (name, (m, w)) in &rss {
+        println!("| {name} | {:.1} MiB | {:.1} MiB |", *m as f64 / 1024.0, *w as f64 / 1024.0);
+    }
+
+    // Start-up to the ready line.
+    let runs = if o.quick { 3 } else { 5 };
+    println!("\n| start to `ready` (median of {runs}) | 1 worker | 8 workers | 32 workers |");
+    println!("|---|---|---|---|");
+    let mut kinds = vec![("mio-cluster", None)];
+    if has_node {
+        kinds.push(("Node cluster", Some("none")));
+    }
+    for (label, policy) in kinds {
+        let mut cells = Vec::new();
+        for n in [1, 8, 32] {
+            let s = match policy {
+                None => ours(n, &["--heartbeat-timeout", "0"]),
+                Some(p) => node(n, p),
+            };
+            let times: Vec<f64> = (0..runs)
+                .map(|_| {
+                    let r = start(&s, &[("RUST_LOG", "warn")]);
+                    let t = r.started.as_secs_f64() * 1e3;
+                    stop(r);
+                    t
+                })
+                .collect();
+            cells.push(format!("{:.1} ms", median(times)));
+        }
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+
+    // The idle master: wake-ups (context switches) per second with 32 workers.
+    println!("\n| idle master, 32 workers, 5 s | wake-ups/s |");
+    println!("|---|---|");
+    let mut idle = vec![
+        ("mio-cluster, heartbeats off", ours(32, &["--heartbeat-timeout", "0"])),
+        ("mio-cluster, default heartbeat (1 s interval)", ours(32, &[])),
+    ];
+    if has_node {
+        idle.push(("Node cluster", node(32, "none")));
+    }
+    for (label, s) in idle {
+        let r = start(&s, &[("RUST_LOG", "warn")]);
+        std::thread::sleep(Duration::from_secs(1));
+        let sw = |p| {
+            status_field(p, "voluntary_ctxt_switches:")
+                + status_field(p, "nonvoluntary_ctxt_switches:")
+        };
+        let before = sw(r.pid);
+        std::thread::sleep(Duration::from_secs(5));
+        let after = sw(r.pid);
+        println!("| {label} | {:.1} |", (after - before) as f64 / 5.0);
+        stop(r);
+    }
+
+    // Channel and respawn.
+    let ipc = Command::new(bin("ipc_bench")).output().expect("ipc_bench");
+    println!("\n```text\n{}```", String::from_utf8_lossy(&ipc.stdout));
+    let samples_n = if o.quick { 3 } else { 10 };
+    let r = start(&ours(2, &[]), &[("RUST_LOG", "info")]);
+    let mut times = Vec::new();
+    for _ in 0..samples_n {
+        // Past the crash window, so each death is a healthy worker's.
+        std::thread::sleep(Duration::from_millis(5200));
+        while r.stderr.try_recv().is_ok() {}
+        let victim = children(r.pid)[0];
+        let t = Instant::now();
+        let _ = Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+        loop {
+            match r.stderr.recv_timeout(Duration::from_secs(10)) {
+                Ok((at, line)) if line.contains("listening on") => {
+                    times.push(at.duration_since(t).as_secs_f64() * 1e3);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    stop(r);
+    println!(
+        "respawn: SIGKILL of a worker to its replacement listening, median of {}: {:.2} ms",
+        times.len(),
+        median(times)
+    );
+}
