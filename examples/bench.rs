@@ -161,7 +161,19 @@ fn status_field(pid: u32, key: &str) -> u64 {
 
 /// Runs the load generator; returns its `key=value` fields.
 fn load(addr: &str, mode: &str, secs: f64, spread_pid: Option<u32>) -> BTreeMap<String, String> {
+    load_ramped(addr, mode, secs, spread_pid, 0.0)
+}
+
+/// The same, opening the connections `ramp_ms` apart.
+fn load_ramped(
+    addr: &str,
+    mode: &str,
+    secs: f64,
+    spread_pid: Option<u32>,
+    ramp_ms: f64,
+) -> BTreeMap<String, String> {
     let mut c = Command::new(bin("loadgen"));
+    c.args(["--ramp-ms", &ramp_ms.to_string()]);
     c.args([
         "--addr",
         addr,
@@ -315,6 +327,34 @@ fn main() {
     println!("|---|---|---|");
     for (name, (m, w)) in &rss {
         println!("| {name} | {:.1} MiB | {:.1} MiB |", *m as f64 / 1024.0, *w as f64 / 1024.0);
+    }
+
+    // How 64 persistent connections spread over 4 workers: all at once (a
+    // burst), and arriving 1 ms apart.
+    let spread_runs = 5;
+    println!("\n| 64 connections over 4 workers, Jain index per run ({spread_runs} runs) | all at once | 1 ms apart |");
+    println!("|---|---|---|");
+    let mut who = vec![ours(4, &[]), servers[3].clone()];
+    if has_node {
+        who.push(node(4, "none"));
+        who.push(node(4, "rr"));
+    }
+    for s in &who {
+        let mut cells = Vec::new();
+        for ramp in [0.0, 1.0] {
+            let mut j = Vec::new();
+            for _ in 0..spread_runs {
+                let r = start(s, &[("RUST_LOG", "warn")]);
+                std::thread::sleep(Duration::from_millis(300));
+                let e = load_ramped(&r.addr, "echo", 0.5, Some(r.pid), ramp);
+                j.push(e.get("jain").cloned().unwrap_or_else(|| "?".into()));
+                stop(r);
+            }
+            cells.push(
+                j.iter().map(|v| v.get(..4).unwrap_or(v).to_string()).collect::<Vec<_>>().join(" "),
+            );
+        }
+        println!("| {} | {} | {} |", s.name, cells[0], cells[1]);
     }
 
     // Start-up to the ready line.

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:7000 [--mode echo|connect]
 //!     [--connections 64] [--size 64] [--duration 10] [--threads 1] [--spread-pid PID]
+//!     [--ramp-ms MS]
 //! ```
 //!
 //! - `echo`: C persistent connections; each sends S bytes, waits for the whole
@@ -17,7 +18,8 @@
 //! (the master's pid, from the `ready` line) in echo mode it also prints
 //! `spread workers=N counts=a,b,.. jain=J`: which worker process owns the
 //! server side of each connection, found through /proc, with no change to
-//! the echo protocol.
+//! the echo protocol. `--ramp-ms` opens the connections that far apart
+//! instead of all at once.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -35,6 +37,8 @@ struct Opts {
     duration: Duration,
     threads: usize,
     spread_pid: Option<u32>,
+    /// Pause between opening two connections (0: all at once, a burst).
+    ramp: Duration,
 }
 
 fn opts() -> Opts {
@@ -55,6 +59,9 @@ fn opts() -> Opts {
         ),
         threads: num("--threads", 1).max(1),
         spread_pid: get("--spread-pid").and_then(|v| v.parse().ok()),
+        ramp: Duration::from_micros(
+            (get("--ramp-ms").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) * 1000.0) as u64,
+        ),
     }
 }
 
@@ -79,9 +86,10 @@ fn main() {
     let handles: Vec<_> = (0..o.threads)
         .map(|t| {
             let n = per.min(o.conns - (t * per).min(o.conns));
-            let (addr, size, dur, connect_mode) = (o.addr, o.size, o.duration, o.connect_mode);
+            let (addr, size, dur, connect_mode, ramp) =
+                (o.addr, o.size, o.duration, o.connect_mode, o.ramp);
             let tx = ports_tx.clone();
-            std::thread::spawn(move || run(addr, n, size, dur, connect_mode, tx))
+            std::thread::spawn(move || run(addr, n, size, dur, connect_mode, ramp, tx))
         })
         .collect();
     drop(ports_tx);
@@ -136,6 +144,7 @@ fn run(
     size: usize,
     dur: Duration,
     connect_mode: bool,
+    ramp: Duration,
     ports: std::sync::mpsc::Sender<Vec<u16>>,
 ) -> Outcome {
     let mut poll = Poll::new().expect("poll");
@@ -145,11 +154,16 @@ fn run(
     let mut out =
         Outcome { latencies_ns: Vec::with_capacity(1 << 20), errors: 0, local_ports: Vec::new() };
     let mut conns: Vec<Conn> = (0..n)
-        .map(|i| Conn {
-            stream: open(addr, &poll, Token(i)).ok(),
-            sent: 0,
-            got: 0,
-            started: Instant::now(),
+        .map(|i| {
+            if i > 0 && !ramp.is_zero() {
+                std::thread::sleep(ramp);
+            }
+            Conn {
+                stream: open(addr, &poll, Token(i)).ok(),
+                sent: 0,
+                got: 0,
+                started: Instant::now(),
+            }
         })
         .collect();
     if !connect_mode {

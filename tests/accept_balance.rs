@@ -1,0 +1,43 @@
+//! Fair accept balance without a router: with the default exclusive
+//! wake-ups, connections that arrive one after another go round the
+//! workers. The load generator finds the worker serving each connection
+//! through /proc. (The benchmark reports the exact figures; the bound here
+//! is generous so a busy CI machine does not fail it.)
+
+mod util;
+
+use std::process::Command;
+use util::*;
+
+fn spread(balance: &str) -> (Vec<usize>, f64) {
+    let mut cmd = Command::new(example("echo"));
+    cmd.args(["--workers", "4", "--listen", "127.0.0.1:0", "--balance", balance]);
+    let mut p = Proc::start(cmd);
+    let ready = p.expect("ready ");
+    let (addr, pid) = (field(&ready, "addr").to_string(), field(&ready, "pid").to_string());
+    // Let every worker register its listener.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new(example("loadgen"))
+        .args(["--addr", &addr, "--connections", "64", "--duration", "1", "--ramp-ms", "2"])
+        .args(["--spread-pid", &pid])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text.lines().find(|l| l.starts_with("spread")).unwrap_or_else(|| panic!("{text}"));
+    let counts: Vec<usize> = field(line, "counts").split(',').map(|c| c.parse().unwrap()).collect();
+    let jain: f64 = field(line, "jain").parse().unwrap();
+    let result = text.lines().find(|l| l.starts_with("result")).unwrap();
+    assert_eq!(field(result, "errors"), "0", "{result}");
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0));
+    (counts, jain)
+}
+
+#[test]
+fn exclusive_wakeups_spread_paced_connections_over_every_worker() {
+    let (counts, jain) = spread("exclusive");
+    assert_eq!(counts.len(), 4);
+    assert_eq!(counts.iter().sum::<usize>(), 64, "{counts:?}");
+    assert!(counts.iter().all(|c| *c >= 8), "a worker was left out: {counts:?}");
+    assert!(jain >= 0.85, "Jain index {jain:.3} for {counts:?}");
+}
