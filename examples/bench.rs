@@ -129,17 +129,34 @@ fn start(s: &Server, env: &[(&str, &str)]) -> Running {
     Running { addr: field("addr="), pid: field("pid=").parse().unwrap(), child, started, stderr }
 }
 
-fn stop(mut r: Running) {
+impl Running {
+    /// Stops the server and returns what it logged on stderr.
+    fn stderr_lines_after_stop(self) -> Vec<String> {
+        let rx = stop_keep(self);
+        let mut lines = Vec::new();
+        while let Ok((_, l)) = rx.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+        lines
+    }
+}
+
+fn stop_keep(mut r: Running) -> mpsc::Receiver<(Instant, String)> {
     let _ = Command::new("kill").args(["-TERM", &r.pid.to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = r.child.try_wait() {
-            return;
+            return r.stderr;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = r.child.kill();
     let _ = r.child.wait();
+    r.stderr
+}
+
+fn stop(r: Running) {
+    drop(stop_keep(r));
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -355,6 +372,28 @@ fn main() {
             );
         }
         println!("| {} | {} | {} |", s.name, cells[0], cells[1]);
+    }
+
+    // Thundering herd: wake-ups of a worker's listener that found nothing to
+    // accept, under the connect load (each worker logs its counts on exit).
+    println!("\n| 4 workers, connect load, 5 s | listener wake-ups | of them empty | accepted |");
+    println!("|---|---|---|---|");
+    for s in [ours(4, &[]), servers[3].clone()] {
+        let r = start(&s, &[("RUST_LOG", "info")]);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = load(&r.addr, "connect", 5.0, None);
+        let lines = r.stderr_lines_after_stop();
+        let (mut wakeups, mut empty, mut accepted) = (0u64, 0u64, 0u64);
+        for l in lines.iter().filter(|l| l.contains(" wake-ups, ")) {
+            // "worker N: accepted A connections in W wake-ups, E of them empty"
+            let nums: Vec<u64> = l.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+            if let [a, w, e] = nums[nums.len().saturating_sub(3)..] {
+                accepted += a;
+                wakeups += w;
+                empty += e;
+            }
+        }
+        println!("| {} | {wakeups} | {empty} | {accepted} |", s.name);
     }
 
     // Start-up to the ready line.
