@@ -386,7 +386,8 @@ fn main() {
         let (mut wakeups, mut empty, mut accepted) = (0u64, 0u64, 0u64);
         for l in lines.iter().filter(|l| l.contains(" wake-ups, ")) {
             // "worker N: accepted A connections in W wake-ups, E of them empty"
-            let nums: Vec<u64> = l.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+            let nums: Vec<u64> =
+                l.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
             if let [a, w, e] = nums[nums.len().saturating_sub(3)..] {
                 accepted += a;
                 wakeups += w;

@@ -281,13 +281,16 @@ fn spread(master: u32, server_port: u16, client_ports: &[u16]) -> (Vec<usize>, f
     let mut inode_of: HashMap<u16, String> = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
+        let needle = format!(":{server_port:04X} ");
+        for line in text.lines().skip(1).filter(|l| l.contains(&needle)) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 {
                 continue;
             }
             let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or(""), 16).ok();
-            if port(f[1]) == Some(server_port) {
+            // Established server-side sockets only: TIME_WAIT leftovers of
+            // earlier connections may share the client port, with inode 0.
+            if port(f[1]) == Some(server_port) && f[3] == "01" && f[9] != "0" {
                 if let Some(rp) = port(f[2]) {
                     inode_of.insert(rp, f[9].to_string());
                 }

@@ -13,7 +13,6 @@ use mio::{Events, Interest, Poll, Token};
 use mio_cluster::Stream;
 use slab::Slab;
 
-#[allow(dead_code)]
 mod common;
 
 const LISTENER: Token = Token(usize::MAX);

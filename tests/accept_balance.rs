@@ -18,7 +18,7 @@ fn spread(balance: &str) -> (Vec<usize>, f64) {
     // Let every worker register its listener.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = Command::new(example("loadgen"))
-        .args(["--addr", &addr, "--connections", "64", "--duration", "1", "--ramp-ms", "2"])
+        .args(["--addr", &addr, "--connections", "64", "--duration", "3", "--ramp-ms", "2"])
         .args(["--spread-pid", &pid])
         .output()
         .unwrap();

@@ -38,9 +38,24 @@ pub(crate) fn rearm_exclusive(epfd: RawFd, fd: RawFd, token: usize) -> io::Resul
     if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    ctl(epfd, libc::EPOLL_CTL_ADD, fd, token)?;
-    // Workers woken for the connections that came meanwhile may be waiting
-    // for this CPU: let them run before this one takes the next connection.
-    let _ = nix::sched::sched_yield();
+    ctl(epfd, libc::EPOLL_CTL_ADD, fd, token)
+}
+
+/// Takes `fd` out of the epoll instance `epfd`.
+pub(crate) fn remove(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since
+    // Linux 2.6.9).
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
+}
+
+/// True if `fd` has something to read right now (a listening socket: a
+/// connection is queued). Never blocks.
+pub(crate) fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes one pollfd on our stack; timeout 0.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
 }

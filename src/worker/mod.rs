@@ -250,15 +250,19 @@ impl Worker {
 
     /// After a wake-up on an exclusively registered listener: moves this
     /// worker to the back of the socket's queue of waiting workers, so the
-    /// next connection wakes another one. Nothing for other registrations.
+    /// next connection wakes another one. If connections are still queued
+    /// (a burst), it yields the CPU while out of the queue, so that workers
+    /// woken for them get a chance to take them before this one does.
+    /// Nothing for other registrations.
     pub fn rearm_listener(&self, listener: &Listener) -> io::Result<()> {
-        match listener.exclusive_token {
-            Some(token) => crate::sys::epoll::rearm_exclusive(
-                self.poll.as_raw_fd(),
-                listener.as_raw_fd(),
-                token.0,
-            ),
-            None => Ok(()),
+        let Some(token) = listener.exclusive_token else { return Ok(()) };
+        let (epfd, fd) = (self.poll.as_raw_fd(), listener.as_raw_fd());
+        if crate::sys::epoll::readable_now(fd) {
+            crate::sys::epoll::remove(epfd, fd)?;
+            let _ = nix::sched::sched_yield();
+            crate::sys::epoll::add_exclusive(epfd, fd, token.0)
+        } else {
+            crate::sys::epoll::rearm_exclusive(epfd, fd, token.0)
         }
     }
 
