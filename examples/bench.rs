@@ -376,12 +376,16 @@ fn main() {
 
     // Thundering herd: wake-ups of a worker's listener that found nothing to
     // accept, under the connect load (each worker logs its counts on exit).
-    println!("\n| 4 workers, connect load, 5 s | listener wake-ups | of them empty | accepted |");
+    println!("\n| 4 workers, one client connecting in a loop, 5 s | listener wake-ups | of them empty | accepted |");
     println!("|---|---|---|---|");
     for s in [ours(4, &[]), servers[3].clone()] {
         let r = start(&s, &[("RUST_LOG", "info")]);
         std::thread::sleep(Duration::from_millis(300));
-        let _ = load(&r.addr, "connect", 5.0, None);
+        // One client at a time: every connection finds the workers idle,
+        // which is when a thundering herd shows.
+        let mut c = Command::new(bin("loadgen"));
+        c.args(["--addr", &r.addr, "--mode", "connect", "--duration", "5", "--connections", "1"]);
+        let _ = c.output();
         let lines = r.stderr_lines_after_stop();
         let (mut wakeups, mut empty, mut accepted) = (0u64, 0u64, 0u64);
         for l in lines.iter().filter(|l| l.contains(" wake-ups, ")) {

@@ -25,7 +25,7 @@ use std::io;
 use std::time::Duration;
 
 use common::echo_conn::{serve, Conn};
-use common::{Args, EXIT_CANNOT_LISTEN};
+use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{Balance, ListenOptions, Worker, WorkerEvent};
@@ -49,10 +49,7 @@ fn worker(args: &Args) -> io::Result<()> {
     let opts = ListenOptions { balance: args.balance, ..ListenOptions::default() };
     let mut listener = match worker.listen(&args.listen, opts) {
         Ok(l) => Some(l),
-        Err(e) => {
-            log::error!("worker {}: {e}", worker.id());
-            worker.exit(EXIT_CANNOT_LISTEN);
-        }
+        Err(e) => common::cannot_listen(worker, e),
     };
     if let Some(l) = listener.as_mut() {
         // Exclusive by default: one idle worker is woken per connection.

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 
-use common::{Args, EXIT_CANNOT_LISTEN};
+use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{ListenOptions, Stream, Worker, WorkerEvent};
@@ -46,10 +46,7 @@ fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
     let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
         Ok(l) => Some(l),
-        Err(e) => {
-            log::error!("worker {}: {e}", worker.id());
-            worker.exit(EXIT_CANNOT_LISTEN);
-        }
+        Err(e) => common::cannot_listen(worker, e),
     };
     if let Some(l) = listener.as_mut() {
         worker.registry().register(l, LISTENER, Interest::READABLE)?;

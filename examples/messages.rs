@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use common::{Args, EXIT_CANNOT_LISTEN};
+use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::{ListenOptions, Worker, WorkerEvent};
 
@@ -43,10 +43,7 @@ fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
     let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
         Ok(l) => l,
-        Err(e) => {
-            log::error!("worker {}: {e}", worker.id());
-            worker.exit(EXIT_CANNOT_LISTEN);
-        }
+        Err(e) => common::cannot_listen(worker, e),
     };
     worker.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let greeting = format!("hello from worker {}\n", worker.id());

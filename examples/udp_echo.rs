@@ -11,7 +11,7 @@
 
 use std::io;
 
-use common::{Args, EXIT_CANNOT_LISTEN};
+use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::{ListenAddr, ListenOptions, Worker, WorkerEvent};
 
@@ -37,10 +37,7 @@ fn worker(args: &Args) -> io::Result<()> {
     };
     let mut socket = match worker.bind_udp(&addr, ListenOptions::default()) {
         Ok(s) => s,
-        Err(e) => {
-            log::error!("worker {}: {e}", worker.id());
-            worker.exit(EXIT_CANNOT_LISTEN);
-        }
+        Err(e) => common::cannot_listen(worker, e),
     };
     worker.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
     let mut events = Events::with_capacity(64);

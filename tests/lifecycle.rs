@@ -205,3 +205,32 @@ fn a_worker_inherits_its_channel_and_nothing_else() {
     }
     assert!(!fds.iter().any(|f| f.contains("pidfd") || f.contains("signalfd")), "{fds:?}");
 }
+
+#[test]
+fn a_leaving_worker_with_exclusive_wakeups_takes_no_new_connection() {
+    // Workers register with EPOLLEXCLUSIVE: one waiting worker is woken per
+    // connection. A leaving worker must be out of that queue at once, or a
+    // connection could wake it, go unaccepted, and wait.
+    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &[("FIXTURE_BALANCED", "1")]);
+    m.send("fork");
+    m.send("fork");
+    let addr: std::net::SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
+    m.expect("listening id=2");
+    let mut held = connect(addr).unwrap();
+    roundtrip(&mut held, b"held").unwrap();
+    let mut holder = 0;
+    for id in 1..=2 {
+        m.send(&format!("send {id} report"));
+        if field(&m.expect(&format!("message id={id} report")), "conns") == "1" {
+            holder = id;
+        }
+    }
+    assert_ne!(holder, 0, "nobody holds the connection");
+    m.send(&format!("disconnect {holder}"));
+    m.expect(&format!("message id={holder} leaving open=1"));
+    // Every new connection is served by the other worker, promptly.
+    for _ in 0..30 {
+        echo_once(addr).unwrap();
+    }
+    roundtrip(&mut held, b"still").unwrap();
+}

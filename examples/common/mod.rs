@@ -20,6 +20,17 @@ use mio_cluster::{
 /// instead of respawning it (sysexits' EX_CONFIG).
 pub const EXIT_CANNOT_LISTEN: i32 = 78;
 
+/// A worker's listen failed: if the master had asked it to leave meanwhile
+/// (`ECONNABORTED`), it just leaves; otherwise the error is logged and the
+/// worker exits with [`EXIT_CANNOT_LISTEN`].
+pub fn cannot_listen(worker: mio_cluster::Worker, e: io::Error) -> ! {
+    if e.kind() == io::ErrorKind::ConnectionAborted {
+        worker.exit(0);
+    }
+    log::error!("worker {}: {e}", worker.id());
+    worker.exit(EXIT_CANNOT_LISTEN)
+}
+
 const OPTIONS: &str = "\
   --workers N               worker processes (default: one per CPU)
   --listen ADDR             HOST:PORT, [V6]:PORT, fd:N (the master's descriptor N),
@@ -165,7 +176,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                         io::stdout().flush()?;
                     }
                 }
-                Event::Exit { id, status, .. }
+                Event::Exit { id, status, exited_after_disconnect: false, .. }
                     if status == ExitStatus::Code(EXIT_CANNOT_LISTEN)
                         && !master.is_shutting_down() =>
                 {

@@ -320,9 +320,11 @@ struct WorkerEntry {
     started_at: SystemTime,
     restarts: u32,
     last_heartbeat: Option<Instant>,
-    listening: u32,
     /// Piped stdout and stderr, while open.
     output: [Option<std::fs::File>; 2],
+    /// The master killed it (a deadline, a hung heartbeat, a forced
+    /// shutdown); counted in [`Event::AllDisconnected`].
+    forced: bool,
 }
 
 impl WorkerEntry {
@@ -547,8 +549,8 @@ impl Master {
                 .and_then(|s| self.supervisor.as_ref().map(|sv| sv.restarts(s)))
                 .unwrap_or(0),
             last_heartbeat: None,
-            listening: 0,
             output,
+            forced: false,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -586,6 +588,8 @@ impl Master {
     /// have exited (at once if there are none).
     pub fn disconnect_all(&mut self) -> io::Result<()> {
         self.disconnecting_all = true;
+        // No new worker from a roll: everyone is leaving.
+        self.roll = None;
         let ids: Vec<WorkerId> = self.workers.iter().map(|(_, w)| w.info.id).collect();
         for id in ids {
             self.disconnect(id)?;
@@ -757,9 +761,7 @@ impl Master {
                     w.info.id,
                     w.info.pid
                 );
-                if self.disconnecting_all {
-                    self.forced += 1;
-                }
+                w.forced = true;
                 let _ = w.signal(Signal::SIGKILL);
             }
         }
@@ -865,6 +867,7 @@ impl Master {
                     self.queue.push_back(Event::Online { id });
                 }
             }
+            Message::Listen { .. } if w.info.state == State::Dead => {}
             Message::Listen { seq, request } => {
                 let reply = if w.info.exited_after_disconnect {
                     Message::ListenErr {
@@ -898,10 +901,9 @@ impl Master {
                 self.queue_to(slot, reply, Vec::new());
             }
             Message::Listening { address } => {
-                if w.info.state < State::Listening {
+                if w.info.state < State::Listening && w.info.state != State::Dead {
                     w.info.state = State::Listening;
                 }
-                w.listening += 1;
                 self.queue.push_back(Event::Listening { id, address });
                 self.roll_progress();
             }
@@ -1008,6 +1010,9 @@ impl Master {
             }
         };
         // Deliver whatever it sent and wrote before dying, then its disconnect.
+        // It is dead already: nothing it says now makes it a roll's new
+        // worker or earns it a socket.
+        self.workers[slot].info.state = State::Dead;
         self.service_channel_with(slot, true);
         self.read_output(slot, 0, true);
         self.read_output(slot, 1, true);
@@ -1031,6 +1036,9 @@ impl Master {
             exited_after_disconnect: w.info.exited_after_disconnect,
         });
         self.on_exit(&w, status);
+        if w.forced && self.disconnecting_all {
+            self.forced += 1;
+        }
         if self.disconnecting_all && self.workers.is_empty() {
             self.disconnecting_all = false;
             self.queue

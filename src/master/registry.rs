@@ -240,15 +240,15 @@ fn open_unix(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>),
             if !meta.file_type().is_socket() {
                 return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
             }
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    log::info!("removing stale socket {} (nothing listens on it)", path.display());
-                    std::fs::remove_file(&path).map_err(|e| {
-                        SysError::new(Syscall::Bind, e.raw_os_error().unwrap_or(libc::EIO))
-                    })?;
-                }
-                _ => return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE)),
+            // A file no one listens on is a dead run's leftover. Found out
+            // from /proc/net/unix: connecting could block on a full or
+            // stopped server, and would hand it a stray connection.
+            if crate::sys::procfs::unix_path_listening(&path) {
+                return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
             }
+            log::info!("removing stale socket {} (nothing listens on it)", path.display());
+            std::fs::remove_file(&path)
+                .map_err(|e| SysError::new(Syscall::Bind, e.raw_os_error().unwrap_or(libc::EIO)))?;
         }
     }
     let s = socket::bind_unix(&req.address, req.backlog)?;

@@ -149,8 +149,7 @@ struct Step {
     old: WorkerId,
     new: WorkerId,
     seat: Option<usize>,
-    /// The old worker's servers: listening events, and registry handles.
-    needed: u32,
+    /// The old worker's shared sockets: the new one must hold them all.
     handles: Vec<u32>,
     deadline: Instant,
 }
@@ -287,8 +286,8 @@ impl Master {
     /// `SIGKILL` to every worker; during a shutdown they count as forced.
     fn kill_all(&mut self) {
         for (_, w) in self.workers.iter_mut() {
-            if w.signal(Signal::SIGKILL).is_ok() && self.disconnecting_all {
-                self.forced += 1;
+            if w.info.state != State::Dead && w.signal(Signal::SIGKILL).is_ok() {
+                w.forced = true;
             }
             w.kill_at = None;
         }
@@ -383,6 +382,9 @@ impl Master {
 
     pub(super) fn supervisor_deadline(&self) -> Option<Instant> {
         let step = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| s.deadline);
+        if self.disconnecting_all {
+            return step;
+        }
         let starts = self.supervisor.as_ref().filter(|sv| !sv.stopped).and_then(|sv| {
             sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at).min()
         });
@@ -445,7 +447,7 @@ impl Master {
             if w.info.exited_after_disconnect || w.channel.is_none() {
                 continue;
             }
-            let (seat, needed) = (w.seat, w.listening.max(1));
+            let seat = w.seat;
             let handles = self.sockets.handles_of(old);
             let deadline = Instant::now()
                 + self
@@ -456,7 +458,7 @@ impl Master {
                 Ok(new) => {
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
                     if let Some(roll) = self.roll.as_mut() {
-                        roll.step = Some(Step { old, new, seat, needed, handles, deadline });
+                        roll.step = Some(Step { old, new, seat, handles, deadline });
                     }
                 }
                 Err(e) => self.fail_roll(format!("cannot start a new worker: {e}")),
@@ -471,15 +473,33 @@ impl Master {
         let Some(step) = self.roll.as_ref().and_then(|r| r.step.as_ref()) else { return };
         let Some(&slot) = self.ids.get(&step.new) else { return };
         let new = &self.workers[slot];
-        let ready = new.listening >= step.needed
+        // Ready: alive, and holding every shared socket the old one held (a
+        // worker with no servers only has to be online). Servers a worker
+        // binds alone (exclusive, adopted) are not the master's to count.
+        let ready = matches!(new.info.state, State::Online | State::Listening)
             && step.handles.iter().all(|h| self.sockets.holds(step.new, *h));
         if !ready {
             return;
         }
         let step = self.roll.as_mut().and_then(|r| r.step.take()).expect("checked above");
-        self.workers[slot].seat = step.seat;
-        if let (Some(ix), Some(sv)) = (step.seat, self.supervisor.as_mut()) {
-            if let Some(seat) = sv.seats.get_mut(ix) {
+        let seat_exists = match (step.seat, self.supervisor.as_ref()) {
+            (Some(ix), Some(sv)) => ix < sv.seats.len(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if !seat_exists {
+            // The target shrank while this step ran: the old worker's seat is
+            // gone, so the new one is not needed either.
+            log::info!(
+                "rolling restart: seat of worker {} removed; dropping worker {}",
+                step.old,
+                step.new
+            );
+            let _ = self.disconnect(step.new);
+        } else {
+            self.workers[slot].seat = step.seat;
+            if let (Some(ix), Some(sv)) = (step.seat, self.supervisor.as_mut()) {
+                let seat = &mut sv.seats[ix];
                 seat.worker = Some(step.new);
                 seat.start_at = None;
                 seat.restarts += 1;
@@ -539,6 +559,7 @@ impl Master {
             log::error!("worker {id} (pid {pid}) sent no heartbeat for {silent_for:?}; killing it");
             self.queue.push_back(Event::Unresponsive { id, silent_for });
             let _ = w.signal(if hb.abort_first { Signal::SIGABRT } else { Signal::SIGKILL });
+            w.forced = true;
             w.kill_at = Some(now + Duration::from_secs(1));
         }
     }

@@ -145,8 +145,15 @@ impl Source for Listener {
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         self.source().reregister(r, t, i)
     }
+    /// Also removes an exclusive registration made by
+    /// [`Worker::register_listener`](super::Worker::register_listener), which
+    /// mio does not know of. (Closing the descriptor would not: other
+    /// processes hold the same socket, so epoll keeps the entry.)
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        self.source().deregister(r)
+        match self.exclusive_token.take() {
+            Some(_) => crate::sys::epoll::remove(r.as_raw_fd(), self.as_raw_fd()),
+            None => self.source().deregister(r),
+        }
     }
 }
 
