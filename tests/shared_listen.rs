@@ -83,7 +83,7 @@ fn a_port_in_use_gives_eaddrinuse_and_a_retry_after_it_is_freed_works() {
     // The master lives on, logged the failure, and holds no socket for it.
     m.send("sockets");
     assert_eq!(m.expect("sockets"), "sockets 0");
-    assert!(m.stderr().contains("Address already in use"), "{}", m.stderr());
+    assert!(eventually(WAIT, || m.stderr().contains("Address already in use")), "{}", m.stderr());
     drop(squatter);
     m.send(&format!("send 1 listen {addr}"));
     let ok = m.expect("message id=1 listen-ok");

@@ -191,7 +191,7 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_eaddrinuse() {
     let mut m = Proc::fixture(&["--listen", &spec]);
     m.send("fork");
     m.expect("listening id=1");
-    assert!(m.stderr().contains("removing stale socket"), "{}", m.stderr());
+    assert!(eventually(WAIT, || m.stderr().contains("removing stale socket")), "{}", m.stderr());
     unix_echo(&path).unwrap();
     // A second cluster on the same path while the first serves: refused.
     let mut other = Proc::fixture(&["--listen", &spec]);
