@@ -59,12 +59,16 @@ fn ours(workers: usize, extra: &[&str]) -> Server {
     let mut cmd = vec![bin("echo").display().to_string(), "--workers".into(), workers.to_string()];
     cmd.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
     cmd.extend(extra.iter().map(|s| s.to_string()));
-    Server { name: format!("mio-cluster, {workers} workers"), cmd, env: vec![] }
+    let plural = if workers == 1 { "worker" } else { "workers" };
+    Server { name: format!("mio-cluster, {workers} {plural}"), cmd, env: vec![] }
 }
 
 fn node(workers: usize, policy: &str) -> Server {
     Server {
-        name: format!("Node cluster {policy}, {workers} workers"),
+        name: format!(
+            "Node cluster {policy}, {workers} worker{}",
+            if workers == 1 { "" } else { "s" }
+        ),
         cmd: vec![
             "node".into(),
             node_script().display().to_string(),
@@ -240,9 +244,15 @@ fn main() {
         assert!(st.success(), "cargo build --release --examples failed");
     }
     let has_node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    let mut servers =
-        vec![ours(1, &[]), ours(2, &[]), ours(4, &[]), ours(4, &["--balance", "shared"])];
+    let mut servers = vec![
+        ours(1, &[]),
+        ours(2, &[]),
+        ours(4, &[]),
+        ours(4, &["--balance", "shared"]),
+        ours(4, &["--balance", "exclusive:0"]),
+    ];
     servers[3].name = "mio-cluster, 4 workers, shared wake-ups".into();
+    servers[4].name = "mio-cluster, 4 workers, no burst pause".into();
     if has_node {
         for w in [2, 4] {
             servers.push(node(w, "none"));
@@ -351,7 +361,7 @@ fn main() {
     let spread_runs = 5;
     println!("\n| 64 connections over 4 workers, Jain index per run ({spread_runs} runs) | all at once | 1 ms apart |");
     println!("|---|---|---|");
-    let mut who = vec![ours(4, &[]), servers[3].clone()];
+    let mut who = vec![ours(4, &[]), servers[4].clone(), servers[3].clone()];
     if has_node {
         who.push(node(4, "none"));
         who.push(node(4, "rr"));
@@ -378,7 +388,7 @@ fn main() {
     // accept, under the connect load (each worker logs its counts on exit).
     println!("\n| 4 workers, one client connecting in a loop, 5 s | listener wake-ups | of them empty | accepted |");
     println!("|---|---|---|---|");
-    for s in [ours(4, &[]), servers[3].clone()] {
+    for s in [ours(4, &[]), servers[4].clone(), servers[3].clone()] {
         let r = start(&s, &[("RUST_LOG", "info")]);
         std::thread::sleep(Duration::from_millis(300));
         // One client at a time: every connection finds the workers idle,

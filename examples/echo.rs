@@ -136,7 +136,10 @@ fn accept_some(
     stats: &mut AcceptStats,
 ) -> io::Result<bool> {
     let Some(listener) = listener else { return Ok(false) };
-    let batch = if listener.balance() == Balance::Exclusive { ACCEPT_BATCH } else { usize::MAX };
+    let batch = match listener.balance() {
+        Balance::Exclusive { .. } => ACCEPT_BATCH,
+        Balance::Shared => usize::MAX,
+    };
     stats.wakeups += 1;
     let mut taken = 0;
     let retry = loop {

@@ -41,7 +41,9 @@ pub mod worker;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
-pub use listen::{Address, Balance, Kind, ListenAddr, ListenError, ListenOptions};
+pub use listen::{
+    Address, Balance, Kind, ListenAddr, ListenError, ListenOptions, DEFAULT_ACCEPT_PAUSE,
+};
 pub use master::{
     Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
     WorkerInfo, WorkerStatus,

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::sys::{SysError, Syscall};
 
@@ -164,23 +165,41 @@ pub struct ListenOptions {
     pub writable_all: bool,
     /// How this worker waits for connections on a shared stream socket, when
     /// registered with [`Worker::register_listener`](crate::Worker::register_listener)
-    /// (default: [`Balance::Exclusive`]).
+    /// (default: [`Balance::Exclusive`] with [`DEFAULT_ACCEPT_PAUSE`]).
     pub balance: Balance,
 }
 
+/// How long a worker steps aside, by default, after taking a connection
+/// while more are queued ([`Balance::Exclusive`]).
+pub const DEFAULT_ACCEPT_PAUSE: Duration = Duration::from_micros(50);
+
 /// How workers sharing one listening socket are woken for new connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     /// `EPOLLEXCLUSIVE`: one idle worker is woken per connection, and a
     /// worker that took connections goes to the back of the queue
     /// ([`Worker::rearm_listener`](crate::Worker::rearm_listener)), so
-    /// connections go round the workers. No thundering herd. The default:
-    /// it measured fairest (see the README's performance section).
-    #[default]
-    Exclusive,
+    /// connections go round the workers. No thundering herd.
+    ///
+    /// If connections are still queued after it took one (a burst), the
+    /// worker steps out of the queue for `pause` (sleeping; with zero it
+    /// only yields the CPU), so that the workers woken for them get to run
+    /// and take them. The default, [`DEFAULT_ACCEPT_PAUSE`], measured fair
+    /// for bursts at some cost in connections per second; see the README's
+    /// performance section for both.
+    Exclusive {
+        /// How long to step aside during a burst.
+        pause: Duration,
+    },
     /// Plain registration: every waiting worker is woken for each
     /// connection and the fastest takes it (Node's shared-handle mode).
     Shared,
+}
+
+impl Default for Balance {
+    fn default() -> Balance {
+        Balance::Exclusive { pause: DEFAULT_ACCEPT_PAUSE }
+    }
 }
 
 impl Default for ListenOptions {
@@ -191,7 +210,7 @@ impl Default for ListenOptions {
             exclusive: false,
             readable_all: false,
             writable_all: false,
-            balance: Balance::Exclusive,
+            balance: Balance::default(),
         }
     }
 }

@@ -40,7 +40,10 @@ const OPTIONS: &str = "\
   --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
                             and replaced (10; 0: off)
   --balance MODE            exclusive (default: one idle worker woken per
-                            connection, in turn) or shared (all woken, as Node)
+                            connection, in turn; during a burst a worker
+                            steps aside 50 us after each one),
+                            exclusive:MICROS (another pause; 0: just yield)
+                            or shared (all woken, as Node)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -72,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
         listen: "127.0.0.1:7000".parse().expect("default address parses"),
         shutdown_timeout: Duration::from_secs(10),
         heartbeat_timeout: Duration::from_secs(10),
-        balance: Balance::Exclusive,
+        balance: Balance::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,10 +98,16 @@ fn parse_args() -> Result<Args, String> {
                 args.heartbeat_timeout = Duration::from_secs_f64(secs);
             }
             "--balance" => {
-                args.balance = match value()?.as_str() {
-                    "exclusive" => Balance::Exclusive,
-                    "shared" => Balance::Shared,
-                    other => return Err(format!("--balance: exclusive or shared, not {other:?}")),
+                let v = value()?;
+                args.balance = match v.split_once(':') {
+                    _ if v == "exclusive" => Balance::default(),
+                    _ if v == "shared" => Balance::Shared,
+                    Some(("exclusive", us)) => Balance::Exclusive {
+                        pause: Duration::from_micros(
+                            us.parse().map_err(|e| format!("--balance: {e}"))?,
+                        ),
+                    },
+                    _ => return Err(format!("--balance: exclusive[:MICROS] or shared, not {v:?}")),
                 }
             }
             "-h" | "--help" => return Err(String::new()),

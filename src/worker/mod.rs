@@ -238,7 +238,7 @@ impl Worker {
     /// edge-triggered registration.
     pub fn register_listener(&self, listener: &mut Listener, token: Token) -> io::Result<()> {
         match listener.balance {
-            Balance::Exclusive => {
+            Balance::Exclusive { .. } => {
                 let epfd = self.poll.as_raw_fd();
                 crate::sys::epoll::add_exclusive(epfd, listener.as_raw_fd(), token.0)?;
                 listener.exclusive_token = Some(token);
@@ -251,15 +251,19 @@ impl Worker {
     /// After a wake-up on an exclusively registered listener: moves this
     /// worker to the back of the socket's queue of waiting workers, so the
     /// next connection wakes another one. If connections are still queued
-    /// (a burst), it yields the CPU while out of the queue, so that workers
-    /// woken for them get a chance to take them before this one does.
-    /// Nothing for other registrations.
+    /// (a burst), it steps aside while out of the queue (the listener's
+    /// [`Balance::Exclusive`] pause), so that workers woken for them get a
+    /// chance to take them before this one does. Nothing for other
+    /// registrations.
     pub fn rearm_listener(&self, listener: &Listener) -> io::Result<()> {
         let Some(token) = listener.exclusive_token else { return Ok(()) };
         let (epfd, fd) = (self.poll.as_raw_fd(), listener.as_raw_fd());
         if crate::sys::epoll::readable_now(fd) {
             crate::sys::epoll::remove(epfd, fd)?;
-            let _ = nix::sched::sched_yield();
+            match listener.balance {
+                Balance::Exclusive { pause } if !pause.is_zero() => std::thread::sleep(pause),
+                _ => drop(nix::sched::sched_yield()),
+            }
             crate::sys::epoll::add_exclusive(epfd, fd, token.0)
         } else {
             crate::sys::epoll::rearm_exclusive(epfd, fd, token.0)
