@@ -181,10 +181,11 @@ pub enum Balance {
     /// ([`Worker::rearm_listener`](crate::Worker::rearm_listener)), so
     /// connections go round the workers. No thundering herd.
     ///
-    /// If connections are still queued after it took one (a burst), the
-    /// worker steps out of the queue for `pause` (sleeping; with zero it
-    /// only yields the CPU), so that the workers woken for them get to run
-    /// and take them. The default, [`DEFAULT_ACCEPT_PAUSE`], measured fair
+    /// If connections are still queued after it took one while it had
+    /// nothing else to do (a burst onto idle workers), the worker steps out
+    /// of the queue for `pause` (sleeping; with zero it only yields the
+    /// CPU), so that the workers woken for them get to run and take them. A
+    /// busy worker never pauses. The default, [`DEFAULT_ACCEPT_PAUSE`], measured fair
     /// for bursts at some cost in connections per second; see the README's
     /// performance section for both.
     Exclusive {

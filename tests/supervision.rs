@@ -242,7 +242,9 @@ fn a_hung_worker_is_killed_and_replaced() {
     let exit = m.expect("exit id=1");
     assert_eq!(field(&exit, "status"), "signal=SIGKILL");
     m.expect("listening id=3");
-    assert!(hung.elapsed() < Duration::from_secs(5), "replaced only after {:?}", hung.elapsed());
+    // A sanity bound only (a busy CI machine runs this in debug, in
+    // parallel with a load test): detection time is the timeout above.
+    assert!(hung.elapsed() < Duration::from_secs(20), "replaced only after {:?}", hung.elapsed());
     echo_once(addr).unwrap();
     let rows = status(&mut m);
     assert!(rows.iter().all(|r| field(r, "hb") == "true"), "{rows:?}");

@@ -97,6 +97,9 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// Listen requests given up on (timed out) whose reply may still come.
     abandoned: Vec<u32>,
+    /// The last poll brought the application at most one readable event
+    /// (the listener's): the worker is idle but for accepting.
+    idle_but_accepting: bool,
 }
 
 enum Reply {
@@ -140,6 +143,7 @@ impl Worker {
             heartbeat: env.heartbeat_ms.map(Duration::from_millis),
             next_heartbeat: Instant::now(),
             abandoned: Vec::new(),
+            idle_but_accepting: true,
         };
         w.channel.queue(&Message::Online, Vec::new())?;
         w.channel.flush()?;
@@ -188,6 +192,10 @@ impl Worker {
                 self.flush()?;
             }
         }
+        // Readable events are work; a fresh connection's first writable
+        // edge is not.
+        self.idle_but_accepting =
+            events.iter().filter(|e| e.token() != IPC_TOKEN && e.is_readable()).count() <= 1;
         if self.again || events.iter().any(|e| e.token() == IPC_TOKEN) {
             self.again = false;
             self.service(None)?;
@@ -261,7 +269,13 @@ impl Worker {
         if crate::sys::epoll::readable_now(fd) {
             crate::sys::epoll::remove(epfd, fd)?;
             match listener.balance {
-                Balance::Exclusive { pause } if !pause.is_zero() => std::thread::sleep(pause),
+                // A burst onto idle workers (this worker had nothing to do
+                // but accept): step aside so the others take their share. A
+                // busy worker does not pause: then every worker is busy and
+                // pausing would only cost connections per second.
+                Balance::Exclusive { pause } if !pause.is_zero() && self.idle_but_accepting => {
+                    std::thread::sleep(pause)
+                }
                 _ => drop(nix::sched::sched_yield()),
             }
             crate::sys::epoll::add_exclusive(epfd, fd, token.0)
