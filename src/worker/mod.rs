@@ -192,11 +192,19 @@ impl Worker {
                 self.flush()?;
             }
         }
-        // Readable events are work; a fresh connection's first writable
-        // edge is not.
-        self.idle_but_accepting =
-            events.iter().filter(|e| e.token() != IPC_TOKEN && e.is_readable()).count() <= 1;
-        if self.again || events.iter().any(|e| e.token() == IPC_TOKEN) {
+        // One pass: is the channel ready, and how much work came for the
+        // application (readable events; a fresh connection's first writable
+        // edge is not work).
+        let (mut ipc, mut readable) = (false, 0);
+        for e in events.iter() {
+            if e.token() == IPC_TOKEN {
+                ipc = true;
+            } else if e.is_readable() {
+                readable += 1;
+            }
+        }
+        self.idle_but_accepting = readable <= 1;
+        if self.again || ipc {
             self.again = false;
             self.service(None)?;
         }
