@@ -232,18 +232,6 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
     out[start + 5] = nfds as u8;
 }
 
-/// The size of the frame `msg` encodes to (header included).
-pub fn encoded_len(msg: &Message) -> usize {
-    match msg {
-        Message::User { payload } => HEADER_LEN + payload.len(),
-        _ => {
-            let mut v = Vec::new();
-            encode(msg, 0, &mut v);
-            v.len()
-        }
-    }
-}
-
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u16).to_le_bytes());
     out.extend_from_slice(b);

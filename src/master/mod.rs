@@ -312,7 +312,6 @@ struct WorkerEntry {
     pidfd: OwnedFd,
     channel: Option<Channel>,
     kill_at: Option<Instant>,
-    reads_paused: bool,
     want_drained: bool,
     /// The supervisor's seat this worker fills, if any.
     seat: Option<usize>,
@@ -540,7 +539,6 @@ impl Master {
             pidfd,
             channel: Some(channel),
             kill_at: None,
-            reads_paused: false,
             want_drained: false,
             seat,
             started: Instant::now(),
@@ -820,10 +818,8 @@ impl Master {
                 {
                     // The worker is not reading what we send; handle no more
                     // of its requests until it does (a writable event resumes).
-                    w.reads_paused = true;
                     return;
                 }
-                w.reads_paused = false;
                 match ch.next_frame() {
                     Ok(Some((msg, fds))) => self.handle(slot, msg, fds),
                     Ok(None) => break,
