@@ -28,7 +28,7 @@ use common::echo_conn::{serve, Conn};
 use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
-use mio_cluster::{Balance, ListenOptions, Worker, WorkerEvent};
+use mio_cluster::{ListenOptions, Worker, WorkerEvent};
 use slab::Slab;
 
 mod common;
@@ -52,7 +52,8 @@ fn worker(args: &Args) -> io::Result<()> {
         Err(e) => common::cannot_listen(worker, e),
     };
     if let Some(l) = listener.as_mut() {
-        // Exclusive by default: one idle worker is woken per connection.
+        // One idle worker is woken per connection, and the workers keep to
+        // their share of open connections (Balance::Even, the default).
         worker.register_listener(l, LISTENER)?;
     }
     let mut conns: Slab<Conn> = Slab::new();
@@ -66,13 +67,14 @@ fn worker(args: &Args) -> io::Result<()> {
         let timeout = retry_accept.then_some(Duration::from_millis(50));
         worker.poll(&mut events, timeout)?;
         if retry_accept {
-            retry_accept = accept_some(&worker, listener.as_ref(), &mut conns, &mut stats)?;
+            retry_accept = accept_some(&mut worker, listener.as_ref(), &mut conns, &mut stats)?;
         }
         for event in events.iter() {
             match event.token() {
                 IPC_TOKEN => {}
                 LISTENER => {
-                    retry_accept = accept_some(&worker, listener.as_ref(), &mut conns, &mut stats)?
+                    retry_accept =
+                        accept_some(&mut worker, listener.as_ref(), &mut conns, &mut stats)?
                 }
                 Token(key) => {
                     let done = match conns.get_mut(key) {
@@ -111,11 +113,6 @@ fn worker(args: &Args) -> io::Result<()> {
     }
 }
 
-/// At most this many connections are taken per wake-up of an exclusively
-/// registered listener; the rest wait for the next turn of this worker or
-/// wake another one.
-const ACCEPT_BATCH: usize = 1;
-
 /// What a worker counts of its accepting, logged when it leaves.
 #[derive(Default)]
 struct AcceptStats {
@@ -125,28 +122,20 @@ struct AcceptStats {
     empty: u64,
 }
 
-/// Accepts queued connections: a batch with an exclusive registration
-/// (level-triggered, so what is left is reported again), all of them with a
-/// shared one (edge-triggered). Returns true if it had to stop on an error
-/// (the caller retries later).
+/// Accepts queued connections, as many as the listener's balance lets this
+/// worker take. Returns true if it had to stop on an error (the caller
+/// retries later).
 fn accept_some(
-    worker: &Worker,
+    worker: &mut Worker,
     listener: Option<&mio_cluster::Listener>,
     conns: &mut Slab<Conn>,
     stats: &mut AcceptStats,
 ) -> io::Result<bool> {
     let Some(listener) = listener else { return Ok(false) };
-    let batch = match listener.balance() {
-        Balance::Exclusive { .. } => ACCEPT_BATCH,
-        Balance::Shared => usize::MAX,
-    };
     stats.wakeups += 1;
     let mut taken = 0;
     let retry = loop {
-        if taken == batch {
-            break false;
-        }
-        match listener.accept() {
+        match worker.accept(listener) {
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
                 let entry = conns.vacant_entry();
@@ -158,7 +147,8 @@ fn accept_some(
                 entry.insert(Conn { stream, pending: Vec::new() });
                 taken += 1;
             }
-            // The queue is empty (or another worker took the connection).
+            // The queue is empty (or another worker took the connection, or
+            // this one has its share).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
             // A connection reset before we accepted it: try the next one.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -174,8 +164,5 @@ fn accept_some(
     if taken == 0 {
         stats.empty += 1;
     }
-    // To the back of the queue of waiting workers: the next connection
-    // wakes another one.
-    worker.rearm_listener(listener)?;
     Ok(retry)
 }

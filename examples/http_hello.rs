@@ -44,12 +44,13 @@ struct Conn {
 
 fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
-    let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
+    let opts = ListenOptions { balance: args.balance, ..ListenOptions::default() };
+    let mut listener = match worker.listen(&args.listen, opts) {
         Ok(l) => Some(l),
         Err(e) => common::cannot_listen(worker, e),
     };
     if let Some(l) = listener.as_mut() {
-        worker.registry().register(l, LISTENER, Interest::READABLE)?;
+        worker.register_listener(l, LISTENER)?;
     }
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
@@ -61,8 +62,7 @@ fn worker(args: &Args) -> io::Result<()> {
                 IPC_TOKEN => {}
                 LISTENER => {
                     let Some(l) = listener.as_ref() else { continue };
-                    // Accept until WouldBlock: the readiness is edge-triggered.
-                    while let Ok(mut stream) = l.accept() {
+                    while let Ok(mut stream) = worker.accept(l) {
                         let _ = stream.set_nodelay(true);
                         let entry = conns.vacant_entry();
                         let token = Token(entry.key());

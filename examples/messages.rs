@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use common::Args;
-use mio::{Events, Interest, Token};
+use mio::{Events, Token};
 use mio_cluster::{ListenOptions, Worker, WorkerEvent};
 
 mod common;
@@ -41,11 +41,12 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 fn worker(args: &Args) -> io::Result<()> {
     let mut worker = Worker::new()?;
-    let mut listener = match worker.listen(&args.listen, ListenOptions::default()) {
+    let opts = ListenOptions { balance: args.balance, ..ListenOptions::default() };
+    let mut listener = match worker.listen(&args.listen, opts) {
         Ok(l) => l,
         Err(e) => common::cannot_listen(worker, e),
     };
-    worker.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    worker.register_listener(&mut listener, LISTENER)?;
     let greeting = format!("hello from worker {}\n", worker.id());
     let mut events = Events::with_capacity(64);
     let (mut served, mut reported) = (0u64, 0u64);
@@ -57,7 +58,7 @@ fn worker(args: &Args) -> io::Result<()> {
         worker.poll(&mut events, timeout)?;
         // Greet and close every queued connection (a short write is fine
         // for a one-line greeting on a fresh socket).
-        while let Ok(mut stream) = listener.accept() {
+        while let Ok(mut stream) = worker.accept(&listener) {
             let _ = stream.write(greeting.as_bytes());
             served += 1;
         }

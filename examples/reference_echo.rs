@@ -42,7 +42,7 @@ fn main() -> io::Result<()> {
                 while let Ok((stream, _)) = listener.accept() {
                     let _ = stream.set_nodelay(true);
                     let entry = conns.vacant_entry();
-                    let mut stream = Stream::Tcp(stream);
+                    let mut stream = Stream::from(stream);
                     poll.registry().register(
                         &mut stream,
                         Token(entry.key()),

@@ -163,9 +163,11 @@ pub struct ListenOptions {
     /// Unix sockets: make the socket file writable (connectable) by everyone
     /// (default false).
     pub writable_all: bool,
-    /// How this worker waits for connections on a shared stream socket, when
-    /// registered with [`Worker::register_listener`](crate::Worker::register_listener)
-    /// (default: [`Balance::Exclusive`] with [`DEFAULT_ACCEPT_PAUSE`]).
+    /// How this worker shares the connections of a shared stream socket
+    /// with the other workers, when registered with
+    /// [`Worker::register_listener`](crate::Worker::register_listener) and
+    /// accepted from with [`Worker::accept`](crate::Worker::accept)
+    /// (default: [`Balance::Even`]).
     pub balance: Balance,
 }
 
@@ -173,21 +175,31 @@ pub struct ListenOptions {
 /// while more are queued ([`Balance::Exclusive`]).
 pub const DEFAULT_ACCEPT_PAUSE: Duration = Duration::from_micros(50);
 
-/// How workers sharing one listening socket are woken for new connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How workers sharing one listening socket divide its connections. Every
+/// mode accepts directly from the kernel; none routes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
-    /// `EPOLLEXCLUSIVE`: one idle worker is woken per connection, and a
-    /// worker that took connections goes to the back of the queue
-    /// ([`Worker::rearm_listener`](crate::Worker::rearm_listener)), so
-    /// connections go round the workers. No thundering herd.
+    /// The default. `EPOLLEXCLUSIVE` wake-ups (one idle worker is woken per
+    /// connection, no thundering herd) that go round the workers, plus a
+    /// fair share: the workers keep their counts of open connections on a
+    /// shared page (the socket's accept board, from the master), and a
+    /// worker that holds more than `ceil(total / workers) + 1` steps aside
+    /// while a worker under its share is awake to take the connection. A
+    /// worker that steps aside comes back as soon as it is under its share
+    /// again, and after 2 ms at most, so a connection never waits on a
+    /// worker that is not running. Workers whose loop has not polled for
+    /// 50 ms (hung) are not counted.
+    #[default]
+    Even,
+    /// `EPOLLEXCLUSIVE` wake-ups that go round the workers (a worker that
+    /// took connections goes to the back of the queue, as nginx does), with
+    /// no shared counts.
     ///
     /// If connections are still queued after it took one while it had
     /// nothing else to do (a burst onto idle workers), the worker steps out
     /// of the queue for `pause` (sleeping; with zero it only yields the
     /// CPU), so that the workers woken for them get to run and take them. A
-    /// busy worker never pauses. The default, [`DEFAULT_ACCEPT_PAUSE`], measured fair
-    /// for bursts at some cost in connections per second; see the README's
-    /// performance section for both.
+    /// busy worker never pauses.
     Exclusive {
         /// How long to step aside during a burst.
         pause: Duration,
@@ -195,12 +207,6 @@ pub enum Balance {
     /// Plain registration: every waiting worker is woken for each
     /// connection and the fastest takes it (Node's shared-handle mode).
     Shared,
-}
-
-impl Default for Balance {
-    fn default() -> Balance {
-        Balance::Exclusive { pause: DEFAULT_ACCEPT_PAUSE }
-    }
 }
 
 impl Default for ListenOptions {

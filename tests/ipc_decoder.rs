@@ -64,8 +64,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 seq: 1,
                 handle: 0,
                 address: Address::Inet("[::1]:8080".parse().unwrap()),
+                seat: 2,
             },
-            1,
+            3,
         ),
         (
             "listen_err",

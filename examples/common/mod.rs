@@ -39,11 +39,13 @@ const OPTIONS: &str = "\
                             connections on shutdown before they are killed (10)
   --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
                             and replaced (10; 0: off)
-  --balance MODE            exclusive (default: one idle worker woken per
-                            connection, in turn; during a burst a worker
-                            steps aside 50 us after each one),
-                            exclusive:MICROS (another pause; 0: just yield)
-                            or shared (all woken, as Node)
+  --balance MODE            even (default: one idle worker woken per
+                            connection, in turn, and no worker takes more
+                            than its share of open connections while another
+                            is awake to take them), exclusive (woken in turn
+                            only; during a burst a worker steps aside 50 us
+                            after each one), exclusive:MICROS (another pause;
+                            0: just yield) or shared (all woken, as Node)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -100,14 +102,21 @@ fn parse_args() -> Result<Args, String> {
             "--balance" => {
                 let v = value()?;
                 args.balance = match v.split_once(':') {
-                    _ if v == "exclusive" => Balance::default(),
+                    _ if v == "even" => Balance::Even,
+                    _ if v == "exclusive" => {
+                        Balance::Exclusive { pause: mio_cluster::DEFAULT_ACCEPT_PAUSE }
+                    }
                     _ if v == "shared" => Balance::Shared,
                     Some(("exclusive", us)) => Balance::Exclusive {
                         pause: Duration::from_micros(
                             us.parse().map_err(|e| format!("--balance: {e}"))?,
                         ),
                     },
-                    _ => return Err(format!("--balance: exclusive[:MICROS] or shared, not {v:?}")),
+                    _ => {
+                        return Err(format!(
+                            "--balance: even, exclusive[:MICROS] or shared, not {v:?}"
+                        ))
+                    }
                 }
             }
             "-h" | "--help" => return Err(String::new()),

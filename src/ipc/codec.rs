@@ -30,6 +30,8 @@ pub const MAX_BODY: usize = 16 * 1024 * 1024;
 pub const MAX_FDS: usize = crate::sys::socket::MAX_FDS_PER_MSG;
 /// The longest address or path in a listen request.
 pub const MAX_ADDRESS: usize = 4096;
+/// [`Message::ListenOk`] without an accept board.
+pub const NO_SEAT: u32 = u32::MAX;
 
 const T_ONLINE: u8 = 1;
 const T_LISTEN: u8 = 2;
@@ -93,7 +95,9 @@ pub enum Message {
     Leaving,
     /// Worker to master: the worker's loop is alive.
     Heartbeat,
-    /// Master to worker: here is the socket (one descriptor attached).
+    /// Master to worker: here is the socket (the first descriptor attached)
+    /// and, unless `seat` is [`NO_SEAT`], the socket's accept board and its
+    /// doorbell (an eventfd; the second and third).
     ListenOk {
         /// The request's sequence number.
         seq: u32,
@@ -101,6 +105,8 @@ pub enum Message {
         handle: u32,
         /// Bound address.
         address: Address,
+        /// The worker's seat on the accept board, or [`NO_SEAT`].
+        seat: u32,
     },
     /// Master to worker: the request failed.
     ListenErr {
@@ -207,9 +213,10 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
         }
         Message::Leaving => T_LEAVING,
         Message::Heartbeat => T_HEARTBEAT,
-        Message::ListenOk { seq, handle, address } => {
+        Message::ListenOk { seq, handle, address, seat } => {
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&handle.to_le_bytes());
+            out.extend_from_slice(&seat.to_le_bytes());
             put_address(out, address);
             T_LISTEN_OK
         }
@@ -275,7 +282,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
     let max_fds = match tag {
         T_ONLINE | T_LISTEN | T_LISTENING | T_CLOSE | T_LEAVING | T_HEARTBEAT | T_LISTEN_ERR
         | T_DISCONNECT => 0,
-        T_LISTEN_OK => 1,
+        T_LISTEN_OK => 3,
         T_USER => MAX_FDS,
         _ => return Err(DecodeError::UnknownTag(tag)),
     };
@@ -324,7 +331,14 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
         T_CLOSE => Message::Close { handle: r.u32()? },
         T_LEAVING => Message::Leaving,
         T_HEARTBEAT => Message::Heartbeat,
-        T_LISTEN_OK => Message::ListenOk { seq: r.u32()?, handle: r.u32()?, address: r.address()? },
+        T_LISTEN_OK => {
+            let (seq, handle, seat) = (r.u32()?, r.u32()?, r.u32()?);
+            // The board and its bell travel exactly when there is a seat.
+            if (seat == NO_SEAT) != (nfds == 1) || nfds == 2 {
+                return Err(DecodeError::BadFdCount { tag, nfds });
+            }
+            Message::ListenOk { seq, handle, seat, address: r.address()? }
+        }
         T_LISTEN_ERR => {
             let seq = r.u32()?;
             let errno = r.i32()?;
@@ -462,11 +476,17 @@ mod tests {
                 seq: 1,
                 handle: 2,
                 address: Address::Inet("[::1]:80".parse().unwrap()),
+                seat: 0,
             },
-            1,
+            3,
         );
         roundtrip(
-            Message::ListenOk { seq: 1, handle: 2, address: Address::Unix(b"/tmp/s".to_vec()) },
+            Message::ListenOk {
+                seq: 1,
+                handle: 2,
+                address: Address::Unix(b"/tmp/s".to_vec()),
+                seat: NO_SEAT,
+            },
             1,
         );
         roundtrip(
@@ -493,5 +513,12 @@ mod tests {
         extra[0] += 1;
         extra.push(0);
         assert!(matches!(decode(&extra), Err(DecodeError::Malformed { .. })));
+        // A seat without its board, or a board without a seat.
+        for (seat, nfds) in [(3, 1), (3, 2), (NO_SEAT, 2), (NO_SEAT, 3)] {
+            let mut ok = Vec::new();
+            let address = Address::Unix(Vec::new());
+            encode(&Message::ListenOk { seq: 1, handle: 1, address, seat }, nfds, &mut ok);
+            assert!(matches!(decode(&ok), Err(DecodeError::BadFdCount { .. })), "{seat} {nfds}");
+        }
     }
 }

@@ -874,12 +874,21 @@ impl Master {
                 } else {
                     match self.sockets.listen(id, &request) {
                         Ok(share) => {
+                            let mut fds = vec![share.socket];
+                            let seat = match share.board {
+                                Some(b) => {
+                                    fds.extend([b.board, b.bell]);
+                                    b.seat
+                                }
+                                None => crate::ipc::codec::NO_SEAT,
+                            };
                             let reply = Message::ListenOk {
                                 seq,
                                 handle: share.handle,
                                 address: share.address,
+                                seat,
                             };
-                            self.queue_to(slot, reply, vec![share.socket]);
+                            self.queue_to(slot, reply, fds);
                             return;
                         }
                         Err(e) => {

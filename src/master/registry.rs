@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 use slab::Slab;
 
+use crate::ipc::board::{Board, MAX_SEATS};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
 use crate::sys::fd::dup_raw;
+use crate::sys::shm::eventfd;
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::sys::{SysError, Syscall};
 use crate::WorkerId;
@@ -45,6 +47,62 @@ struct Handle {
     workers: Vec<WorkerId>,
     /// A socket file the master created, unlinked with the handle.
     unlink: Option<PathBuf>,
+    /// The accept board of a stream socket (none for UDP, or if the memfd
+    /// could not be made: then workers accept without balancing).
+    board: Option<Seats>,
+}
+
+/// An accept board, its doorbell, and who sits where.
+struct Seats {
+    board: Board,
+    fd: OwnedFd,
+    bell: OwnedFd,
+    taken: Vec<Option<WorkerId>>,
+}
+
+/// A worker's seat on a board, with the descriptors it needs.
+pub(crate) struct BoardShare {
+    pub seat: u32,
+    pub board: OwnedFd,
+    pub bell: OwnedFd,
+}
+
+impl Seats {
+    fn new() -> Option<Seats> {
+        match Board::create().and_then(|(board, fd)| Ok((board, fd, eventfd()?))) {
+            Ok((board, fd, bell)) => Some(Seats { board, fd, bell, taken: Vec::new() }),
+            Err(e) => {
+                log::warn!("accept board: {e}; workers will accept without balancing");
+                None
+            }
+        }
+    }
+
+    /// A seat for `worker` and duplicates of the board and its bell, if a
+    /// seat is left (and the duplicates can be made).
+    fn take(&mut self, worker: WorkerId) -> Option<BoardShare> {
+        let (board, bell) = (self.fd.try_clone().ok()?, self.bell.try_clone().ok()?);
+        let seat = match self.taken.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.taken.len() < MAX_SEATS as usize => {
+                self.taken.push(None);
+                self.taken.len() - 1
+            }
+            None => return None,
+        };
+        self.taken[seat] = Some(worker);
+        self.board.open_seat(seat as u32, self.taken.len() as u32);
+        Some(BoardShare { seat: seat as u32, board, bell })
+    }
+
+    fn leave(&mut self, worker: WorkerId) {
+        for (i, t) in self.taken.iter_mut().enumerate() {
+            if *t == Some(worker) {
+                *t = None;
+                self.board.reset_seat(i as u32);
+            }
+        }
+    }
 }
 
 impl Drop for Handle {
@@ -63,6 +121,8 @@ pub(crate) struct Share {
     pub handle: u32,
     pub address: Address,
     pub socket: OwnedFd,
+    /// The worker's seat on the socket's accept board.
+    pub board: Option<BoardShare>,
 }
 
 /// The most shared sockets one worker may hold: a worker that asks for more
@@ -107,12 +167,14 @@ impl SocketRegistry {
             Some(&slot) => slot,
             None => {
                 let (socket, address, unlink) = open(req)?;
+                let board = if req.kind == Kind::Udp { None } else { Seats::new() };
                 let slot = self.handles.insert(Handle {
                     key: key.clone(),
                     socket,
                     address,
                     workers: Vec::new(),
                     unlink,
+                    board,
                 });
                 self.by_key.insert(key, slot);
                 log::debug!("registry: bound {} for handle {slot}", self.handles[slot].address);
@@ -133,7 +195,8 @@ impl SocketRegistry {
         if !h.workers.contains(&worker) {
             h.workers.push(worker);
         }
-        Ok(Share { handle: slot as u32, address: h.address.clone(), socket })
+        let board = h.board.as_mut().and_then(|b| b.take(worker));
+        Ok(Share { handle: slot as u32, address: h.address.clone(), socket, board })
     }
 
     /// `worker` closed its server of `handle`. Returns false if it held none.
@@ -146,6 +209,9 @@ impl SocketRegistry {
             return false;
         };
         h.workers.swap_remove(pos);
+        if let Some(b) = h.board.as_mut() {
+            b.leave(worker);
+        }
         if h.workers.is_empty() {
             self.drop_handle(slot);
         }

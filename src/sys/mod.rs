@@ -12,6 +12,8 @@
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
 //! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
+//! - [`shm`]: a sealed, shared `memfd` page seen as atomics, and the
+//!   system-wide monotonic clock in milliseconds.
 //!
 //! Every descriptor this layer creates is close-on-exec. Ownership is always
 //! explicit: functions return [`OwnedFd`](std::os::fd::OwnedFd) for what the
@@ -22,6 +24,7 @@ pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod process;
 pub(crate) mod procfs;
+pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod socket;
 

@@ -4,10 +4,12 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
+use super::balance::{Seat, SeatGuard, Turn};
 use super::IndexKey;
 use crate::listen::{Address, Balance, Kind};
 
@@ -21,7 +23,7 @@ pub struct Share {
 }
 
 /// A server socket [`Worker::close`](super::Worker::close) can close.
-pub trait SharedServer: Source {
+pub trait SharedServer: Source + sealed::Sealed {
     /// Gives up the socket, returning the master's share of it, if any.
     #[doc(hidden)]
     fn into_share(self) -> Option<Share>;
@@ -32,10 +34,17 @@ enum Inner {
     Unix(mio::net::UnixListener),
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Listener {}
+    impl Sealed for super::UdpSocket {}
+}
+
 /// A listening stream socket (TCP or Unix): a duplicate of the master's
 /// shared socket, or one this worker bound alone (`exclusive`) or already
-/// held. Register it in [`Worker::registry`](super::Worker::registry) and
-/// call [`accept`](Listener::accept) until `WouldBlock`.
+/// held. Register it with
+/// [`Worker::register_listener`](super::Worker::register_listener) and call
+/// [`Worker::accept`](super::Worker::accept) until `WouldBlock`.
 ///
 /// The socket is non-blocking. Its `O_NONBLOCK` flag is shared with every
 /// other duplicate of it (the master's and the other workers'), so keep it
@@ -44,9 +53,7 @@ pub struct Listener {
     inner: Inner,
     address: Address,
     share: Option<Share>,
-    pub(super) balance: Balance,
-    /// The token of an exclusive registration, for re-arming it.
-    pub(super) exclusive_token: Option<Token>,
+    pub(super) turn: Arc<Turn>,
 }
 
 impl Listener {
@@ -55,6 +62,7 @@ impl Listener {
         kind: Kind,
         share: Option<Share>,
         balance: Balance,
+        seat: Option<Arc<Seat>>,
     ) -> io::Result<Listener> {
         let (inner, address) = if kind == Kind::Unix {
             let l = mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd));
@@ -65,15 +73,18 @@ impl Listener {
             let address = Address::Inet(l.local_addr()?);
             (Inner::Tcp(l), address)
         };
-        Ok(Listener { inner, address, share, balance, exclusive_token: None })
+        let turn = Turn::new(inner_fd(&inner), balance, seat);
+        Ok(Listener { inner, address, share, turn })
     }
 
-    /// Accepts one connection (`WouldBlock` when none is queued).
-    pub fn accept(&self) -> io::Result<Stream> {
-        match &self.inner {
-            Inner::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
-            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-        }
+    /// Accepts one connection (`WouldBlock` when none is queued), counted
+    /// on `seat`.
+    pub(super) fn accept_raw(&self, seat: Option<&Arc<Seat>>) -> io::Result<Stream> {
+        let inner = match &self.inner {
+            Inner::Tcp(l) => Conn::Tcp(l.accept()?.0),
+            Inner::Unix(l) => Conn::Unix(l.accept()?.0),
+        };
+        Ok(Stream { inner, _seat: seat.map(Seat::take) })
     }
 
     /// The bound address.
@@ -86,9 +97,16 @@ impl Listener {
         self.share.is_some()
     }
 
-    /// How this listener is meant to be woken ([`ListenOptions::balance`](crate::ListenOptions::balance)).
+    /// How this listener shares connections with the other workers
+    /// ([`ListenOptions::balance`](crate::ListenOptions::balance)).
     pub fn balance(&self) -> Balance {
-        self.balance
+        self.turn.balance
+    }
+
+    /// True if this listener balances on the socket's accept board (a shared
+    /// socket with [`Balance::Even`]).
+    pub fn has_board(&self) -> bool {
+        self.turn.even_seat().is_some()
     }
 
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
@@ -109,6 +127,13 @@ impl Listener {
     }
 }
 
+fn inner_fd(inner: &Inner) -> RawFd {
+    match inner {
+        Inner::Tcp(l) => l.as_raw_fd(),
+        Inner::Unix(l) => l.as_raw_fd(),
+    }
+}
+
 fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::ffi::OsStrExt;
@@ -125,16 +150,16 @@ fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
 
 impl SharedServer for Listener {
     fn into_share(self) -> Option<Share> {
+        if let Some(seat) = &self.turn.seat {
+            seat.close();
+        }
         self.share
     }
 }
 
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
-        match &self.inner {
-            Inner::Tcp(l) => l.as_raw_fd(),
-            Inner::Unix(l) => l.as_raw_fd(),
-        }
+        inner_fd(&self.inner)
     }
 }
 
@@ -150,53 +175,112 @@ impl Source for Listener {
     /// mio does not know of. (Closing the descriptor would not: other
     /// processes hold the same socket, so epoll keeps the entry.)
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self.exclusive_token.take() {
-            Some(_) => crate::sys::epoll::remove(r.as_raw_fd(), self.as_raw_fd()),
+        match self.turn.token() {
+            Some(_) => {
+                self.turn.set_token(None);
+                if let Some(seat) = self.turn.even_seat() {
+                    let _ = crate::sys::epoll::remove(r.as_raw_fd(), seat.bell_fd());
+                }
+                // Out of the poll already if it stepped aside.
+                if self.turn.aside_since().is_some() {
+                    self.turn.set_aside(None);
+                    return Ok(());
+                }
+                crate::sys::epoll::remove(r.as_raw_fd(), self.as_raw_fd())
+            }
             None => self.source().deregister(r),
         }
     }
 }
 
 /// An accepted connection, TCP or Unix.
+///
+/// A connection accepted from a listener that balances on an accept board
+/// ([`Balance::Even`]) counts as one of this worker's open connections
+/// until it is dropped (or given away with [`into_fd`](Stream::into_fd)).
 #[derive(Debug)]
-pub enum Stream {
-    /// A TCP connection.
+pub struct Stream {
+    inner: Conn,
+    _seat: Option<SeatGuard>,
+}
+
+#[derive(Debug)]
+enum Conn {
     Tcp(mio::net::TcpStream),
-    /// A Unix stream connection.
     Unix(mio::net::UnixStream),
 }
 
 impl Stream {
     /// `TCP_NODELAY` on a TCP connection; nothing on a Unix one.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nodelay(on),
-            Stream::Unix(_) => Ok(()),
+        match &self.inner {
+            Conn::Tcp(s) => s.set_nodelay(on),
+            Conn::Unix(_) => Ok(()),
+        }
+    }
+
+    /// The TCP connection, if it is one.
+    pub fn as_tcp(&self) -> Option<&mio::net::TcpStream> {
+        match &self.inner {
+            Conn::Tcp(s) => Some(s),
+            Conn::Unix(_) => None,
+        }
+    }
+
+    /// The Unix connection, if it is one.
+    pub fn as_unix(&self) -> Option<&mio::net::UnixStream> {
+        match &self.inner {
+            Conn::Unix(s) => Some(s),
+            Conn::Tcp(_) => None,
+        }
+    }
+
+    /// Gives the connection away (to another runtime, or to another process
+    /// in a message); it no longer counts as this worker's.
+    pub fn into_fd(self) -> OwnedFd {
+        match self.inner {
+            Conn::Tcp(s) => s.into(),
+            Conn::Unix(s) => s.into(),
         }
     }
 
     fn source(&mut self) -> &mut dyn Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
+        match &mut self.inner {
+            Conn::Tcp(s) => s,
+            Conn::Unix(s) => s,
         }
+    }
+}
+
+impl From<mio::net::TcpStream> for Stream {
+    /// A TCP connection from elsewhere (adopted, or received in a message):
+    /// not counted on any board.
+    fn from(s: mio::net::TcpStream) -> Stream {
+        Stream { inner: Conn::Tcp(s), _seat: None }
+    }
+}
+
+impl From<mio::net::UnixStream> for Stream {
+    /// A Unix connection from elsewhere: not counted on any board.
+    fn from(s: mio::net::UnixStream) -> Stream {
+        Stream { inner: Conn::Unix(s), _seat: None }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        match &mut self.inner {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+        match &mut self.inner {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -206,9 +290,9 @@ impl Write for Stream {
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
+        match &self.inner {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
         }
     }
 }

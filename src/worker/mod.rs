@@ -7,13 +7,13 @@
 //!
 //! let mut worker = Worker::new()?;
 //! let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
-//! worker.registry().register(&mut listener, Token(0), Interest::READABLE)?;
+//! worker.register_listener(&mut listener, Token(0))?;
 //! let mut events = Events::with_capacity(256);
 //! loop {
 //!     worker.poll(&mut events, None)?;
 //!     for event in events.iter() {
 //!         if event.token() == Token(0) {
-//!             while let Ok(stream) = listener.accept() {
+//!             while let Ok(stream) = worker.accept(&listener) {
 //!                 drop(stream); // serve it
 //!             }
 //!         }
@@ -26,6 +26,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod balance;
 mod listener;
 
 use std::collections::{HashMap, VecDeque};
@@ -33,16 +34,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::ipc::board::{Admission, Board};
 use crate::ipc::channel::{Channel, ReadStatus};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
+use crate::sys::shm::{monotonic_ms, monotonic_ns};
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
+use balance::{Seat, Turn, ASLEEP, DEAF_FOR, STEP_ASIDE_MAX};
 
 pub use listener::{Listener, SharedServer, Stream, UdpSocket};
 
@@ -100,10 +105,21 @@ pub struct Worker {
     /// The last poll brought the application at most one readable event
     /// (the listener's): the worker is idle but for accepting.
     idle_but_accepting: bool,
+    /// Registered listeners that take turns or sit on a board.
+    turns: Vec<Weak<Turn>>,
+    /// Seats whose bell is registered (with [`IPC_TOKEN`]) in the poll.
+    bells: Vec<Arc<Seat>>,
+    /// A bell woke this worker since the last poll.
+    rung: bool,
+    /// How many times `poll` returned.
+    polls: u64,
 }
 
+/// A seat on an accept board: its number, the board, the bell.
+type BoardFds = (u32, OwnedFd, OwnedFd);
+
 enum Reply {
-    Ok { handle: u32, fd: OwnedFd },
+    Ok { handle: u32, fd: OwnedFd, board: Option<BoardFds> },
     Err(crate::SysError),
 }
 
@@ -144,6 +160,10 @@ impl Worker {
             next_heartbeat: Instant::now(),
             abandoned: Vec::new(),
             idle_but_accepting: true,
+            turns: Vec::new(),
+            bells: Vec::new(),
+            rung: false,
+            polls: 0,
         };
         w.channel.queue(&Message::Online, Vec::new())?;
         w.channel.flush()?;
@@ -179,7 +199,13 @@ impl Worker {
             let left = self.next_heartbeat.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        match self.poll.poll(events, timeout) {
+        if let Some(back) = self.balance_before_poll()? {
+            timeout = Some(timeout.map_or(back, |t| t.min(back)));
+        }
+        let polled = self.poll.poll(events, timeout);
+        self.polls += 1;
+        self.balance_after_poll();
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
@@ -207,6 +233,16 @@ impl Worker {
         if self.again || ipc {
             self.again = false;
             self.service(None)?;
+        }
+        if ipc && !self.bells.is_empty() {
+            // Maybe a bell: the next poll looks at the board at once.
+            self.bells.retain(|seat| seat.is_open());
+            for seat in &self.bells {
+                if seat.silence() {
+                    self.rung = true;
+                    self.again = true;
+                }
+            }
         }
         Ok(())
     }
@@ -242,54 +278,236 @@ impl Worker {
                 format!("{addr} is a UDP address: use Worker::bind_udp"),
             ));
         }
-        let (fd, share) = self.share(addr, opts)?;
-        self.listening(Listener::new(fd, addr.kind(), share, opts.balance)?)
+        let (fd, share, board) = self.share(addr, opts)?;
+        let seat = match board {
+            Some((seat, board, bell)) if opts.balance == Balance::Even => {
+                match Board::open(board.as_fd()) {
+                    Ok(b) => Some(Seat::new(b, seat, bell)),
+                    Err(e) => {
+                        log::warn!("worker {}: accept board of {addr}: {e}", self.id);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        self.listening(Listener::new(fd, addr.kind(), share, opts.balance, seat)?)
     }
 
     /// Registers a listener in the worker's poll for accepting, the way its
-    /// [`ListenOptions::balance`] says: with [`Balance::Exclusive`] (the
-    /// default) only one idle worker is woken per connection, and after
-    /// taking connections the worker calls [`Worker::rearm_listener`] to go
-    /// to the back of the queue; with [`Balance::Shared`] it is a plain
-    /// edge-triggered registration.
-    pub fn register_listener(&self, listener: &mut Listener, token: Token) -> io::Result<()> {
-        match listener.balance {
-            Balance::Exclusive { .. } => {
+    /// [`ListenOptions::balance`] says: with [`Balance::Even`] (the default)
+    /// and [`Balance::Exclusive`], only one idle worker is woken per
+    /// connection (`EPOLLEXCLUSIVE`, level-triggered); with
+    /// [`Balance::Shared`] it is a plain edge-triggered registration. Take
+    /// connections with [`Worker::accept`].
+    pub fn register_listener(&mut self, listener: &mut Listener, token: Token) -> io::Result<()> {
+        match listener.turn.balance {
+            Balance::Even | Balance::Exclusive { .. } => {
                 let epfd = self.poll.as_raw_fd();
                 crate::sys::epoll::add_exclusive(epfd, listener.as_raw_fd(), token.0)?;
-                listener.exclusive_token = Some(token);
+                listener.turn.set_token(Some(token.0));
+                self.turns.retain(|t| t.strong_count() > 0);
+                self.turns.push(Arc::downgrade(&listener.turn));
+                if let Some(seat) = listener.turn.even_seat() {
+                    if !self.bells.iter().any(|b| Arc::ptr_eq(b, seat)) {
+                        crate::sys::epoll::add_exclusive(epfd, seat.bell_fd(), IPC_TOKEN.0)?;
+                        self.bells.push(seat.clone());
+                    }
+                }
                 Ok(())
             }
             Balance::Shared => self.poll.registry().register(listener, token, Interest::READABLE),
         }
     }
 
-    /// After a wake-up on an exclusively registered listener: moves this
-    /// worker to the back of the socket's queue of waiting workers, so the
-    /// next connection wakes another one. If connections are still queued
-    /// (a burst), it steps aside while out of the queue (the listener's
-    /// [`Balance::Exclusive`] pause), so that workers woken for them get a
-    /// chance to take them before this one does. Nothing for other
-    /// registrations.
-    pub fn rearm_listener(&self, listener: &Listener) -> io::Result<()> {
-        let Some(token) = listener.exclusive_token else { return Ok(()) };
-        let (epfd, fd) = (self.poll.as_raw_fd(), listener.as_raw_fd());
-        if crate::sys::epoll::readable_now(fd) {
-            crate::sys::epoll::remove(epfd, fd)?;
-            match listener.balance {
-                // A burst onto idle workers (this worker had nothing to do
-                // but accept): step aside so the others take their share. A
-                // busy worker does not pause: then every worker is busy and
-                // pausing would only cost connections per second.
-                Balance::Exclusive { pause } if !pause.is_zero() && self.idle_but_accepting => {
-                    std::thread::sleep(pause)
+    /// Accepts one connection from `listener` the way its balance says;
+    /// call it until `WouldBlock` after each event of the listener's token.
+    ///
+    /// - [`Balance::Even`]: `WouldBlock` also when this worker holds more
+    ///   than its share of the socket's open connections and another worker
+    ///   under its share is awake to take the next one. The worker is then
+    ///   out of the socket's queue until it is under its share again (or
+    ///   [`Balance::Even`]'s 2 ms have passed). After a wake-up's last
+    ///   connection, the worker goes to the back of the queue.
+    /// - [`Balance::Exclusive`]: one connection per wake-up; the next call
+    ///   moves the worker to the back of the queue (stepping aside for the
+    ///   pause during a burst) and returns `WouldBlock`.
+    /// - [`Balance::Shared`]: every queued connection.
+    pub fn accept(&mut self, listener: &Listener) -> io::Result<Stream> {
+        let turn = &listener.turn;
+        match turn.balance {
+            Balance::Shared => listener.accept_raw(None),
+            Balance::Exclusive { pause } => {
+                if turn.taken_in.load(Ordering::Relaxed) == self.polls {
+                    self.rearm(turn, pause)?;
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
-                _ => drop(nix::sched::sched_yield()),
+                match listener.accept_raw(None) {
+                    Ok(s) => {
+                        turn.taken_in.store(self.polls, Ordering::Relaxed);
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            self.rearm(turn, pause)?;
+                        }
+                        Err(e)
+                    }
+                }
             }
-            crate::sys::epoll::add_exclusive(epfd, fd, token.0)
-        } else {
-            crate::sys::epoll::rearm_exclusive(epfd, fd, token.0)
+            Balance::Even => {
+                let Some(seat) = turn.seat.as_ref() else { return listener.accept_raw(None) };
+                let now = monotonic_ns();
+                let forced = turn.forced.swap(false, Ordering::Relaxed);
+                if let (false, Admission::StepAside { ring }) =
+                    (forced, seat.admit(monotonic_ms(now)))
+                {
+                    // Sleepers that did not answer the bell lately: take it.
+                    if !(ring && now < turn.deaf_until.load(Ordering::Relaxed)) {
+                        self.step_aside(turn, seat, now, ring)?;
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                match listener.accept_raw(Some(seat)) {
+                    Ok(s) => {
+                        turn.taken_in.store(self.polls, Ordering::Relaxed);
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            if seat.pending().load(Ordering::Relaxed) != 0 {
+                                seat.pending().store(0, Ordering::Relaxed);
+                            }
+                            // Took the wake-up's connections: to the back of
+                            // the queue, so the next one wakes another worker.
+                            if turn.taken_in.load(Ordering::Relaxed) == self.polls {
+                                self.rearm(turn, Duration::ZERO)?;
+                            }
+                        }
+                        Err(e)
+                    }
+                }
+            }
         }
+    }
+
+    /// Moves an exclusive registration to the back of the socket's queue of
+    /// waiting workers, so the next connection wakes another one. If
+    /// connections are still queued (a burst) and `pause` is not zero, it
+    /// steps aside for `pause` while out of the queue, so that workers woken
+    /// for them get a chance to take them before this one does.
+    fn rearm(&self, turn: &Turn, pause: Duration) -> io::Result<()> {
+        let Some(token) = turn.token() else { return Ok(()) };
+        if turn.aside_since().is_some() {
+            return Ok(());
+        }
+        let epfd = self.poll.as_raw_fd();
+        if !pause.is_zero() && crate::sys::epoll::readable_now(turn.fd) {
+            crate::sys::epoll::remove(epfd, turn.fd)?;
+            // A burst onto idle workers (this worker had nothing to do but
+            // accept): step aside so the others take their share. A busy
+            // worker does not pause: then every worker is busy and pausing
+            // would only cost connections per second.
+            if self.idle_but_accepting {
+                std::thread::sleep(pause)
+            } else {
+                let _ = nix::sched::sched_yield();
+            }
+            crate::sys::epoll::add_exclusive(epfd, turn.fd, token)
+        } else {
+            crate::sys::epoll::rearm_exclusive(epfd, turn.fd, token)
+        }
+    }
+
+    /// Over its share: out of the socket's queue (until [`Worker::poll`]
+    /// puts it back), and, if connections wait, a note on the board for the
+    /// workers under their share to take them, and the bell rung if they
+    /// all sleep.
+    fn step_aside(&self, turn: &Turn, seat: &Seat, now: u64, ring: bool) -> io::Result<()> {
+        if let (Some(_), None) = (turn.token(), turn.aside_since()) {
+            crate::sys::epoll::remove(self.poll.as_raw_fd(), turn.fd)?;
+            turn.set_aside(Some(now));
+        }
+        turn.rang.store(false, Ordering::Relaxed);
+        if crate::sys::epoll::readable_now(turn.fd) {
+            // Non-zero: connections wait; above 1: how many times a woken
+            // sleeper over its share may pass the ring on.
+            seat.pending().store(1 + 2 * seat.seats(), Ordering::Relaxed);
+            if ring {
+                seat.ring();
+                turn.rang.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before waiting: puts back listeners that stepped aside once this
+    /// worker is under its share again (or after [`STEP_ASIDE_MAX`]), lets a
+    /// worker under its share see connections another stepped aside from,
+    /// and marks its seats asleep. Returns how soon a listener must come back.
+    fn balance_before_poll(&mut self) -> io::Result<Option<Duration>> {
+        if self.turns.is_empty() {
+            return Ok(None);
+        }
+        let now = monotonic_ns();
+        let epfd = self.poll.as_raw_fd();
+        let mut back: Option<Duration> = None;
+        let rung = std::mem::take(&mut self.rung);
+        for turn in self.turns.iter().filter_map(Weak::upgrade) {
+            let (Some(seat), Some(token)) = (turn.even_seat(), turn.token()) else { continue };
+            let under = seat.admit(monotonic_ms(now)) == Admission::Take;
+            let pending = seat.pending().load(Ordering::Relaxed);
+            if let Some(since) = turn.aside_since() {
+                let away = Duration::from_nanos(now.saturating_sub(since));
+                if under || away >= STEP_ASIDE_MAX {
+                    crate::sys::epoll::add_exclusive(epfd, turn.fd, token)?;
+                    turn.set_aside(None);
+                    turn.forced.store(!under, Ordering::Relaxed);
+                    if !under && turn.rang.load(Ordering::Relaxed) {
+                        let until = now + DEAF_FOR.as_nanos() as u64;
+                        turn.deaf_until.store(until, Ordering::Relaxed);
+                    }
+                } else {
+                    let left = STEP_ASIDE_MAX - away;
+                    back = Some(back.map_or(left, |b| b.min(left)));
+                }
+            } else if pending != 0 && under {
+                // Delete and add: the add reports the queued connections,
+                // which this worker's poll was not woken for.
+                crate::sys::epoll::rearm_exclusive(epfd, turn.fd, token)?;
+                if !crate::sys::epoll::readable_now(turn.fd) {
+                    seat.pending().store(0, Ordering::Relaxed);
+                }
+            }
+            if rung && pending > 1 && !under {
+                // The bell woke this worker, but it is over its share too:
+                // pass the ring on, from the back of the bell's queue so
+                // that it wakes another sleeper. `pending` counts the passes
+                // left.
+                seat.pending().store(pending - 1, Ordering::Relaxed);
+                crate::sys::epoll::rearm_exclusive(epfd, seat.bell_fd(), IPC_TOKEN.0)?;
+                seat.ring();
+            }
+            seat.set_state(ASLEEP);
+        }
+        Ok(back)
+    }
+
+    /// After waiting: marks the seats awake (running since now).
+    fn balance_after_poll(&mut self) {
+        if self.turns.is_empty() {
+            return;
+        }
+        let state = Board::running(monotonic_ms(monotonic_ns()));
+        self.turns.retain(|t| match t.upgrade() {
+            Some(turn) => {
+                if let (Some(seat), Some(_)) = (turn.even_seat(), turn.token()) {
+                    seat.set_state(state);
+                }
+                true
+            }
+            None => false,
+        });
     }
 
     /// Binds a UDP address through the master (every worker receives on the
@@ -302,19 +520,20 @@ impl Worker {
                 format!("{addr} is not a UDP address (udp:HOST:PORT or udp:fd:N)"),
             ));
         }
-        let (fd, share) = self.share(addr, opts)?;
+        let (fd, share, _) = self.share(addr, opts)?;
         let sock = UdpSocket::new(fd, share)?;
         self.channel.queue(&Message::Listening { address: sock.address().clone() }, Vec::new())?;
         self.flush()?;
         Ok(sock)
     }
 
-    /// The socket for `addr`: the master's duplicate, or one bound here.
+    /// The socket for `addr`: the master's duplicate (with its seat on the
+    /// socket's accept board, if any), or one bound here.
     fn share(
         &mut self,
         addr: &ListenAddr,
         opts: ListenOptions,
-    ) -> io::Result<(OwnedFd, Option<listener::Share>)> {
+    ) -> io::Result<(OwnedFd, Option<listener::Share>, Option<BoardFds>)> {
         let kind = addr.kind();
         let (address, port, fd) = match addr {
             ListenAddr::Tcp(sa) | ListenAddr::Udp(sa) => (ip_text(sa), sa.port(), -1),
@@ -335,7 +554,7 @@ impl Worker {
                     ))
                 }
             };
-            return Ok((fd.map_err(err)?, None));
+            return Ok((fd.map_err(err)?, None, None));
         }
         let key: IndexKey = (kind, address.clone(), port, fd);
         let set = self.indexes.entry(key.clone()).or_default();
@@ -354,11 +573,11 @@ impl Worker {
             writable_all: opts.writable_all,
         };
         match self.request(request) {
-            Ok(Reply::Ok { handle, fd }) => {
+            Ok(Reply::Ok { handle, fd, board }) => {
                 // The socket must be of the kind asked for; if not, give the
                 // share back, since the master keeps one for us.
                 match socket::check_kind(fd.as_fd(), kind) {
-                    Ok(()) => Ok((fd, Some(listener::Share { handle, key, index }))),
+                    Ok(()) => Ok((fd, Some(listener::Share { handle, key, index }), board)),
                     Err(e) => {
                         self.release_index(&key, index);
                         self.channel.queue(&Message::Close { handle }, Vec::new())?;
@@ -382,7 +601,8 @@ impl Worker {
     /// `listen(handle)`): the master is not asked, only told.
     pub fn adopt(&mut self, listener: std::net::TcpListener) -> io::Result<Listener> {
         listener.set_nonblocking(true)?;
-        self.listening(Listener::new(OwnedFd::from(listener), Kind::Tcp, None, Balance::default())?)
+        let fd = OwnedFd::from(listener);
+        self.listening(Listener::new(fd, Kind::Tcp, None, Balance::default(), None)?)
     }
 
     /// Closes a server ([`Listener`] or [`UdpSocket`]) and tells the master
@@ -529,11 +749,15 @@ impl Worker {
                     Ok(f) => f,
                     Err(e) => return self.channel_failed(e),
                 };
-                let Some((msg, mut fds)) = frame else { break };
+                let Some((msg, fds)) = frame else { break };
                 match msg {
-                    Message::ListenOk { seq, handle, .. } if Some(seq) == want => {
-                        let fd = fds.pop().expect("decoder checked: ListenOk carries one fd");
-                        reply = Some(Reply::Ok { handle, fd });
+                    Message::ListenOk { seq, handle, seat, .. } if Some(seq) == want => {
+                        // The decoder checked: the socket, then the board
+                        // exactly when there is a seat.
+                        let mut fds = fds.into_iter();
+                        let fd = fds.next().expect("ListenOk carries the socket");
+                        let board = fds.next().zip(fds.next()).map(|(b, bell)| (seat, b, bell));
+                        reply = Some(Reply::Ok { handle, fd, board });
                     }
                     Message::ListenErr { seq, errno, syscall } if Some(seq) == want => {
                         reply = Some(Reply::Err(crate::SysError { errno, syscall }));

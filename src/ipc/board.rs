@@ -1,0 +1,212 @@
+//! The accept board of one shared listening socket: a page of shared memory
+//! where each worker that accepts on the socket keeps, in its seat, how many
+//! connections from it are open and whether its loop is awake.
+//!
+//! The master creates the board with the socket and gives every worker that
+//! shares the socket a seat (an index) with its duplicate of the socket, and
+//! the board's bell (an eventfd every worker waits on, exclusively). The
+//! workers decide alone, from the board, whether to take the next
+//! connection ([`Board::admit`]): a worker with more than its fair share
+//! steps aside for a worker under its share, ringing the bell if that one
+//! sleeps. The kernel still hands each connection to whichever worker calls
+//! `accept`; nothing routes connections.
+//!
+//! Layout: 64-byte lines of `u32` words, so that seats written by different
+//! processes do not share a cache line.
+//!
+//! ```text
+//! line 0   MAGIC, seats in use (high-water mark), pending
+//! line 1+i seat i: open connections, state
+//! ```
+//!
+//! A seat's state is `0` (not accepting), `1` (waiting in its poll, asleep)
+//! or `2 + t` (its loop has been running since `t`, in ms of the monotonic
+//! clock). A seat running for longer than [`STUCK_MS`] is not counted: a
+//! hung worker must not hold the others back. `pending` is non-zero while
+//! a worker that stepped aside left connections queued.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::sys::shm::SharedPage;
+
+/// Bytes in a board.
+pub(crate) const BOARD_BYTES: usize = 16 * 1024;
+const LINE: usize = 16;
+/// The most seats a board has; workers past it accept without balancing.
+pub(crate) const MAX_SEATS: u32 = (BOARD_BYTES / 4 / LINE - 1) as u32;
+const MAGIC: u32 = 0x6d63_6231; // "mcb1"
+/// A seat whose loop has been running this long without polling is taken
+/// for hung and not counted.
+pub(crate) const STUCK_MS: u32 = 50;
+/// How many connections over its fair share a worker may take.
+pub(crate) const SLACK: u64 = 1;
+
+/// A seat's state: waiting in its poll.
+pub(crate) const WAITING: u32 = 1;
+
+/// The shared page of one listening socket.
+pub(crate) struct Board {
+    page: SharedPage,
+}
+
+/// What [`Board::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Take the connection.
+    Take,
+    /// Over the fair share (so another worker is under it): step aside. If
+    /// `ring`, every worker under its share sleeps in its poll: ring the
+    /// board's bell to wake one.
+    StepAside {
+        /// Wake a sleeping worker.
+        ring: bool,
+    },
+}
+
+impl Board {
+    /// A new board (master), and the descriptor to give workers.
+    pub(crate) fn create() -> io::Result<(Board, OwnedFd)> {
+        let (page, fd) = SharedPage::create(c"mio-cluster-board", BOARD_BYTES)?;
+        page.words()[0].store(MAGIC, Relaxed);
+        Ok((Board { page }, fd))
+    }
+
+    /// Maps the board the master sent (worker).
+    pub(crate) fn open(fd: BorrowedFd<'_>) -> io::Result<Board> {
+        let page = SharedPage::open(fd, BOARD_BYTES)?;
+        if page.words()[0].load(Relaxed) != MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an accept board"));
+        }
+        Ok(Board { page })
+    }
+
+    fn word(&self, i: usize) -> &AtomicU32 {
+        &self.page.words()[i]
+    }
+
+    /// The open-connection count of `seat`.
+    pub(crate) fn conns(&self, seat: u32) -> &AtomicU32 {
+        self.word(LINE * (seat as usize + 1))
+    }
+
+    /// The state word of `seat`.
+    pub(crate) fn state(&self, seat: u32) -> &AtomicU32 {
+        self.word(LINE * (seat as usize + 1) + 1)
+    }
+
+    /// Non-zero while connections wait that a worker stepped aside from.
+    pub(crate) fn pending(&self) -> &AtomicU32 {
+        self.word(2)
+    }
+
+    /// How many seats were given out (some may be free again).
+    pub(crate) fn high_water(&self) -> u32 {
+        self.word(1).load(Relaxed).min(MAX_SEATS)
+    }
+
+    /// Master: seat `seat` is given out; seats below `high_water` are read.
+    pub(crate) fn open_seat(&self, seat: u32, high_water: u32) {
+        self.reset_seat(seat);
+        self.word(1).store(high_water.min(MAX_SEATS), Relaxed);
+    }
+
+    /// Master: the seat's worker left; it counts for nothing until reused.
+    pub(crate) fn reset_seat(&self, seat: u32) {
+        self.state(seat).store(0, Relaxed);
+        self.conns(seat).store(0, Relaxed);
+    }
+
+    /// The state that says "running since `now_ms`".
+    pub(crate) fn running(now_ms: u32) -> u32 {
+        now_ms.wrapping_add(2).max(2)
+    }
+
+    /// Whether the worker in `seat` should take the next connection. `now_ms`
+    /// is [`monotonic_ms`](crate::sys::shm::monotonic_ms).
+    ///
+    /// Fair share: with `n` workers counted (awake, or asleep in their poll)
+    /// holding `total` connections, a worker takes one if it then holds at
+    /// most `ceil((total + 1) / n) + SLACK`. The worker with the fewest
+    /// connections always may, so some worker can always take it.
+    ///
+    /// (A worker woken for a connection whose loop has not run yet still
+    /// reads as asleep: ringing for it costs nothing.)
+    pub(crate) fn admit(&self, seat: u32, now_ms: u32) -> Admission {
+        let hw = self.high_water().max(seat + 1).min(MAX_SEATS);
+        // A seat counts if it is this one, asleep in its poll, or awake and
+        // not stuck. Yields (connections, awake) of the counted others.
+        let others = || {
+            (0..hw).filter(move |&i| i != seat).filter_map(move |i| {
+                let state = self.state(i).load(Relaxed);
+                let awake = state >= 2 && now_ms.wrapping_sub(state - 2) < STUCK_MS;
+                (state == WAITING || awake).then(|| (u64::from(self.conns(i).load(Relaxed)), awake))
+            })
+        };
+        let own = u64::from(self.conns(seat).load(Relaxed));
+        let (total, n) = others().fold((own, 1u64), |(t, n), (c, _)| (t + c, n + 1));
+        let limit = (total + 1).div_ceil(n) + SLACK;
+        if own < limit {
+            return Admission::Take;
+        }
+        // Over the share: the counts sum to `total`, so some other counted
+        // worker is under it.
+        Admission::StepAside { ring: !others().any(|(c, awake)| awake && c < limit) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(seats: &[(u32, u32)]) -> Board {
+        let (b, _fd) = Board::create().unwrap();
+        for (i, &(conns, state)) in seats.iter().enumerate() {
+            b.open_seat(i as u32, seats.len() as u32);
+            b.conns(i as u32).store(conns, Relaxed);
+            b.state(i as u32).store(state, Relaxed);
+        }
+        b
+    }
+
+    #[test]
+    fn fair_share_and_stepping_aside() {
+        let now = 10_000;
+        let run = Board::running(now);
+        // Alone: always take.
+        assert_eq!(board(&[(100, run)]).admit(0, now), Admission::Take);
+        // Even: take.
+        let b = board(&[(4, run), (4, run), (4, run), (4, run)]);
+        assert_eq!(b.admit(0, now), Admission::Take);
+        // Two over the others, with an awake worker under its share.
+        let b = board(&[(6, run), (2, run), (4, run), (4, run)]);
+        assert_eq!(b.admit(0, now), Admission::StepAside { ring: false });
+        assert_eq!(b.admit(1, now), Admission::Take);
+        // The worker under its share sleeps: step aside and wake it.
+        let b = board(&[(6, run), (2, WAITING), (6, run)]);
+        assert_eq!(b.admit(0, now), Admission::StepAside { ring: true });
+        // Even: take.
+        let b = board(&[(7, run), (7, run)]);
+        assert_eq!(b.admit(0, now), Admission::Take);
+        let b = board(&[(9, run), (6, run), (6, WAITING)]);
+        assert_eq!(b.admit(0, now), Admission::StepAside { ring: false });
+        // A hung worker (running for longer than STUCK_MS) is not counted.
+        let b = board(&[(6, run), (0, Board::running(now - STUCK_MS - 1))]);
+        assert_eq!(b.admit(0, now), Admission::Take);
+        // Seats not accepting (state 0) are not counted.
+        let b = board(&[(6, run), (0, 0)]);
+        assert_eq!(b.admit(0, now), Admission::Take);
+    }
+
+    #[test]
+    fn a_worker_can_map_the_board_and_a_file_that_is_not_one_is_refused() {
+        let (master, fd) = Board::create().unwrap();
+        let worker = Board::open(std::os::fd::AsFd::as_fd(&fd)).unwrap();
+        master.open_seat(3, 4);
+        worker.conns(3).store(7, Relaxed);
+        assert_eq!(master.conns(3).load(Relaxed), 7);
+        let other = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(Board::open(std::os::fd::AsFd::as_fd(&other)).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The worker's side of accept balance: its seat on a shared socket's
+//! accept board (see `ipc::board`), and the state of a registered listener
+//! that [`Worker::accept`](super::Worker::accept) and
+//! [`Worker::poll`](super::Worker::poll) keep between calls.
+//!
+//! Everything here is touched by the worker's one thread; the atomics only
+//! keep [`Listener`](super::Listener) and [`Stream`](super::Stream) `Send`.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ipc::board::{Admission, Board, WAITING};
+use crate::listen::Balance;
+
+/// The longest a worker stays out of the queue after stepping aside from a
+/// connection it was over its share for.
+pub(crate) const STEP_ASIDE_MAX: Duration = Duration::from_millis(2);
+/// When a worker rang the bell for sleeping workers and none came for the
+/// connections in [`STEP_ASIDE_MAX`] (stopped, swapped out), it stops
+/// stepping aside for sleepers this long.
+pub(crate) const DEAF_FOR: Duration = Duration::from_millis(100);
+
+/// This worker's seat on one socket's board.
+pub(crate) struct Seat {
+    board: Board,
+    index: u32,
+    /// The board's bell: rung to wake a sleeping worker, waited on by all.
+    bell: OwnedFd,
+    /// Cleared when the worker closes the listener: the master may give the
+    /// seat to another worker, so streams still open stop counting.
+    open: AtomicBool,
+}
+
+impl Seat {
+    pub(crate) fn new(board: Board, index: u32, bell: OwnedFd) -> Arc<Seat> {
+        Arc::new(Seat { board, index, bell, open: AtomicBool::new(true) })
+    }
+
+    /// The bell's descriptor, for registering it.
+    pub(crate) fn bell_fd(&self) -> RawFd {
+        self.bell.as_raw_fd()
+    }
+
+    /// Wakes one worker sleeping on the bell.
+    pub(crate) fn ring(&self) {
+        crate::sys::shm::ring(self.bell.as_fd());
+    }
+
+    /// Silences the bell. True if it had rung.
+    pub(crate) fn silence(&self) -> bool {
+        crate::sys::shm::drain(self.bell.as_fd())
+    }
+
+    /// How many seats the board has given out (at most).
+    pub(crate) fn seats(&self) -> u32 {
+        self.board.high_water()
+    }
+
+    fn conns(&self) -> &AtomicU32 {
+        self.board.conns(self.index)
+    }
+
+    /// Counts one more open connection; the guard counts it out on drop.
+    pub(crate) fn take(self: &Arc<Seat>) -> SeatGuard {
+        if self.open.load(Relaxed) {
+            self.conns().fetch_add(1, Relaxed);
+        }
+        SeatGuard(self.clone())
+    }
+
+    pub(crate) fn admit(&self, now_ms: u32) -> Admission {
+        self.board.admit(self.index, now_ms)
+    }
+
+    pub(crate) fn set_state(&self, state: u32) {
+        if self.open.load(Relaxed) {
+            self.board.state(self.index).store(state, Relaxed);
+        }
+    }
+
+    pub(crate) fn pending(&self) -> &AtomicU32 {
+        self.board.pending()
+    }
+
+    /// False once the worker left the seat.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Relaxed)
+    }
+
+    /// The worker leaves the seat (closing its listener).
+    pub(crate) fn close(&self) {
+        self.set_state(0);
+        self.open.store(false, Relaxed);
+    }
+}
+
+/// One open connection counted on a seat.
+pub(crate) struct SeatGuard(Arc<Seat>);
+
+impl Drop for SeatGuard {
+    fn drop(&mut self) {
+        if self.0.open.load(Relaxed) {
+            let _ = self.0.conns().fetch_update(Relaxed, Relaxed, |c| c.checked_sub(1));
+        }
+    }
+}
+
+impl fmt::Debug for SeatGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seat {}", self.0.index)
+    }
+}
+
+const NO_TOKEN: usize = usize::MAX;
+
+/// A listener's accepting state, shared by the [`Listener`](super::Listener)
+/// and (weakly) the worker's poll.
+pub(crate) struct Turn {
+    pub fd: RawFd,
+    pub balance: Balance,
+    pub seat: Option<Arc<Seat>>,
+    /// The token of its exclusive registration, or `NO_TOKEN`.
+    token: AtomicUsize,
+    /// Out of the poll since this time (monotonic ns), or 0.
+    aside_since: AtomicU64,
+    /// Take the next connection whatever the board says (came back after
+    /// [`STEP_ASIDE_MAX`]).
+    pub forced: AtomicBool,
+    /// The last step aside rang the bell.
+    pub rang: AtomicBool,
+    /// Until this time (monotonic ns), do not step aside for sleeping
+    /// workers: they did not answer the bell.
+    pub deaf_until: AtomicU64,
+    /// The worker's poll count when it last took a connection
+    /// ([`Balance::Exclusive`]: one per wake-up).
+    pub taken_in: AtomicU64,
+}
+
+impl Turn {
+    pub(crate) fn new(fd: RawFd, balance: Balance, seat: Option<Arc<Seat>>) -> Arc<Turn> {
+        Arc::new(Turn {
+            fd,
+            balance,
+            seat,
+            token: AtomicUsize::new(NO_TOKEN),
+            aside_since: AtomicU64::new(0),
+            forced: AtomicBool::new(false),
+            rang: AtomicBool::new(false),
+            deaf_until: AtomicU64::new(0),
+            taken_in: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// The token of its exclusive registration.
+    pub(crate) fn token(&self) -> Option<usize> {
+        Some(self.token.load(Relaxed)).filter(|t| *t != NO_TOKEN)
+    }
+
+    pub(crate) fn set_token(&self, token: Option<usize>) {
+        self.token.store(token.unwrap_or(NO_TOKEN), Relaxed);
+    }
+
+    /// When it stepped out of the poll, if it did.
+    pub(crate) fn aside_since(&self) -> Option<u64> {
+        Some(self.aside_since.load(Relaxed)).filter(|t| *t != 0)
+    }
+
+    pub(crate) fn set_aside(&self, since: Option<u64>) {
+        self.aside_since.store(since.map_or(0, |t| t.max(1)), Relaxed);
+    }
+
+    /// The seat of a listener that balances on a board.
+    pub(crate) fn even_seat(&self) -> Option<&Arc<Seat>> {
+        self.seat.as_ref().filter(|_| self.balance == Balance::Even)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // The listener is gone: it no longer accepts, so it must not be
+        // counted as a worker that could take connections.
+        if let Some(seat) = &self.seat {
+            seat.set_state(0);
+        }
+    }
+}
+
+/// The state word for a worker about to wait in its poll.
+pub(crate) const ASLEEP: u32 = WAITING;
