@@ -249,10 +249,10 @@ fn main() {
         ours(2, &[]),
         ours(4, &[]),
         ours(4, &["--balance", "shared"]),
-        ours(4, &["--balance", "exclusive:0"]),
+        ours(4, &["--balance", "exclusive"]),
     ];
     servers[3].name = "mio-cluster, 4 workers, shared wake-ups".into();
-    servers[4].name = "mio-cluster, 4 workers, no burst pause".into();
+    servers[4].name = "mio-cluster, 4 workers, exclusive wake-ups only".into();
     if has_node {
         for w in [2, 4] {
             servers.push(node(w, "none"));

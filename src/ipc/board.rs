@@ -4,26 +4,28 @@
 //!
 //! The master creates the board with the socket and gives every worker that
 //! shares the socket a seat (an index) with its duplicate of the socket, and
-//! the board's bell (an eventfd every worker waits on, exclusively). The
+//! the board's bell (an eventfd every worker waits on, edge-triggered). The
 //! workers decide alone, from the board, whether to take the next
 //! connection ([`Board::admit`]): a worker with more than its fair share
-//! steps aside for a worker under its share, ringing the bell if that one
-//! sleeps. The kernel still hands each connection to whichever worker calls
+//! steps aside for the workers under theirs, ringing the bell if they all
+//! sleep. The kernel still hands each connection to whichever worker calls
 //! `accept`; nothing routes connections.
 //!
 //! Layout: 64-byte lines of `u32` words, so that seats written by different
 //! processes do not share a cache line.
 //!
 //! ```text
-//! line 0   MAGIC, seats in use (high-water mark), pending
+//! line 0   MAGIC, seats in use (high-water mark), pending, last ring
 //! line 1+i seat i: open connections, state
 //! ```
 //!
-//! A seat's state is `0` (not accepting), `1` (waiting in its poll, asleep)
-//! or `2 + t` (its loop has been running since `t`, in ms of the monotonic
-//! clock). A seat running for longer than [`STUCK_MS`] is not counted: a
-//! hung worker must not hold the others back. `pending` is non-zero while
-//! a worker that stepped aside left connections queued.
+//! Times are ms of the monotonic clock, 30 bits. A seat's state is `0` (not
+//! accepting), `ASLEEP | t` (waiting in its poll since `t`) or `AWAKE | t`
+//! (its loop running since `t`). Not counted: a seat awake for longer than
+//! [`STUCK_MS`] (a hung loop must not hold the others back), and a seat
+//! asleep since before the last ring if that was [`DEAF_MS`] ago (every
+//! sleeper wakes on the bell; one that does not is stopped). `pending` is
+//! non-zero while a worker that stepped aside left connections queued.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -40,11 +42,20 @@ const MAGIC: u32 = 0x6d63_6231; // "mcb1"
 /// A seat whose loop has been running this long without polling is taken
 /// for hung and not counted.
 pub(crate) const STUCK_MS: u32 = 50;
+/// A seat still asleep this long after the bell rang is taken for stopped
+/// and not counted until it polls again.
+pub(crate) const DEAF_MS: u32 = 20;
 /// How many connections over its fair share a worker may take.
 pub(crate) const SLACK: u64 = 1;
 
-/// A seat's state: waiting in its poll.
-pub(crate) const WAITING: u32 = 1;
+const AWAKE: u32 = 1 << 30;
+const ASLEEP: u32 = 1 << 31;
+const TIME: u32 = AWAKE - 1;
+
+/// Milliseconds from `then` to `now`, both 30-bit times.
+fn age(now: u32, then: u32) -> u32 {
+    now.wrapping_sub(then) & TIME
+}
 
 /// The shared page of one listening socket.
 pub(crate) struct Board {
@@ -101,8 +112,12 @@ impl Board {
         self.word(2)
     }
 
-    /// How many seats were given out (some may be free again).
-    pub(crate) fn high_water(&self) -> u32 {
+    /// Notes that the bell rang at `now_ms`.
+    pub(crate) fn rang(&self, now_ms: u32) {
+        self.word(3).store(AWAKE | (now_ms & TIME), Relaxed);
+    }
+
+    fn high_water(&self) -> u32 {
         self.word(1).load(Relaxed).min(MAX_SEATS)
     }
 
@@ -119,8 +134,13 @@ impl Board {
     }
 
     /// The state that says "running since `now_ms`".
-    pub(crate) fn running(now_ms: u32) -> u32 {
-        now_ms.wrapping_add(2).max(2)
+    pub(crate) fn awake(now_ms: u32) -> u32 {
+        AWAKE | (now_ms & TIME)
+    }
+
+    /// The state that says "waiting in its poll since `now_ms`".
+    pub(crate) fn asleep(now_ms: u32) -> u32 {
+        ASLEEP | (now_ms & TIME)
     }
 
     /// Whether the worker in `seat` should take the next connection. `now_ms`
@@ -132,16 +152,24 @@ impl Board {
     /// connections always may, so some worker can always take it.
     ///
     /// (A worker woken for a connection whose loop has not run yet still
-    /// reads as asleep: ringing for it costs nothing.)
+    /// reads as asleep: ringing for it costs little.)
     pub(crate) fn admit(&self, seat: u32, now_ms: u32) -> Admission {
         let hw = self.high_water().max(seat + 1).min(MAX_SEATS);
-        // A seat counts if it is this one, asleep in its poll, or awake and
-        // not stuck. Yields (connections, awake) of the counted others.
+        let ring = self.word(3).load(Relaxed);
+        // Asleep since before a ring that long ago: stopped.
+        let deaf = |since: u32| {
+            ring != 0 && age(ring & TIME, since) < TIME / 2 && age(now_ms, ring & TIME) >= DEAF_MS
+        };
+        // The counted others, as (connections, awake).
         let others = || {
             (0..hw).filter(move |&i| i != seat).filter_map(move |i| {
                 let state = self.state(i).load(Relaxed);
-                let awake = state >= 2 && now_ms.wrapping_sub(state - 2) < STUCK_MS;
-                (state == WAITING || awake).then(|| (u64::from(self.conns(i).load(Relaxed)), awake))
+                let (awake, counted) = match state & (AWAKE | ASLEEP) {
+                    AWAKE => (true, age(now_ms, state & TIME) < STUCK_MS),
+                    ASLEEP => (false, !deaf(state & TIME)),
+                    _ => (false, false),
+                };
+                counted.then(|| (u64::from(self.conns(i).load(Relaxed)), awake))
             })
         };
         let own = u64::from(self.conns(seat).load(Relaxed));
@@ -173,7 +201,8 @@ mod tests {
     #[test]
     fn fair_share_and_stepping_aside() {
         let now = 10_000;
-        let run = Board::running(now);
+        let run = Board::awake(now);
+        let sleep = Board::asleep(now - 5);
         // Alone: always take.
         assert_eq!(board(&[(100, run)]).admit(0, now), Admission::Take);
         // Even: take.
@@ -184,16 +213,24 @@ mod tests {
         assert_eq!(b.admit(0, now), Admission::StepAside { ring: false });
         assert_eq!(b.admit(1, now), Admission::Take);
         // The worker under its share sleeps: step aside and wake it.
-        let b = board(&[(6, run), (2, WAITING), (6, run)]);
+        let b = board(&[(6, run), (2, sleep), (6, run)]);
         assert_eq!(b.admit(0, now), Admission::StepAside { ring: true });
         // Even: take.
         let b = board(&[(7, run), (7, run)]);
         assert_eq!(b.admit(0, now), Admission::Take);
-        let b = board(&[(9, run), (6, run), (6, WAITING)]);
+        let b = board(&[(9, run), (6, run), (6, sleep)]);
         assert_eq!(b.admit(0, now), Admission::StepAside { ring: false });
         // A hung worker (running for longer than STUCK_MS) is not counted.
-        let b = board(&[(6, run), (0, Board::running(now - STUCK_MS - 1))]);
+        let b = board(&[(6, run), (0, Board::awake(now - STUCK_MS - 1))]);
         assert_eq!(b.admit(0, now), Admission::Take);
+        // A sleeper that did not wake for the bell is not counted, one that
+        // fell asleep after it is.
+        let b = board(&[(6, run), (0, sleep)]);
+        b.rang(now - 3);
+        assert_eq!(b.admit(0, now), Admission::StepAside { ring: true });
+        assert_eq!(b.admit(0, now - 3 + DEAF_MS), Admission::Take);
+        b.state(1).store(Board::asleep(now - 2), Relaxed);
+        assert_eq!(b.admit(0, now - 3 + DEAF_MS), Admission::StepAside { ring: true });
         // Seats not accepting (state 0) are not counted.
         let b = board(&[(6, run), (0, 0)]);
         assert_eq!(b.admit(0, now), Admission::Take);

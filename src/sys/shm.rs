@@ -126,8 +126,8 @@ pub(crate) fn monotonic_ms(ns: u64) -> u32 {
     (ns / 1_000_000) as u32
 }
 
-/// A non-blocking, close-on-exec eventfd: the board's doorbell, with which
-/// a worker wakes another that sleeps in its poll.
+/// A non-blocking, close-on-exec eventfd: the board's bell, with which a
+/// worker wakes the others that sleep in their poll.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes two integers and returns a new descriptor or -1.
     let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -145,12 +145,4 @@ pub(crate) fn ring(fd: BorrowedFd<'_>) {
     // SAFETY: writes 8 bytes from a valid stack buffer to a borrowed, open
     // descriptor.
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-}
-
-/// Empties an eventfd's counter. True if it was not empty.
-pub(crate) fn drain(fd: BorrowedFd<'_>) -> bool {
-    let mut buf = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into a valid stack buffer from a
-    // borrowed, open descriptor.
-    unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) == 8 }
 }

@@ -12,16 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ipc::board::{Admission, Board, WAITING};
+use crate::ipc::board::{Admission, Board};
 use crate::listen::Balance;
 
 /// The longest a worker stays out of the queue after stepping aside from a
 /// connection it was over its share for.
 pub(crate) const STEP_ASIDE_MAX: Duration = Duration::from_millis(2);
-/// When a worker rang the bell for sleeping workers and none came for the
-/// connections in [`STEP_ASIDE_MAX`] (stopped, swapped out), it stops
-/// stepping aside for sleepers this long.
-pub(crate) const DEAF_FOR: Duration = Duration::from_millis(100);
 
 /// This worker's seat on one socket's board.
 pub(crate) struct Seat {
@@ -44,19 +40,11 @@ impl Seat {
         self.bell.as_raw_fd()
     }
 
-    /// Wakes one worker sleeping on the bell.
-    pub(crate) fn ring(&self) {
+    /// Wakes every worker sleeping on the bell (it is never silenced: each
+    /// ring is an edge every worker's poll reports once).
+    pub(crate) fn ring(&self, now_ms: u32) {
+        self.board.rang(now_ms);
         crate::sys::shm::ring(self.bell.as_fd());
-    }
-
-    /// Silences the bell. True if it had rung.
-    pub(crate) fn silence(&self) -> bool {
-        crate::sys::shm::drain(self.bell.as_fd())
-    }
-
-    /// How many seats the board has given out (at most).
-    pub(crate) fn seats(&self) -> u32 {
-        self.board.high_water()
     }
 
     fn conns(&self) -> &AtomicU32 {
@@ -129,11 +117,6 @@ pub(crate) struct Turn {
     /// Take the next connection whatever the board says (came back after
     /// [`STEP_ASIDE_MAX`]).
     pub forced: AtomicBool,
-    /// The last step aside rang the bell.
-    pub rang: AtomicBool,
-    /// Until this time (monotonic ns), do not step aside for sleeping
-    /// workers: they did not answer the bell.
-    pub deaf_until: AtomicU64,
     /// The worker's poll count when it last took a connection
     /// ([`Balance::Exclusive`]: one per wake-up).
     pub taken_in: AtomicU64,
@@ -148,8 +131,6 @@ impl Turn {
             token: AtomicUsize::new(NO_TOKEN),
             aside_since: AtomicU64::new(0),
             forced: AtomicBool::new(false),
-            rang: AtomicBool::new(false),
-            deaf_until: AtomicU64::new(0),
             taken_in: AtomicU64::new(u64::MAX),
         })
     }
@@ -187,6 +168,3 @@ impl Drop for Turn {
         }
     }
 }
-
-/// The state word for a worker about to wait in its poll.
-pub(crate) const ASLEEP: u32 = WAITING;

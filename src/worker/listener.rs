@@ -179,7 +179,7 @@ impl Source for Listener {
             Some(_) => {
                 self.turn.set_token(None);
                 if let Some(seat) = self.turn.even_seat() {
-                    let _ = crate::sys::epoll::remove(r.as_raw_fd(), seat.bell_fd());
+                    let _ = r.deregister(&mut mio::unix::SourceFd(&seat.bell_fd()));
                 }
                 // Out of the poll already if it stepped aside.
                 if self.turn.aside_since().is_some() {

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -47,7 +48,7 @@ use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::shm::{monotonic_ms, monotonic_ns};
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
-use balance::{Seat, Turn, ASLEEP, DEAF_FOR, STEP_ASIDE_MAX};
+use balance::{Seat, Turn, STEP_ASIDE_MAX};
 
 pub use listener::{Listener, SharedServer, Stream, UdpSocket};
 
@@ -109,8 +110,6 @@ pub struct Worker {
     turns: Vec<Weak<Turn>>,
     /// Seats whose bell is registered (with [`IPC_TOKEN`]) in the poll.
     bells: Vec<Arc<Seat>>,
-    /// A bell woke this worker since the last poll.
-    rung: bool,
     /// How many times `poll` returned.
     polls: u64,
 }
@@ -162,7 +161,6 @@ impl Worker {
             idle_but_accepting: true,
             turns: Vec::new(),
             bells: Vec::new(),
-            rung: false,
             polls: 0,
         };
         w.channel.queue(&Message::Online, Vec::new())?;
@@ -237,12 +235,7 @@ impl Worker {
         if ipc && !self.bells.is_empty() {
             // Maybe a bell: the next poll looks at the board at once.
             self.bells.retain(|seat| seat.is_open());
-            for seat in &self.bells {
-                if seat.silence() {
-                    self.rung = true;
-                    self.again = true;
-                }
-            }
+            self.again = true;
         }
         Ok(())
     }
@@ -310,7 +303,9 @@ impl Worker {
                 self.turns.push(Arc::downgrade(&listener.turn));
                 if let Some(seat) = listener.turn.even_seat() {
                     if !self.bells.iter().any(|b| Arc::ptr_eq(b, seat)) {
-                        crate::sys::epoll::add_exclusive(epfd, seat.bell_fd(), IPC_TOKEN.0)?;
+                        // Edge-triggered: each ring is reported once.
+                        let bell = &mut SourceFd(&seat.bell_fd());
+                        self.poll.registry().register(bell, IPC_TOKEN, Interest::READABLE)?;
                         self.bells.push(seat.clone());
                     }
                 }
@@ -323,11 +318,11 @@ impl Worker {
     /// Accepts one connection from `listener` the way its balance says;
     /// call it until `WouldBlock` after each event of the listener's token.
     ///
-    /// - [`Balance::Even`]: `WouldBlock` also when this worker holds more
-    ///   than its share of the socket's open connections and another worker
-    ///   under its share is awake to take the next one. The worker is then
-    ///   out of the socket's queue until it is under its share again (or
-    ///   [`Balance::Even`]'s 2 ms have passed). After a wake-up's last
+    /// - [`Balance::Even`]: `WouldBlock` also when this worker would hold
+    ///   more than its share of the socket's open connections; a worker
+    ///   under its share is told (woken through the board's bell if it
+    ///   sleeps). The worker is then out of the socket's queue until it is
+    ///   under its share again, or 2 ms have passed. After a wake-up's last
     ///   connection, the worker goes to the back of the queue.
     /// - [`Balance::Exclusive`]: one connection per wake-up; the next call
     ///   moves the worker to the back of the queue (stepping aside for the
@@ -362,11 +357,8 @@ impl Worker {
                 if let (false, Admission::StepAside { ring }) =
                     (forced, seat.admit(monotonic_ms(now)))
                 {
-                    // Sleepers that did not answer the bell lately: take it.
-                    if !(ring && now < turn.deaf_until.load(Ordering::Relaxed)) {
-                        self.step_aside(turn, seat, now, ring)?;
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
+                    self.step_aside(turn, seat, now, ring)?;
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
                 match listener.accept_raw(Some(seat)) {
                     Ok(s) => {
@@ -428,14 +420,10 @@ impl Worker {
             crate::sys::epoll::remove(self.poll.as_raw_fd(), turn.fd)?;
             turn.set_aside(Some(now));
         }
-        turn.rang.store(false, Ordering::Relaxed);
         if crate::sys::epoll::readable_now(turn.fd) {
-            // Non-zero: connections wait; above 1: how many times a woken
-            // sleeper over its share may pass the ring on.
-            seat.pending().store(1 + 2 * seat.seats(), Ordering::Relaxed);
+            seat.pending().store(1, Ordering::Relaxed);
             if ring {
-                seat.ring();
-                turn.rang.store(true, Ordering::Relaxed);
+                seat.ring(monotonic_ms(now));
             }
         }
         Ok(())
@@ -452,21 +440,20 @@ impl Worker {
         let now = monotonic_ns();
         let epfd = self.poll.as_raw_fd();
         let mut back: Option<Duration> = None;
-        let rung = std::mem::take(&mut self.rung);
         for turn in self.turns.iter().filter_map(Weak::upgrade) {
             let (Some(seat), Some(token)) = (turn.even_seat(), turn.token()) else { continue };
-            let under = seat.admit(monotonic_ms(now)) == Admission::Take;
             let pending = seat.pending().load(Ordering::Relaxed);
-            if let Some(since) = turn.aside_since() {
+            let aside = turn.aside_since();
+            // The board is read only when something waits on it: reading
+            // every seat each turn would pull the other workers' lines.
+            let under = (aside.is_some() || pending != 0)
+                && seat.admit(monotonic_ms(now)) == Admission::Take;
+            if let Some(since) = aside {
                 let away = Duration::from_nanos(now.saturating_sub(since));
                 if under || away >= STEP_ASIDE_MAX {
                     crate::sys::epoll::add_exclusive(epfd, turn.fd, token)?;
                     turn.set_aside(None);
                     turn.forced.store(!under, Ordering::Relaxed);
-                    if !under && turn.rang.load(Ordering::Relaxed) {
-                        let until = now + DEAF_FOR.as_nanos() as u64;
-                        turn.deaf_until.store(until, Ordering::Relaxed);
-                    }
                 } else {
                     let left = STEP_ASIDE_MAX - away;
                     back = Some(back.map_or(left, |b| b.min(left)));
@@ -479,16 +466,7 @@ impl Worker {
                     seat.pending().store(0, Ordering::Relaxed);
                 }
             }
-            if rung && pending > 1 && !under {
-                // The bell woke this worker, but it is over its share too:
-                // pass the ring on, from the back of the bell's queue so
-                // that it wakes another sleeper. `pending` counts the passes
-                // left.
-                seat.pending().store(pending - 1, Ordering::Relaxed);
-                crate::sys::epoll::rearm_exclusive(epfd, seat.bell_fd(), IPC_TOKEN.0)?;
-                seat.ring();
-            }
-            seat.set_state(ASLEEP);
+            seat.set_state(Board::asleep(monotonic_ms(now)));
         }
         Ok(back)
     }
@@ -498,7 +476,7 @@ impl Worker {
         if self.turns.is_empty() {
             return;
         }
-        let state = Board::running(monotonic_ms(monotonic_ns()));
+        let state = Board::awake(monotonic_ms(monotonic_ns()));
         self.turns.retain(|t| match t.upgrade() {
             Some(turn) => {
                 if let (Some(seat), Some(_)) = (turn.even_seat(), turn.token()) {
