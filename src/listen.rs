@@ -183,12 +183,14 @@ pub enum Balance {
     /// connection, no thundering herd) that go round the workers, plus a
     /// fair share: the workers keep their counts of open connections on a
     /// shared page (the socket's accept board, from the master), and a
-    /// worker that holds more than `ceil(total / workers) + 1` steps aside
-    /// while a worker under its share is awake to take the connection. A
-    /// worker that steps aside comes back as soon as it is under its share
-    /// again, and after 2 ms at most, so a connection never waits on a
-    /// worker that is not running. Workers whose loop has not polled for
-    /// 50 ms (hung) are not counted.
+    /// worker that would then hold more than `ceil((total + 1) / workers) + 1`
+    /// steps aside: it leaves a note for the awake workers under their share
+    /// and, if they all sleep, rings the board's bell (an eventfd every
+    /// worker waits on) to wake them. It comes back as soon as it is under
+    /// its share again, and after 2 ms at most, so a connection never waits
+    /// long on workers that do not run. Not counted: a worker whose loop
+    /// has not polled for 50 ms (hung), and one that slept through a ring
+    /// for 20 ms (stopped).
     #[default]
     Even,
     /// `EPOLLEXCLUSIVE` wake-ups that go round the workers (a worker that
