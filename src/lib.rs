@@ -19,7 +19,9 @@
 //!    `Exit`, signals and messages, in order.
 //! 3. A worker creates a [`Worker`] (which tells the master it is online),
 //!    calls [`Worker::listen`], registers the [`Listener`] in its loop
-//!    ([`Worker::registry`]) and accepts on it.
+//!    ([`Worker::register_listener`]) and takes connections with
+//!    [`Worker::accept`], which keeps the workers to a fair share of them
+//!    ([`Balance`]).
 //! 4. [`Master::disconnect`] asks a worker to leave: it stops listening,
 //!    finishes its connections, and exits 0. If the master dies, every
 //!    worker sees its channel close and exits 0 at once.
@@ -28,7 +30,9 @@
 //!
 //! No function of this crate starts a thread: every process has exactly one.
 //! Descriptors the crate opens are close-on-exec; a worker inherits exactly
-//! one from the master, its end of the channel.
+//! one from the master, its end of the channel. The only memory processes
+//! share is each shared socket's accept board, a sealed memfd read and
+//! written through atomics.
 
 #![deny(missing_docs)]
 
