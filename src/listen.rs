@@ -186,11 +186,13 @@ pub enum Balance {
     /// worker that would then hold more than `ceil((total + 1) / workers) + 1`
     /// steps aside: it leaves a note for the awake workers under their share
     /// and, if they all sleep, rings the board's bell (an eventfd every
-    /// worker waits on) to wake them. It comes back as soon as it is under
-    /// its share again, and after 2 ms at most, so a connection never waits
-    /// long on workers that do not run. Not counted: a worker whose loop
-    /// has not polled for 50 ms (hung), and one that slept through a ring
-    /// for 20 ms (stopped).
+    /// worker waits on) to wake them. At its next poll it comes back as
+    /// soon as it is under its share again, and after 2 ms at most (its
+    /// poll waits no longer than that), so a connection never waits long on
+    /// workers that do not run. Not counted: a worker whose loop has not
+    /// polled for 50 ms (hung), and one that slept through a ring for 20 ms
+    /// (stopped). A listener without a board (the worker's own socket)
+    /// only takes turns.
     #[default]
     Even,
     /// `EPOLLEXCLUSIVE` wake-ups that go round the workers (a worker that

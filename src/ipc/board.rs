@@ -15,17 +15,18 @@
 //! processes do not share a cache line.
 //!
 //! ```text
-//! line 0   MAGIC, seats in use (high-water mark), pending, last ring
-//! line 1+i seat i: open connections, state
+//! line 0   MAGIC, seats in use (high-water mark), pending
+//! line 1+i seat i: open connections, state, rung
 //! ```
 //!
 //! Times are ms of the monotonic clock, 30 bits. A seat's state is `0` (not
 //! accepting), `ASLEEP | t` (waiting in its poll since `t`) or `AWAKE | t`
-//! (its loop running since `t`). Not counted: a seat awake for longer than
-//! [`STUCK_MS`] (a hung loop must not hold the others back), and a seat
-//! asleep since before the last ring if that was [`DEAF_MS`] ago (every
-//! sleeper wakes on the bell; one that does not is stopped). `pending` is
-//! non-zero while a worker that stepped aside left connections queued.
+//! (its loop running since `t`). `rung` is when the bell first rang for a
+//! seat asleep. Not counted: a seat awake for longer than [`STUCK_MS`] (a
+//! hung loop must not hold the others back), and a seat still asleep
+//! [`DEAF_MS`] after the bell first rang for it (every sleeper wakes on the
+//! bell; one that does not is stopped). `pending` is non-zero while a worker
+//! that stepped aside left connections queued.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -55,6 +56,11 @@ const TIME: u32 = AWAKE - 1;
 /// Milliseconds from `then` to `now`, both 30-bit times.
 fn age(now: u32, then: u32) -> u32 {
     now.wrapping_sub(then) & TIME
+}
+
+/// 30-bit time `a` is at or after `b`.
+fn after(a: u32, b: u32) -> bool {
+    age(a, b) < TIME / 2
 }
 
 /// The shared page of one listening socket.
@@ -97,7 +103,7 @@ impl Board {
         &self.page.words()[i]
     }
 
-    /// The open-connection count of `seat`.
+    /// The open-connection count of `seat` (below [`MAX_SEATS`]).
     pub(crate) fn conns(&self, seat: u32) -> &AtomicU32 {
         self.word(LINE * (seat as usize + 1))
     }
@@ -112,9 +118,27 @@ impl Board {
         self.word(2)
     }
 
-    /// Notes that the bell rang at `now_ms`.
+    fn rung(&self, seat: u32) -> &AtomicU32 {
+        self.word(LINE * (seat as usize + 1) + 2)
+    }
+
+    /// Notes that the bell rang at `now_ms`: for each seat asleep that the
+    /// bell has not rung for since it fell asleep, the first ring it slept
+    /// through starts now.
     pub(crate) fn rang(&self, now_ms: u32) {
-        self.word(3).store(AWAKE | (now_ms & TIME), Relaxed);
+        for i in 0..self.high_water() {
+            let state = self.state(i).load(Relaxed);
+            let rung = self.rung(i).load(Relaxed);
+            if state & ASLEEP != 0 && !(rung != 0 && after(rung & TIME, state & TIME)) {
+                self.rung(i).store(AWAKE | (now_ms & TIME), Relaxed);
+            }
+        }
+    }
+
+    /// Seat `seat` has slept through a ring for [`DEAF_MS`].
+    fn deaf(&self, seat: u32, since: u32, now_ms: u32) -> bool {
+        let rung = self.rung(seat).load(Relaxed);
+        rung != 0 && after(rung & TIME, since) && age(now_ms, rung & TIME) >= DEAF_MS
     }
 
     fn high_water(&self) -> u32 {
@@ -131,6 +155,7 @@ impl Board {
     pub(crate) fn reset_seat(&self, seat: u32) {
         self.state(seat).store(0, Relaxed);
         self.conns(seat).store(0, Relaxed);
+        self.rung(seat).store(0, Relaxed);
     }
 
     /// The state that says "running since `now_ms`".
@@ -155,18 +180,13 @@ impl Board {
     /// reads as asleep: ringing for it costs little.)
     pub(crate) fn admit(&self, seat: u32, now_ms: u32) -> Admission {
         let hw = self.high_water().max(seat + 1).min(MAX_SEATS);
-        let ring = self.word(3).load(Relaxed);
-        // Asleep since before a ring that long ago: stopped.
-        let deaf = |since: u32| {
-            ring != 0 && age(ring & TIME, since) < TIME / 2 && age(now_ms, ring & TIME) >= DEAF_MS
-        };
         // The counted others, as (connections, awake).
         let others = || {
             (0..hw).filter(move |&i| i != seat).filter_map(move |i| {
                 let state = self.state(i).load(Relaxed);
                 let (awake, counted) = match state & (AWAKE | ASLEEP) {
                     AWAKE => (true, age(now_ms, state & TIME) < STUCK_MS),
-                    ASLEEP => (false, !deaf(state & TIME)),
+                    ASLEEP => (false, !self.deaf(i, state & TIME, now_ms)),
                     _ => (false, false),
                 };
                 counted.then(|| (u64::from(self.conns(i).load(Relaxed)), awake))
@@ -228,9 +248,12 @@ mod tests {
         let b = board(&[(6, run), (0, sleep)]);
         b.rang(now - 3);
         assert_eq!(b.admit(0, now), Admission::StepAside { ring: true });
+        // Later rings do not restart the count (a stopped worker would be
+        // counted for ever while others keep ringing).
+        b.rang(now - 3 + DEAF_MS - 1);
         assert_eq!(b.admit(0, now - 3 + DEAF_MS), Admission::Take);
-        b.state(1).store(Board::asleep(now - 2), Relaxed);
-        assert_eq!(b.admit(0, now - 3 + DEAF_MS), Admission::StepAside { ring: true });
+        b.state(1).store(Board::asleep(now - 2 + DEAF_MS), Relaxed);
+        assert_eq!(b.admit(0, now - 1 + DEAF_MS), Admission::StepAside { ring: true });
         // Seats not accepting (state 0) are not counted.
         let b = board(&[(6, run), (0, 0)]);
         assert_eq!(b.admit(0, now), Admission::Take);

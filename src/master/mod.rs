@@ -1034,6 +1034,7 @@ impl Master {
             _ => ExitStatus::Unknown,
         };
         log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
+        self.sockets.worker_exited(w.info.id);
         self.queue.push_back(Event::Exit {
             id: w.info.id,
             pid: w.info.pid,

@@ -52,12 +52,22 @@ struct Handle {
     board: Option<Seats>,
 }
 
-/// An accept board, its doorbell, and who sits where.
+/// An accept board, its bell, and who sits where.
 struct Seats {
     board: Board,
     fd: OwnedFd,
     bell: OwnedFd,
-    taken: Vec<Option<WorkerId>>,
+    taken: Vec<SeatUse>,
+}
+
+/// Who a seat belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeatUse {
+    Free,
+    Held(WorkerId),
+    /// Its worker left the key but may still be running (asked to
+    /// disconnect) and writing to the seat: not given out until it exits.
+    Retired(WorkerId),
 }
 
 /// A worker's seat on a board, with the descriptors it needs.
@@ -82,23 +92,36 @@ impl Seats {
     /// seat is left (and the duplicates can be made).
     fn take(&mut self, worker: WorkerId) -> Option<BoardShare> {
         let (board, bell) = (self.fd.try_clone().ok()?, self.bell.try_clone().ok()?);
-        let seat = match self.taken.iter().position(Option::is_none) {
+        let seat = match self.taken.iter().position(|t| *t == SeatUse::Free) {
             Some(i) => i,
             None if self.taken.len() < MAX_SEATS as usize => {
-                self.taken.push(None);
+                self.taken.push(SeatUse::Free);
                 self.taken.len() - 1
             }
             None => return None,
         };
-        self.taken[seat] = Some(worker);
+        self.taken[seat] = SeatUse::Held(worker);
         self.board.open_seat(seat as u32, self.taken.len() as u32);
         Some(BoardShare { seat: seat as u32, board, bell })
     }
 
-    fn leave(&mut self, worker: WorkerId) {
+    /// `worker` left the key. If it closed its listener (`closed`), it no
+    /// longer writes to the seat, which is free at once; otherwise (asked to
+    /// leave) the seat is retired until the worker exits.
+    fn leave(&mut self, worker: WorkerId, closed: bool) {
         for (i, t) in self.taken.iter_mut().enumerate() {
-            if *t == Some(worker) {
-                *t = None;
+            if *t == SeatUse::Held(worker) {
+                *t = if closed { SeatUse::Free } else { SeatUse::Retired(worker) };
+                self.board.reset_seat(i as u32);
+            }
+        }
+    }
+
+    /// `worker` exited: its retired seats are free.
+    fn exited(&mut self, worker: WorkerId) {
+        for (i, t) in self.taken.iter_mut().enumerate() {
+            if matches!(*t, SeatUse::Held(w) | SeatUse::Retired(w) if w == worker) {
+                *t = SeatUse::Free;
                 self.board.reset_seat(i as u32);
             }
         }
@@ -201,6 +224,10 @@ impl SocketRegistry {
 
     /// `worker` closed its server of `handle`. Returns false if it held none.
     pub(crate) fn close(&mut self, worker: WorkerId, handle: u32) -> bool {
+        self.leave(worker, handle, true)
+    }
+
+    fn leave(&mut self, worker: WorkerId, handle: u32, closed: bool) -> bool {
         let slot = handle as usize;
         let Some(h) = self.handles.get_mut(slot) else {
             return false;
@@ -210,7 +237,7 @@ impl SocketRegistry {
         };
         h.workers.swap_remove(pos);
         if let Some(b) = h.board.as_mut() {
-            b.leave(worker);
+            b.leave(worker, closed);
         }
         if h.workers.is_empty() {
             self.drop_handle(slot);
@@ -218,7 +245,8 @@ impl SocketRegistry {
         true
     }
 
-    /// Removes `worker` from every key (it disconnected or died).
+    /// Removes `worker` from every key (it was asked to leave, or left, or
+    /// died).
     pub(crate) fn remove_worker(&mut self, worker: WorkerId) {
         let slots: Vec<usize> = self
             .handles
@@ -227,7 +255,16 @@ impl SocketRegistry {
             .map(|(slot, _)| slot)
             .collect();
         for slot in slots {
-            self.close(worker, slot as u32);
+            self.leave(worker, slot as u32, false);
+        }
+    }
+
+    /// `worker` exited: the seats it left are free for others.
+    pub(crate) fn worker_exited(&mut self, worker: WorkerId) {
+        for (_, h) in self.handles.iter_mut() {
+            if let Some(b) = h.board.as_mut() {
+                b.exited(worker);
+            }
         }
     }
 
@@ -361,4 +398,25 @@ fn parse_ip(address: &[u8], port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope.parse().ok()?)));
     }
     Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seat_is_given_again_only_once_its_worker_can_no_longer_write_to_it() {
+        let mut seats = Seats::new().expect("memfd and eventfd");
+        let (a, b, c): (WorkerId, WorkerId, WorkerId) = (1, 2, 3);
+        assert_eq!(seats.take(a).unwrap().seat, 0);
+        assert_eq!(seats.take(b).unwrap().seat, 1);
+        // Asked to leave: `a` may still be running and writing to seat 0.
+        seats.leave(a, false);
+        assert_eq!(seats.take(c).unwrap().seat, 2);
+        seats.exited(a);
+        assert_eq!(seats.take(4).unwrap().seat, 0);
+        // Closed its listener: it no longer writes, the seat is free at once.
+        seats.leave(b, true);
+        assert_eq!(seats.take(5).unwrap().seat, 1);
+    }
 }

@@ -25,8 +25,7 @@ unsafe impl Send for SharedPage {}
 unsafe impl Sync for SharedPage {}
 
 impl SharedPage {
-    /// Creates a zeroed, size-sealed memfd of `len` bytes (a multiple of the
-    /// page size) and maps it. Returns the mapping and the descriptor to
+    /// Creates a zeroed, size-sealed memfd of `len` bytes and maps it. Returns the mapping and the descriptor to
     /// hand to other processes.
     pub(crate) fn create(name: &std::ffi::CStr, len: usize) -> io::Result<(SharedPage, OwnedFd)> {
         // SAFETY: `name` is a valid NUL-terminated string; flags are plain

@@ -28,11 +28,19 @@ pub(crate) struct Seat {
     /// Cleared when the worker closes the listener: the master may give the
     /// seat to another worker, so streams still open stop counting.
     open: AtomicBool,
+    /// The bell is registered in the worker's poll.
+    pub bell_registered: AtomicBool,
 }
 
 impl Seat {
     pub(crate) fn new(board: Board, index: u32, bell: OwnedFd) -> Arc<Seat> {
-        Arc::new(Seat { board, index, bell, open: AtomicBool::new(true) })
+        Arc::new(Seat {
+            board,
+            index,
+            bell,
+            open: AtomicBool::new(true),
+            bell_registered: AtomicBool::new(false),
+        })
     }
 
     /// The bell's descriptor, for registering it.
@@ -161,10 +169,10 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // The listener is gone: it no longer accepts, so it must not be
-        // counted as a worker that could take connections.
+        // The listener is gone (closed, dropped, or given away): it no
+        // longer accepts, so it must not be counted, nor its connections.
         if let Some(seat) = &self.seat {
-            seat.set_state(0);
+            seat.close();
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::event::Source;
@@ -179,7 +180,11 @@ impl Source for Listener {
             Some(_) => {
                 self.turn.set_token(None);
                 if let Some(seat) = self.turn.even_seat() {
-                    let _ = r.deregister(&mut mio::unix::SourceFd(&seat.bell_fd()));
+                    // Not accepting: not counted, and deaf to the bell.
+                    seat.set_state(0);
+                    if seat.bell_registered.swap(false, Ordering::Relaxed) {
+                        let _ = r.deregister(&mut mio::unix::SourceFd(&seat.bell_fd()));
+                    }
                 }
                 // Out of the poll already if it stepped aside.
                 if self.turn.aside_since().is_some() {

@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::ipc::board::{Admission, Board};
+use crate::ipc::board::{Admission, Board, MAX_SEATS};
 use crate::ipc::channel::{Channel, ReadStatus};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
@@ -273,7 +273,7 @@ impl Worker {
         }
         let (fd, share, board) = self.share(addr, opts)?;
         let seat = match board {
-            Some((seat, board, bell)) if opts.balance == Balance::Even => {
+            Some((seat, board, bell)) if opts.balance == Balance::Even && seat < MAX_SEATS => {
                 match Board::open(board.as_fd()) {
                     Ok(b) => Some(Seat::new(b, seat, bell)),
                     Err(e) => {
@@ -290,9 +290,10 @@ impl Worker {
     /// Registers a listener in the worker's poll for accepting, the way its
     /// [`ListenOptions::balance`] says: with [`Balance::Even`] (the default)
     /// and [`Balance::Exclusive`], only one idle worker is woken per
-    /// connection (`EPOLLEXCLUSIVE`, level-triggered); with
-    /// [`Balance::Shared`] it is a plain edge-triggered registration. Take
-    /// connections with [`Worker::accept`].
+    /// connection (`EPOLLEXCLUSIVE`, level-triggered), and with
+    /// [`Balance::Even`] the socket's bell is registered too (under
+    /// [`IPC_TOKEN`]); with [`Balance::Shared`] it is a plain edge-triggered
+    /// registration. Take connections with [`Worker::accept`].
     pub fn register_listener(&mut self, listener: &mut Listener, token: Token) -> io::Result<()> {
         match listener.turn.balance {
             Balance::Even | Balance::Exclusive { .. } => {
@@ -301,8 +302,9 @@ impl Worker {
                 listener.turn.set_token(Some(token.0));
                 self.turns.retain(|t| t.strong_count() > 0);
                 self.turns.push(Arc::downgrade(&listener.turn));
+                self.bells.retain(|b| b.is_open());
                 if let Some(seat) = listener.turn.even_seat() {
-                    if !self.bells.iter().any(|b| Arc::ptr_eq(b, seat)) {
+                    if !seat.bell_registered.swap(true, Ordering::Relaxed) {
                         // Edge-triggered: each ring is reported once.
                         let bell = &mut SourceFd(&seat.bell_fd());
                         self.poll.registry().register(bell, IPC_TOKEN, Interest::READABLE)?;
@@ -351,23 +353,27 @@ impl Worker {
                 }
             }
             Balance::Even => {
-                let Some(seat) = turn.seat.as_ref() else { return listener.accept_raw(None) };
-                let now = monotonic_ns();
-                let forced = turn.forced.swap(false, Ordering::Relaxed);
-                if let (false, Admission::StepAside { ring }) =
-                    (forced, seat.admit(monotonic_ms(now)))
-                {
-                    self.step_aside(turn, seat, now, ring)?;
-                    return Err(io::ErrorKind::WouldBlock.into());
+                // Without a seat (a socket of this worker's own, or no board
+                // to be had), only the turns.
+                let seat = turn.seat.as_ref();
+                if let Some(seat) = seat {
+                    let now = monotonic_ns();
+                    let forced = turn.forced.swap(false, Ordering::Relaxed);
+                    if !forced && seat.admit(monotonic_ms(now)) != Admission::Take {
+                        self.step_aside(turn, seat, now)?;
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
                 }
-                match listener.accept_raw(Some(seat)) {
+                match listener.accept_raw(seat) {
                     Ok(s) => {
                         turn.taken_in.store(self.polls, Ordering::Relaxed);
                         Ok(s)
                     }
                     Err(e) => {
                         if e.kind() == io::ErrorKind::WouldBlock {
-                            if seat.pending().load(Ordering::Relaxed) != 0 {
+                            if let Some(seat) =
+                                seat.filter(|s| s.pending().load(Ordering::Relaxed) != 0)
+                            {
                                 seat.pending().store(0, Ordering::Relaxed);
                             }
                             // Took the wake-up's connections: to the back of
@@ -415,15 +421,20 @@ impl Worker {
     /// puts it back), and, if connections wait, a note on the board for the
     /// workers under their share to take them, and the bell rung if they
     /// all sleep.
-    fn step_aside(&self, turn: &Turn, seat: &Seat, now: u64, ring: bool) -> io::Result<()> {
+    fn step_aside(&self, turn: &Turn, seat: &Seat, now: u64) -> io::Result<()> {
         if let (Some(_), None) = (turn.token(), turn.aside_since()) {
             crate::sys::epoll::remove(self.poll.as_raw_fd(), turn.fd)?;
             turn.set_aside(Some(now));
         }
         if crate::sys::epoll::readable_now(turn.fd) {
             seat.pending().store(1, Ordering::Relaxed);
-            if ring {
-                seat.ring(monotonic_ms(now));
+            // The note first, then who is awake: a worker marks itself
+            // asleep before it reads the note (see `balance_before_poll`),
+            // so one of the two sees the other.
+            fence(Ordering::SeqCst);
+            let now_ms = monotonic_ms(now);
+            if seat.admit(now_ms) == (Admission::StepAside { ring: true }) {
+                seat.ring(now_ms);
             }
         }
         Ok(())
@@ -442,6 +453,9 @@ impl Worker {
         let mut back: Option<Duration> = None;
         for turn in self.turns.iter().filter_map(Weak::upgrade) {
             let (Some(seat), Some(token)) = (turn.even_seat(), turn.token()) else { continue };
+            // Asleep first, then the note: see `step_aside`.
+            seat.set_state(Board::asleep(monotonic_ms(now)));
+            fence(Ordering::SeqCst);
             let pending = seat.pending().load(Ordering::Relaxed);
             let aside = turn.aside_since();
             // The board is read only when something waits on it: reading
@@ -466,7 +480,6 @@ impl Worker {
                     seat.pending().store(0, Ordering::Relaxed);
                 }
             }
-            seat.set_state(Board::asleep(monotonic_ms(now)));
         }
         Ok(back)
     }
@@ -591,7 +604,9 @@ impl Worker {
     /// would leave it registered.
     pub fn close<S: SharedServer>(&mut self, mut server: S) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut server);
-        if let Some(share) = server.into_share() {
+        let share = server.into_share();
+        self.bells.retain(|b| b.is_open());
+        if let Some(share) = share {
             self.release_index(&share.key, share.index);
             if !self.leaving {
                 self.channel.queue(&Message::Close { handle: share.handle }, Vec::new())?;
