@@ -211,7 +211,7 @@ fn a_leaving_worker_with_exclusive_wakeups_takes_no_new_connection() {
     // Workers register with EPOLLEXCLUSIVE: one waiting worker is woken per
     // connection. A leaving worker must be out of that queue at once, or a
     // connection could wake it, go unaccepted, and wait.
-    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &[("FIXTURE_BALANCED", "1")]);
+    let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
     m.send("fork");
     m.send("fork");
     let addr: std::net::SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();

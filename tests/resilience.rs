@@ -10,7 +10,11 @@ use std::time::Duration;
 use util::*;
 
 fn cluster(n: u32) -> (Proc, SocketAddr) {
-    let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
+    cluster_env(n, &[])
+}
+
+fn cluster_env(n: u32, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], env);
     for _ in 0..n {
         m.send("fork");
     }
@@ -23,7 +27,18 @@ fn cluster(n: u32) -> (Proc, SocketAddr) {
 
 #[test]
 fn killing_one_of_three_workers_under_a_connect_loop_refuses_no_connection() {
-    let (mut m, addr) = cluster(3);
+    kill_under_connect_loop(&[]);
+}
+
+#[test]
+fn the_same_with_every_worker_woken_for_every_connection() {
+    kill_under_connect_loop(&[("FIXTURE_BALANCE", "shared")]);
+}
+
+/// Kills two of three workers while one client connects, echoes and closes
+/// in a loop (the listen's balance from `env`).
+fn kill_under_connect_loop(env: &[(&str, &str)]) {
+    let (mut m, addr) = cluster_env(3, env);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     // One client: connect, echo, close, as fast as it can, for a bounded time.
