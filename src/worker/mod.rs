@@ -467,7 +467,10 @@ impl Worker {
                 if under || away >= STEP_ASIDE_MAX {
                     crate::sys::epoll::add_exclusive(epfd, turn.fd, token)?;
                     turn.set_aside(None);
-                    turn.forced.store(!under, Ordering::Relaxed);
+                    // Back after 2 ms with connections still waiting: the
+                    // workers under their share did not come for them.
+                    let waiting = !under && crate::sys::epoll::readable_now(turn.fd);
+                    turn.forced.store(waiting, Ordering::Relaxed);
                 } else {
                     let left = STEP_ASIDE_MAX - away;
                     back = Some(back.map_or(left, |b| b.min(left)));
