@@ -7,16 +7,6 @@ mod util;
 
 use util::*;
 
-/// The open connections of each worker, by id.
-fn conns_of(m: &mut Proc, ids: &[u32]) -> Vec<usize> {
-    ids.iter()
-        .map(|id| {
-            m.send(&format!("send {id} report"));
-            field(&m.expect(&format!("message id={id} report")), "conns").parse().unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn a_worker_over_its_share_leaves_new_connections_to_a_newcomer() {
     let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);

@@ -218,14 +218,11 @@ fn a_leaving_worker_with_exclusive_wakeups_takes_no_new_connection() {
     m.expect("listening id=2");
     let mut held = connect(addr).unwrap();
     roundtrip(&mut held, b"held").unwrap();
-    let mut holder = 0;
-    for id in 1..=2 {
-        m.send(&format!("send {id} report"));
-        if field(&m.expect(&format!("message id={id} report")), "conns") == "1" {
-            holder = id;
-        }
-    }
-    assert_ne!(holder, 0, "nobody holds the connection");
+    let holder = match conns_of(&mut m, &[1, 2])[..] {
+        [1, 0] => 1,
+        [0, 1] => 2,
+        ref c => panic!("one worker should hold the connection: {c:?}"),
+    };
     m.send(&format!("disconnect {holder}"));
     m.expect(&format!("message id={holder} leaving open=1"));
     // Every new connection is served by the other worker, promptly.

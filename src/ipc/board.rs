@@ -75,9 +75,9 @@ pub(crate) enum Admission {
     Take,
     /// Over the fair share (so another worker is under it): step aside. If
     /// `ring`, every worker under its share sleeps in its poll: ring the
-    /// board's bell to wake one.
+    /// board's bell, which wakes every sleeper.
     StepAside {
-        /// Wake a sleeping worker.
+        /// Wake the sleepers.
         ring: bool,
     },
 }

@@ -33,12 +33,8 @@ pub(crate) fn add_exclusive(epfd: RawFd, fd: RawFd, token: usize) -> io::Result<
 /// and add). The kernel wakes the first idle waiter in queue order; going to
 /// the back after taking connections makes the wake-ups go round.
 pub(crate) fn rearm_exclusive(epfd: RawFd, fd: RawFd, token: usize) -> io::Result<()> {
-    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since
-    // Linux 2.6.9).
-    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    ctl(epfd, libc::EPOLL_CTL_ADD, fd, token)
+    remove(epfd, fd)?;
+    add_exclusive(epfd, fd, token)
 }
 
 /// Takes `fd` out of the epoll instance `epfd`.

@@ -117,6 +117,8 @@ const NO_TOKEN: usize = usize::MAX;
 pub(crate) struct Turn {
     pub fd: RawFd,
     pub balance: Balance,
+    /// Its seat on the socket's board: only with [`Balance::Even`] on a
+    /// shared socket.
     pub seat: Option<Arc<Seat>>,
     /// The token of its exclusive registration, or `NO_TOKEN`.
     token: AtomicUsize,
@@ -159,11 +161,6 @@ impl Turn {
 
     pub(crate) fn set_aside(&self, since: Option<u64>) {
         self.aside_since.store(since.map_or(0, |t| t.max(1)), Relaxed);
-    }
-
-    /// The seat of a listener that balances on a board.
-    pub(crate) fn even_seat(&self) -> Option<&Arc<Seat>> {
-        self.seat.as_ref().filter(|_| self.balance == Balance::Even)
     }
 }
 

@@ -104,12 +104,6 @@ impl Listener {
         self.turn.balance
     }
 
-    /// True if this listener balances on the socket's accept board (a shared
-    /// socket with [`Balance::Even`]).
-    pub fn has_board(&self) -> bool {
-        self.turn.even_seat().is_some()
-    }
-
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
     /// or `UnixListener::from`). The master is not told; it learns that this
     /// worker left the key when the worker disconnects or exits.
@@ -179,7 +173,7 @@ impl Source for Listener {
         match self.turn.token() {
             Some(_) => {
                 self.turn.set_token(None);
-                if let Some(seat) = self.turn.even_seat() {
+                if let Some(seat) = self.turn.seat.as_ref() {
                     // Not accepting: not counted, and deaf to the bell.
                     seat.set_state(0);
                     if seat.bell_registered.swap(false, Ordering::Relaxed) {

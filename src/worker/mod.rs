@@ -303,7 +303,7 @@ impl Worker {
                 self.turns.retain(|t| t.strong_count() > 0);
                 self.turns.push(Arc::downgrade(&listener.turn));
                 self.bells.retain(|b| b.is_open());
-                if let Some(seat) = listener.turn.even_seat() {
+                if let Some(seat) = listener.turn.seat.as_ref() {
                     if !seat.bell_registered.swap(true, Ordering::Relaxed) {
                         // Edge-triggered: each ring is reported once.
                         let bell = &mut SourceFd(&seat.bell_fd());
@@ -332,60 +332,47 @@ impl Worker {
     /// - [`Balance::Shared`]: every queued connection.
     pub fn accept(&mut self, listener: &Listener) -> io::Result<Stream> {
         let turn = &listener.turn;
-        match turn.balance {
-            Balance::Shared => listener.accept_raw(None),
+        let would_block = || Err(io::ErrorKind::WouldBlock.into());
+        let pause = match turn.balance {
+            Balance::Shared => return listener.accept_raw(None),
             Balance::Exclusive { pause } => {
+                // One connection per wake-up.
                 if turn.taken_in.load(Ordering::Relaxed) == self.polls {
                     self.rearm(turn, pause)?;
-                    return Err(io::ErrorKind::WouldBlock.into());
+                    return would_block();
                 }
-                match listener.accept_raw(None) {
-                    Ok(s) => {
-                        turn.taken_in.store(self.polls, Ordering::Relaxed);
-                        Ok(s)
-                    }
-                    Err(e) => {
-                        if e.kind() == io::ErrorKind::WouldBlock {
-                            self.rearm(turn, pause)?;
-                        }
-                        Err(e)
-                    }
-                }
+                pause
             }
-            Balance::Even => {
-                // Without a seat (a socket of this worker's own, or no board
-                // to be had), only the turns.
-                let seat = turn.seat.as_ref();
-                if let Some(seat) = seat {
-                    let now = monotonic_ns();
-                    let forced = turn.forced.swap(false, Ordering::Relaxed);
-                    if !forced && seat.admit(monotonic_ms(now)) != Admission::Take {
-                        self.step_aside(turn, seat, now)?;
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                match listener.accept_raw(seat) {
-                    Ok(s) => {
-                        turn.taken_in.store(self.polls, Ordering::Relaxed);
-                        Ok(s)
-                    }
-                    Err(e) => {
-                        if e.kind() == io::ErrorKind::WouldBlock {
-                            if let Some(seat) =
-                                seat.filter(|s| s.pending().load(Ordering::Relaxed) != 0)
-                            {
-                                seat.pending().store(0, Ordering::Relaxed);
-                            }
-                            // Took the wake-up's connections: to the back of
-                            // the queue, so the next one wakes another worker.
-                            if turn.taken_in.load(Ordering::Relaxed) == self.polls {
-                                self.rearm(turn, Duration::ZERO)?;
-                            }
-                        }
-                        Err(e)
-                    }
-                }
+            // Without a seat (a socket of this worker's own, or no board to
+            // be had), only the turns.
+            Balance::Even => Duration::ZERO,
+        };
+        let seat = turn.seat.as_ref();
+        if let Some(seat) = seat {
+            let now = monotonic_ns();
+            let forced = turn.forced.swap(false, Ordering::Relaxed);
+            if !forced && seat.admit(monotonic_ms(now)) != Admission::Take {
+                self.step_aside(turn, seat, now)?;
+                return would_block();
             }
+        }
+        match listener.accept_raw(seat) {
+            Ok(s) => {
+                turn.taken_in.store(self.polls, Ordering::Relaxed);
+                Ok(s)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(seat) = seat.filter(|s| s.pending().load(Ordering::Relaxed) != 0) {
+                    seat.pending().store(0, Ordering::Relaxed);
+                }
+                // Took the wake-up's connections: to the back of the queue,
+                // so the next one wakes another worker.
+                if turn.taken_in.load(Ordering::Relaxed) == self.polls {
+                    self.rearm(turn, pause)?;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -452,7 +439,7 @@ impl Worker {
         let epfd = self.poll.as_raw_fd();
         let mut back: Option<Duration> = None;
         for turn in self.turns.iter().filter_map(Weak::upgrade) {
-            let (Some(seat), Some(token)) = (turn.even_seat(), turn.token()) else { continue };
+            let (Some(seat), Some(token)) = (turn.seat.as_ref(), turn.token()) else { continue };
             // Asleep first, then the note: see `step_aside`.
             seat.set_state(Board::asleep(monotonic_ms(now)));
             fence(Ordering::SeqCst);
@@ -495,7 +482,7 @@ impl Worker {
         let state = Board::awake(monotonic_ms(monotonic_ns()));
         self.turns.retain(|t| match t.upgrade() {
             Some(turn) => {
-                if let (Some(seat), Some(_)) = (turn.even_seat(), turn.token()) {
+                if let (Some(seat), Some(_)) = (turn.seat.as_ref(), turn.token()) {
                     seat.set_state(state);
                 }
                 true

@@ -253,3 +253,14 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The open connections of each worker of a fixture master, by id (each
+/// worker answers a `report`).
+pub fn conns_of(m: &mut Proc, ids: &[u32]) -> Vec<usize> {
+    ids.iter()
+        .map(|id| {
+            m.send(&format!("send {id} report"));
+            field(&m.expect(&format!("message id={id} report")), "conns").parse().unwrap()
+        })
+        .collect()
+}
