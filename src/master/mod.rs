@@ -25,6 +25,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod credentials;
 mod registry;
 mod supervisor;
 
@@ -49,6 +50,7 @@ use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
+use credentials::Credentials;
 use registry::SocketRegistry;
 pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
 use supervisor::{Roll, Supervisor};
@@ -324,6 +326,9 @@ struct WorkerEntry {
     /// The master killed it (a deadline, a hung heartbeat, a forced
     /// shutdown); counted in [`Event::AllDisconnected`].
     forced: bool,
+    /// Who it runs as, when not as the master: the master does the
+    /// file-system work this worker asks for with these credentials.
+    creds: Option<Credentials>,
 }
 
 impl WorkerEntry {
@@ -444,6 +449,7 @@ impl Master {
         env: Vec<(OsString, OsString)>,
         seat: Option<usize>,
     ) -> io::Result<WorkerId> {
+        let creds = Credentials::resolve(self.settings.uid, self.settings.gid)?;
         let (ours, theirs) = sys::socket::socketpair()?;
         let id = self.next_id;
         let mut cmd = Command::new(&self.settings.exec);
@@ -527,6 +533,10 @@ impl Master {
             }
             Ok(())
         });
+        match &creds {
+            Some(c) => log::debug!("worker {id} (pid {pid}) runs as {}", c.describe()),
+            None => log::debug!("worker {id} (pid {pid}) runs as the master does"),
+        }
         if let Err(e) = registered {
             let _ = registry.deregister(&mut channel);
             let _ = child.kill();
@@ -549,6 +559,7 @@ impl Master {
             last_heartbeat: None,
             output,
             forced: false,
+            creds,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -872,7 +883,7 @@ impl Master {
                         syscall: sys::Syscall::Address,
                     }
                 } else {
-                    match self.sockets.listen(id, &request) {
+                    match self.sockets.listen(id, w.creds.as_ref(), &request) {
                         Ok(share) => {
                             let mut fds = vec![share.socket];
                             let seat = match share.board {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use slab::Slab;
 
+use super::credentials::Credentials;
 use crate::ipc::board::{Board, MAX_SEATS};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
@@ -169,6 +170,7 @@ impl SocketRegistry {
     pub(crate) fn listen(
         &mut self,
         worker: WorkerId,
+        _creds: Option<&Credentials>,
         req: &ListenRequest,
     ) -> Result<Share, SysError> {
         let key = Key::of(req);
