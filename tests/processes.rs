@@ -92,6 +92,34 @@ fn a_uid_without_a_gid_gives_the_worker_that_users_groups_never_group_0() {
 }
 
 #[test]
+fn a_worker_enters_its_working_directory_as_its_own_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: cannot switch users; skipped");
+        return;
+    }
+    if nix::unistd::User::from_name("nobody").ok().flatten().is_none() {
+        eprintln!("no user nobody; skipped");
+        return;
+    }
+    // A directory only root may enter.
+    let dir = std::env::temp_dir().join(format!("mio-cluster-private-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut m = Proc::fixture_env(
+        &[],
+        &[("FIXTURE_USER", "nobody"), ("FIXTURE_CWD", dir.to_str().unwrap())],
+    );
+    m.send("fork");
+    let line = m.expect("error fork");
+    assert!(line.contains("Permission denied"), "{line}");
+    // The master is still there.
+    m.send("threads");
+    m.expect("threads");
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
 fn with_sigchld_ignored_every_fast_dying_worker_is_reported_once_under_its_own_id() {
     // SIGCHLD ignored before the master starts, as an application (or
     // whatever started it: an ignored signal survives exec) may have it:

@@ -85,7 +85,9 @@ pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
 /// How workers are started and how the master behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The program a worker runs (default: `/proc/self/exe`).
+    /// The program a worker runs (default: `/proc/self/exe`). A worker is
+    /// the master's own child: a wrapper named here must `exec` the worker
+    /// program, not run it as a child of its own.
     pub exec: PathBuf,
     /// Its arguments (default: this process's arguments, without `argv[0]`).
     pub args: Vec<OsString>,
@@ -472,9 +474,6 @@ impl Master {
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string())
             .env(ENV_MASTER_PID, std::process::id().to_string());
-        if let Some(cwd) = &self.settings.cwd {
-            cmd.current_dir(cwd);
-        }
         if let Some(hb) = &self.settings.heartbeat {
             cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
             self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
@@ -503,6 +502,7 @@ impl Master {
                 None => None,
             },
             death_signal: MASTER_DEATH_SIGNAL as i32,
+            cwd: self.settings.cwd.as_deref().map(sys::process::c_path).transpose()?,
         };
         let (mut child, pidfd) = sys::process::spawn_worker(&mut cmd, theirs.as_raw_fd(), &setup)
             .map_err(|e| {

@@ -4,9 +4,12 @@
 //! and reaped through that pidfd, never through its pid: a pid can be
 //! reused once its process is reaped, a pidfd cannot.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
 
 /// What the child does between `fork` and `exec`, besides keeping its end of
@@ -17,6 +20,18 @@ pub(crate) struct ChildSetup {
     pub creds: Option<ChildCreds>,
     /// The signal the child gets when the master dies (`PR_SET_PDEATHSIG`).
     pub death_signal: libc::c_int,
+    /// Working directory, entered with the child's credentials.
+    pub cwd: Option<CString>,
+}
+
+/// A path as the child's syscalls take it.
+pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })
 }
 
 /// Credentials as the child sets them: prepared before `fork`, so the child
@@ -55,7 +70,8 @@ impl ChildCreds {
 /// - switches to `setup.creds`: supplementary groups, group, then user;
 /// - then asks for `setup.death_signal` when this process dies (after the
 ///   switch: the kernel clears the request on a change of credentials), and
-///   gives up if this process is already gone (it raced the request).
+///   gives up if this process is already gone (it raced the request);
+/// - enters `setup.cwd`, as the user it now is.
 ///
 /// While this runs, a child that exits stays a zombie even if the
 /// application ignores `SIGCHLD` (which makes the kernel reap children at
@@ -69,13 +85,15 @@ pub(crate) fn spawn_worker(
     let master = std::process::id() as libc::pid_t;
     let sig = setup.death_signal;
     let creds = setup.creds.clone();
+    let cwd = setup.cwd.clone();
     let zombies = KeepZombies::new()?;
     let ignored = zombies.ignored;
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls async-signal-safe functions (fcntl, sigemptyset, sigprocmask,
-    // signal, setgroups, setgid, setuid, prctl, getppid) on integers, a
-    // sigset on its own stack, and a group list allocated before the fork
-    // that it only reads; it allocates nothing and takes no lock.
+    // signal, setgroups, setgid, setuid, prctl, getppid, chdir) on integers,
+    // a sigset on its own stack, and a group list and a NUL-terminated path
+    // allocated before the fork that it only reads; it allocates nothing
+    // and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
@@ -106,6 +124,11 @@ pub(crate) fn spawn_worker(
             // The master died before the request: nobody will send it.
             if libc::getppid() != master {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if let Some(dir) = &cwd {
+                if libc::chdir(dir.as_ptr()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
