@@ -9,10 +9,12 @@
 //! # Lifecycle
 //!
 //! 1. The program starts. [`role()`] tells it whether it is the master or a
-//!    worker: the master sets `MIO_CLUSTER_WORKER_ID` (and the channel's
-//!    descriptor number in `MIO_CLUSTER_CHANNEL_FD`) for each worker it
-//!    forks; the worker removes both at start-up, so its own children are
-//!    not workers.
+//!    worker: the master sets `MIO_CLUSTER_WORKER_ID`, the channel's
+//!    descriptor number in `MIO_CLUSTER_CHANNEL_FD` and its own pid in
+//!    `MIO_CLUSTER_MASTER_PID` for each worker it forks. A process is a
+//!    worker only if its parent is that master: a worker's own children
+//!    inherit the variables (nothing changes the environment) but are not
+//!    workers.
 //! 2. The master creates a [`Master`], calls [`Master::fork`] for each
 //!    worker, and drives its reactor with [`Master::poll`] and
 //!    [`Master::next_event`]: `Fork`, `Online`, `Listening`, `Disconnect`,
@@ -23,8 +25,10 @@
 //!    [`Worker::accept`], which keeps the workers to a fair share of them
 //!    ([`Balance`]).
 //! 4. [`Master::disconnect`] asks a worker to leave: it stops listening,
-//!    finishes its connections, and exits 0. If the master dies, every
-//!    worker sees its channel close and exits 0 at once.
+//!    finishes its connections, and exits 0. If the master dies, however it
+//!    dies, every worker gets [`master::MASTER_DEATH_SIGNAL`] (`SIGTERM`),
+//!    even one whose loop is busy or hung: without a handler it is gone at
+//!    once; one whose loop runs also sees its channel close and exits 0.
 //!
 //! # Processes and threads
 //!
@@ -66,6 +70,9 @@ pub const ENV_WORKER_ID: &str = "MIO_CLUSTER_WORKER_ID";
 pub const ENV_CHANNEL_FD: &str = "MIO_CLUSTER_CHANNEL_FD";
 /// The environment variable giving the worker's heartbeat interval (ms).
 pub const ENV_HEARTBEAT_MS: &str = "MIO_CLUSTER_HEARTBEAT_MS";
+/// The environment variable giving the pid of the master that forked the
+/// worker: a process whose parent is another is not a worker.
+pub const ENV_MASTER_PID: &str = "MIO_CLUSTER_MASTER_PID";
 
 /// Which side of the cluster this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,21 +93,25 @@ struct WorkerEnv {
 fn worker_env() -> Option<WorkerEnv> {
     static ENV: OnceLock<Option<WorkerEnv>> = OnceLock::new();
     *ENV.get_or_init(|| {
-        let id = std::env::var_os(ENV_WORKER_ID)?;
-        let fd = std::env::var_os(ENV_CHANNEL_FD);
+        let var = |k: &str| std::env::var_os(k)?.into_string().ok();
+        let id = var(ENV_WORKER_ID)?.parse().ok()?;
+        // The variables are inherited by the worker's own children: only
+        // the master's child is the worker.
+        let master: u32 = var(ENV_MASTER_PID)?.parse().ok()?;
+        if master != std::os::unix::process::parent_id() {
+            return None;
+        }
+        let channel_fd = var(ENV_CHANNEL_FD)?.parse().ok()?;
         let hb = std::env::var_os(ENV_HEARTBEAT_MS);
-        std::env::remove_var(ENV_WORKER_ID);
-        std::env::remove_var(ENV_CHANNEL_FD);
-        std::env::remove_var(ENV_HEARTBEAT_MS);
-        let id = id.to_str()?.parse().ok()?;
-        let channel_fd = fd?.to_str()?.parse().ok()?;
         let heartbeat_ms = hb.and_then(|v| v.to_str()?.parse().ok()).filter(|ms| *ms > 0);
         Some(WorkerEnv { id, channel_fd, heartbeat_ms })
     })
 }
 
-/// Whether this process is the master or a worker. Reads (and removes) the
-/// worker variables from the environment the first time it is called.
+/// Whether this process is the master or a worker: a worker has the
+/// variables a master sets and that master as its parent. Reads the
+/// environment (never changes it) the first time it is called, and answers
+/// the same afterwards.
 pub fn role() -> Role {
     match worker_env() {
         Some(env) => Role::Worker(env.id),

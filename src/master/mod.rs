@@ -34,9 +34,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
@@ -49,7 +49,7 @@ use crate::ipc::Message;
 use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
-use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
+use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
 use credentials::Credentials;
 use registry::SocketRegistry;
 pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
@@ -72,10 +72,22 @@ const PAUSE_FDS_AT: usize = 64;
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
 
+/// The signal every worker gets when the master dies, however it dies
+/// (`PR_SET_PDEATHSIG`, set after the worker's credentials are switched).
+///
+/// `SIGTERM`: a worker that does not handle it is gone at once, even with a
+/// busy or hung loop, so its sockets are free for the next master; one that
+/// handles it can finish its open connections first. (A worker whose loop
+/// runs also sees its channel close and exits 0.) The request belongs to the
+/// thread that forks: fork from the thread that runs the master.
+pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
+
 /// How workers are started and how the master behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The program a worker runs (default: `/proc/self/exe`).
+    /// The program a worker runs (default: `/proc/self/exe`). A worker is
+    /// the master's own child: a wrapper named here must `exec` the worker
+    /// program, not run it as a child of its own.
     pub exec: PathBuf,
     /// Its arguments (default: this process's arguments, without `argv[0]`).
     pub args: Vec<OsString>,
@@ -94,10 +106,14 @@ pub struct Settings {
     /// workers down gracefully instead of the kernel killing them all.
     pub own_process_group: bool,
     /// User id the workers run as (default: the master's). The master keeps
-    /// its own, so it can still bind privileged ports for them.
+    /// its own, so it can still bind privileged ports for them. Without
+    /// `gid`, a worker gets that user's primary group and supplementary
+    /// groups (`initgroups`), never the master's; a uid with no entry in the
+    /// password database needs a `gid`.
     pub uid: Option<u32>,
-    /// Group id the workers run as (default: the master's). With `uid` as
-    /// root, supplementary groups are dropped too.
+    /// Group id the workers run as (default: the master's). Alone, it is the
+    /// worker's only group; with `uid`, the user's supplementary groups are
+    /// added.
     pub gid: Option<u32>,
     /// Where the workers' stdout goes (default: inherited).
     pub stdout: Output,
@@ -310,7 +326,6 @@ pub struct WorkerInfo {
 
 struct WorkerEntry {
     info: WorkerInfo,
-    child: Child,
     pidfd: OwnedFd,
     channel: Option<Channel>,
     kill_at: Option<Instant>,
@@ -457,19 +472,15 @@ impl Master {
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .envs(env)
             .env(ENV_WORKER_ID, id.to_string())
-            .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string());
-        if let Some(cwd) = &self.settings.cwd {
-            cmd.current_dir(cwd);
-        }
+            .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string())
+            .env(ENV_MASTER_PID, std::process::id().to_string());
         if let Some(hb) = &self.settings.heartbeat {
             cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
             self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
-        }
-        if let Some(uid) = self.settings.uid {
-            cmd.uid(uid);
-        }
-        if let Some(gid) = self.settings.gid {
-            cmd.gid(gid);
+        } else {
+            // This master may itself run in a worker's child, which still
+            // has its parent's variables.
+            cmd.env_remove(crate::ENV_HEARTBEAT_MS);
         }
         for (mode, set) in [
             (
@@ -485,23 +496,23 @@ impl Master {
         if self.settings.own_process_group {
             cmd.process_group(0);
         }
-        let mut child =
-            sys::process::spawn_keeping_fd(&mut cmd, theirs.as_raw_fd()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("spawning worker {}: {e}", self.settings.exec.display()),
-                )
-            })?;
+        let setup = sys::process::ChildSetup {
+            creds: match &creds {
+                Some(c) => Some(sys::process::ChildCreds::new(c.uid, c.gid, &c.groups)?),
+                None => None,
+            },
+            death_signal: MASTER_DEATH_SIGNAL as i32,
+            cwd: self.settings.cwd.as_deref().map(sys::process::c_path).transpose()?,
+        };
+        let (mut child, pidfd) = sys::process::spawn_worker(&mut cmd, theirs.as_raw_fd(), &setup)
+            .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("spawning worker {}: {e}", self.settings.exec.display()),
+            )
+        })?;
         drop(theirs);
         let pid = child.id();
-        let pidfd = match sys::process::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
         self.next_id += 1;
         let entry = self.workers.vacant_entry();
         let slot = entry.key();
@@ -539,13 +550,15 @@ impl Master {
         }
         if let Err(e) = registered {
             let _ = registry.deregister(&mut channel);
-            let _ = child.kill();
+            let _ = registry.deregister(&mut SourceFd(&pidfd.as_raw_fd()));
+            let _ = sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            // Reaped by us, or by the kernel if SIGCHLD is ignored (then
+            // ECHILD); no other child of ours was started meanwhile.
             let _ = child.wait();
             return Err(e);
         }
         entry.insert(WorkerEntry {
             info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
-            child,
             pidfd,
             channel: Some(channel),
             kill_at: None,
@@ -1016,13 +1029,16 @@ impl Master {
     fn reap(&mut self, slot: usize) {
         // The pidfd is readable: the process has exited. If it was reaped
         // elsewhere (SIGCHLD ignored, a PID 1 reaping everything), its status
-        // is lost but its exit is still reported.
-        let status = match self.workers[slot].child.try_wait() {
-            Ok(Some(s)) => Some(s),
+        // is lost but its exit is still reported. Reaped by its pidfd, never
+        // by its pid: a pid freed by the kernel may be another process's.
+        let status = match sys::process::pidfd_reap(self.workers[slot].pidfd.as_fd()) {
+            Ok(Some(sys::process::Reaped::Code(c))) => ExitStatus::Code(c),
+            Ok(Some(sys::process::Reaped::Signal(s))) => ExitStatus::Signal(s),
             Ok(None) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => ExitStatus::Unknown,
             Err(e) => {
-                log::error!("waitpid for worker {}: {e}", self.workers[slot].info.id);
-                None
+                log::error!("waitid for worker {}: {e}", self.workers[slot].info.id);
+                ExitStatus::Unknown
             }
         };
         // Deliver whatever it sent and wrote before dying, then its disconnect.
@@ -1039,11 +1055,6 @@ impl Master {
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;
-        let status = match status.map(|s| (s.code(), s.signal())) {
-            Some((Some(c), _)) => ExitStatus::Code(c),
-            Some((None, Some(s))) => ExitStatus::Signal(s),
-            _ => ExitStatus::Unknown,
-        };
         log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
         self.sockets.worker_exited(w.info.id);
         self.queue.push_back(Event::Exit {

@@ -8,7 +8,9 @@
 //!   sockets bound with the options the registry needs, every failure reported
 //!   as a [`SysError`] that names the syscall.
 //! - [`process`]: spawning a worker so that exactly one extra descriptor (its
-//!   end of the channel) crosses `exec`, and a `pidfd` to learn of its exit.
+//!   end of the channel) crosses `exec`, with its credentials switched and a
+//!   signal asked for when the master dies; a `pidfd` opened before the
+//!   child can be reaped, to learn of its exit and to reap it.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
 //! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.

@@ -1,20 +1,99 @@
 //! Spawning workers and learning of their exit.
+//!
+//! A worker is spawned with a pidfd opened before any `wait` could reap it,
+//! and reaped through that pidfd, never through its pid: a pid can be
+//! reused once its process is reaped, a pidfd cannot.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
 
-/// Spawns `cmd` so that descriptor `keep` (close-on-exec in this process)
-/// survives `exec` in the child, and the child starts with an empty signal
-/// mask (the master blocks the signals it reads from its `signalfd`, and a
-/// mask survives `exec`). No other descriptor is affected: everything the
-/// crate opens is close-on-exec.
-pub(crate) fn spawn_keeping_fd(cmd: &mut Command, keep: RawFd) -> io::Result<Child> {
+/// What the child does between `fork` and `exec`, besides keeping its end of
+/// the channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildSetup {
+    /// Switch to these credentials (uid, gid, supplementary groups).
+    pub creds: Option<ChildCreds>,
+    /// The signal the child gets when the master dies (`PR_SET_PDEATHSIG`).
+    pub death_signal: libc::c_int,
+    /// Working directory, entered with the child's credentials.
+    pub cwd: Option<CString>,
+}
+
+/// A path as the child's syscalls take it.
+pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })
+}
+
+/// Credentials as the child sets them: prepared before `fork`, so the child
+/// allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildCreds {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// Supplementary groups; `None` leaves them as they are (the master's
+    /// are already exactly these).
+    pub groups: Option<Vec<libc::gid_t>>,
+}
+
+impl ChildCreds {
+    /// Credentials for `uid`, `gid` and `groups`; the supplementary groups
+    /// are set in the child only if this process's differ, so that an
+    /// unprivileged master can name its own credentials.
+    pub(crate) fn new(uid: u32, gid: u32, groups: &[u32]) -> io::Result<ChildCreds> {
+        let mut want: Vec<libc::gid_t> = groups.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        let mut have: Vec<libc::gid_t> =
+            nix::unistd::getgroups()?.into_iter().map(|g| g.as_raw()).collect();
+        have.sort_unstable();
+        have.dedup();
+        Ok(ChildCreds { uid, gid, groups: (have != want).then_some(want) })
+    }
+}
+
+/// Spawns `cmd` as a worker and opens its pidfd. The child:
+///
+/// - keeps descriptor `keep` (close-on-exec in this process) across `exec`,
+///   and touches no other: everything the crate opens is close-on-exec;
+/// - starts with an empty signal mask (the master blocks the signals it
+///   reads from its `signalfd`, and a mask survives `exec`);
+/// - switches to `setup.creds`: supplementary groups, group, then user;
+/// - then asks for `setup.death_signal` when this process dies (after the
+///   switch: the kernel clears the request on a change of credentials), and
+///   gives up if this process is already gone (it raced the request);
+/// - enters `setup.cwd`, as the user it now is.
+///
+/// While this runs, a child that exits stays a zombie even if the
+/// application ignores `SIGCHLD` (which makes the kernel reap children at
+/// once): the pidfd is opened before the pid can be freed and reused. The
+/// child gets the application's `SIGCHLD` disposition back before `exec`.
+pub(crate) fn spawn_worker(
+    cmd: &mut Command,
+    keep: RawFd,
+    setup: &ChildSetup,
+) -> io::Result<(Child, OwnedFd)> {
+    let master = std::process::id() as libc::pid_t;
+    let sig = setup.death_signal;
+    let creds = setup.creds.clone();
+    let cwd = setup.cwd.clone();
+    let zombies = KeepZombies::new()?;
+    let ignored = zombies.ignored;
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls fcntl(2), sigemptyset(3) and sigprocmask(2), all async-signal-safe,
-    // on a descriptor number the child inherited and a sigset on its own
-    // stack; it allocates nothing and takes no lock.
+    // calls async-signal-safe functions (fcntl, sigemptyset, sigprocmask,
+    // signal, setgroups, setgid, setuid, prctl, getppid, chdir) on integers,
+    // a sigset on its own stack, and a group list and a NUL-terminated path
+    // allocated before the fork that it only reads; it allocates nothing
+    // and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
@@ -25,10 +104,93 @@ pub(crate) fn spawn_keeping_fd(cmd: &mut Command, keep: RawFd) -> io::Result<Chi
             if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) == -1 {
                 return Err(io::Error::last_os_error());
             }
+            if ignored {
+                // Inherited across exec, as it would have been.
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            }
+            if let Some(c) = &creds {
+                if let Some(groups) = &c.groups {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if libc::setgid(c.gid) == -1 || libc::setuid(c.uid) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The master died before the request: nobody will send it.
+            if libc::getppid() != master {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if let Some(dir) = &cwd {
+                if libc::chdir(dir.as_ptr()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    cmd.spawn()
+    let mut child = cmd.spawn()?;
+    let pidfd = match pidfd_open(child.id()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Not reaped yet (it cannot be, here): the pid is still ours.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    drop(zombies);
+    Ok((child, pidfd))
+}
+
+/// While alive, children of this process that exit stay zombies until
+/// waited for: `SIGCHLD` set to `SIG_IGN`, or `SA_NOCLDWAIT`, is lifted, and
+/// put back on drop. (The master has one thread; nothing else runs between.)
+struct KeepZombies {
+    old: Option<libc::sigaction>,
+    /// `SIGCHLD` was ignored.
+    ignored: bool,
+}
+
+impl KeepZombies {
+    fn new() -> io::Result<KeepZombies> {
+        let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: sigaction with a null new action only writes the current
+        // one into `old`, a valid pointer to our stack.
+        if unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), old.as_mut_ptr()) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: sigaction succeeded and filled it in (it was zeroed anyway).
+        let old = unsafe { old.assume_init() };
+        let ignored = old.sa_sigaction == libc::SIG_IGN;
+        if !ignored && old.sa_flags & libc::SA_NOCLDWAIT == 0 {
+            return Ok(KeepZombies { old: None, ignored });
+        }
+        let mut new = old;
+        if ignored {
+            new.sa_sigaction = libc::SIG_DFL;
+        }
+        new.sa_flags &= !libc::SA_NOCLDWAIT;
+        // SAFETY: installs a copy of the current action (same handler and
+        // mask, if any) without SA_NOCLDWAIT, or SIG_DFL instead of SIG_IGN.
+        if unsafe { libc::sigaction(libc::SIGCHLD, &new, std::ptr::null_mut()) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(KeepZombies { old: Some(old), ignored })
+    }
+}
+
+impl Drop for KeepZombies {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            // SAFETY: puts back the action sigaction returned earlier.
+            unsafe { libc::sigaction(libc::SIGCHLD, old, std::ptr::null_mut()) };
+        }
+    }
 }
 
 /// Opens a pidfd for `pid`: it becomes readable when the process exits.
@@ -42,6 +204,53 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// How a child ended, from `waitid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reaped {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+/// Reaps the process of `pidfd` if it has exited (`Ok(None)` while it runs).
+/// `ECHILD` means someone else reaped it (the kernel, with `SIGCHLD`
+/// ignored). Never reaps another process, whatever became of the pid.
+pub(crate) fn pidfd_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Reaped>> {
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    loop {
+        // SAFETY: waitid writes one siginfo_t into `info`, a valid pointer
+        // to our stack; P_PIDFD takes the descriptor number as the id.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    // SAFETY: zeroed, then filled in by a successful waitid.
+    let info = unsafe { info.assume_init() };
+    // SAFETY: after waitid with WEXITED the child fields are the valid ones;
+    // si_pid 0 means WNOHANG found nothing to report yet.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => Reaped::Code(status),
+        _ => Reaped::Signal(status),
+    }))
 }
 
 /// Sends `sig` to the process of `pidfd`: unlike `kill(2)` it cannot reach

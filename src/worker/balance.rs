@@ -8,7 +8,9 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +124,10 @@ pub(crate) struct Turn {
     pub seat: Option<Arc<Seat>>,
     /// The token of its exclusive registration, or `NO_TOKEN`.
     token: AtomicUsize,
+    /// The epoll instance (the worker's poll) it is registered in by
+    /// [`Worker::register_listener`](super::Worker::register_listener), or
+    /// -1: dropping the listener takes it out of there.
+    epfd: AtomicI32,
     /// Out of the poll since this time (monotonic ns), or 0.
     aside_since: AtomicU64,
     /// Take the next connection whatever the board says (came back after
@@ -139,6 +145,7 @@ impl Turn {
             balance,
             seat,
             token: AtomicUsize::new(NO_TOKEN),
+            epfd: AtomicI32::new(-1),
             aside_since: AtomicU64::new(0),
             forced: AtomicBool::new(false),
             taken_in: AtomicU64::new(u64::MAX),
@@ -162,6 +169,19 @@ impl Turn {
     pub(crate) fn set_aside(&self, since: Option<u64>) {
         self.aside_since.store(since.map_or(0, |t| t.max(1)), Relaxed);
     }
+
+    /// Registered in the epoll instance `epfd`, or (`None`) no longer.
+    pub(crate) fn set_registered(&self, epfd: Option<RawFd>) {
+        self.epfd.store(epfd.unwrap_or(-1), Relaxed);
+    }
+
+    /// The poll it was registered in is gone: nothing to take it out of.
+    pub(crate) fn detach(&self) {
+        self.set_registered(None);
+        if let Some(seat) = &self.seat {
+            seat.bell_registered.store(false, Relaxed);
+        }
+    }
 }
 
 impl Drop for Turn {
@@ -170,6 +190,24 @@ impl Drop for Turn {
         // longer accepts, so it must not be counted, nor its connections.
         if let Some(seat) = &self.seat {
             seat.close();
+        }
+        // Dropped, or given away with `into_fd`, without `Worker::close`:
+        // its registrations outlive the descriptor (other processes hold
+        // the socket and the bell), and a level-triggered one for a token
+        // nobody serves would wake the poll at once, every time, while
+        // connections queue. The socket is still open here (`Listener`
+        // drops its turn first, and `into_fd` hands the descriptor on).
+        let epfd = self.epfd.swap(-1, Relaxed);
+        if epfd < 0 {
+            return;
+        }
+        if self.aside_since().is_none() {
+            let _ = crate::sys::epoll::remove(epfd, self.fd);
+        }
+        if let Some(seat) = &self.seat {
+            if seat.bell_registered.swap(false, Relaxed) {
+                let _ = crate::sys::epoll::remove(epfd, seat.bell_fd());
+            }
         }
     }
 }

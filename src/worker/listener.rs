@@ -51,10 +51,12 @@ mod sealed {
 /// other duplicate of it (the master's and the other workers'), so keep it
 /// non-blocking even after [`into_fd`](Listener::into_fd).
 pub struct Listener {
+    /// First, so it drops before `inner` closes the socket: its drop takes
+    /// the socket out of the worker's poll.
+    pub(super) turn: Arc<Turn>,
     inner: Inner,
     address: Address,
     share: Option<Share>,
-    pub(super) turn: Arc<Turn>,
 }
 
 impl Listener {
@@ -75,7 +77,7 @@ impl Listener {
             (Inner::Tcp(l), address)
         };
         let turn = Turn::new(inner_fd(&inner), balance, seat);
-        Ok(Listener { inner, address, share, turn })
+        Ok(Listener { turn, inner, address, share })
     }
 
     /// Accepts one connection (`WouldBlock` when none is queued), counted
@@ -106,7 +108,10 @@ impl Listener {
 
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
     /// or `UnixListener::from`). The master is not told; it learns that this
-    /// worker left the key when the worker disconnects or exits.
+    /// worker left the key when the worker disconnects or exits. A
+    /// registration made by
+    /// [`Worker::register_listener`](super::Worker::register_listener) is
+    /// removed (so is it when the listener is dropped).
     pub fn into_fd(self) -> OwnedFd {
         match self.inner {
             Inner::Tcp(l) => l.into(),
@@ -170,6 +175,7 @@ impl Source for Listener {
     /// mio does not know of. (Closing the descriptor would not: other
     /// processes hold the same socket, so epoll keeps the entry.)
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.turn.set_registered(None);
         match self.turn.token() {
             Some(_) => {
                 self.turn.set_token(None);

@@ -106,7 +106,8 @@ pub struct Worker {
     /// The last poll brought the application at most one readable event
     /// (the listener's): the worker is idle but for accepting.
     idle_but_accepting: bool,
-    /// Registered listeners that take turns or sit on a board.
+    /// Listeners registered by `register_listener` (those that take turns or
+    /// sit on a board, and shared ones: all are detached when this drops).
     turns: Vec<Weak<Turn>>,
     /// Seats whose bell is registered (with [`IPC_TOKEN`]) in the poll.
     bells: Vec<Arc<Seat>>,
@@ -300,6 +301,7 @@ impl Worker {
                 let epfd = self.poll.as_raw_fd();
                 crate::sys::epoll::add_exclusive(epfd, listener.as_raw_fd(), token.0)?;
                 listener.turn.set_token(Some(token.0));
+                listener.turn.set_registered(Some(epfd));
                 self.turns.retain(|t| t.strong_count() > 0);
                 self.turns.push(Arc::downgrade(&listener.turn));
                 self.bells.retain(|b| b.is_open());
@@ -313,7 +315,13 @@ impl Worker {
                 }
                 Ok(())
             }
-            Balance::Shared => self.poll.registry().register(listener, token, Interest::READABLE),
+            Balance::Shared => {
+                self.poll.registry().register(listener, token, Interest::READABLE)?;
+                listener.turn.set_registered(Some(self.poll.as_raw_fd()));
+                self.turns.retain(|t| t.strong_count() > 0);
+                self.turns.push(Arc::downgrade(&listener.turn));
+                Ok(())
+            }
         }
     }
 
@@ -795,6 +803,16 @@ impl Worker {
         }
         log::error!("worker {}: IPC channel error: {e}", self.id);
         Err(e)
+    }
+}
+
+impl Drop for Worker {
+    /// Listeners that outlive the worker have no poll to be taken out of
+    /// (and its descriptor number may be reused).
+    fn drop(&mut self) {
+        for turn in self.turns.iter().filter_map(Weak::upgrade) {
+            turn.detach();
+        }
     }
 }
 
