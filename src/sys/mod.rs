@@ -11,6 +11,9 @@
 //!   end of the channel) crosses `exec`, and a `pidfd` to learn of its exit.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
+//! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
+//!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
+//!   never following a symbolic link at the end of a path.
 //! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
 //! - [`shm`]: a sealed, shared `memfd` page seen as atomics, and the
 //!   system-wide monotonic clock in milliseconds.
@@ -22,6 +25,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod fd;
+pub(crate) mod fs;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod shm;
