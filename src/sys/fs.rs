@@ -188,3 +188,34 @@ pub(crate) fn with_bits_allowed<T>(add: u32, f: impl FnOnce() -> T) -> T {
     nix::sys::stat::umask(old);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_as_another_user_has_only_its_rights_and_the_callers_come_back() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("not root: cannot take another user's credentials; skipped");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("mio-cluster-fs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let before = Ids::current().unwrap();
+        // Root's 0755 directory: no place for uid 65534 to write, even
+        // though this thread's real and effective user stay root.
+        let write = || std::fs::write(dir.join("f"), b"x").map_err(|e| e.raw_os_error());
+        assert_eq!(as_ids(65534, 65534, &[65534], write).unwrap(), Err(Some(libc::EACCES)));
+        let inside = as_ids(65534, 65534, &[65534, 100], || Ids::current().unwrap()).unwrap();
+        assert_eq!((inside.fsuid, inside.fsgid, inside.groups), (65534, 65534, vec![100, 65534]));
+        // The caller's own credentials, and rights, are back.
+        let after = Ids::current().unwrap();
+        assert_eq!(
+            (after.fsuid, after.fsgid, after.groups),
+            (before.fsuid, before.fsgid, before.groups)
+        );
+        write().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
