@@ -1,10 +1,11 @@
 //! The master's socket registry: one listening socket per key, shared by
 //! every worker that asks for that key.
 
-use slab::Slab;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
+
+use slab::Slab;
 
 use super::credentials::Credentials;
 use super::unix_socket::{self, SocketFile};
