@@ -178,7 +178,8 @@ fn a_worker_cannot_make_the_master_chmod_or_unlink_a_file_by_swapping_directorie
     stop.store(true, Ordering::Relaxed);
     let flips = flipper.join().unwrap();
     eprintln!("{listens} listens ({bound} bound) during {flips} flips");
-    assert!(listens > 0 && flips > 0);
+    // Some listens bound (and closed) while the directory flipped.
+    assert!(bound > 0 && flips > 0, "{listens} listens, {bound} bound, {flips} flips");
     assert_eq!(facts(&victim), Some(before), "root's file was touched");
     let _ = std::fs::remove_dir_all(&base);
 }
