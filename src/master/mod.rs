@@ -28,6 +28,7 @@
 mod credentials;
 mod registry;
 mod supervisor;
+mod unix_socket;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 
 use slab::Slab;
 
 use super::credentials::Credentials;
+use super::unix_socket::{self, SocketFile};
 use crate::ipc::board::{Board, MAX_SEATS};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
@@ -47,7 +47,7 @@ struct Handle {
     address: Address,
     workers: Vec<WorkerId>,
     /// A socket file the master created, unlinked with the handle.
-    unlink: Option<PathBuf>,
+    unlink: Option<SocketFile>,
     /// The accept board of a stream socket (none for UDP, or if the memfd
     /// could not be made: then workers accept without balancing).
     board: Option<Seats>,
@@ -131,10 +131,8 @@ impl Seats {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if let Some(path) = &self.unlink {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::warn!("unlinking {}: {e}", path.display());
-            }
+        if let Some(file) = &self.unlink {
+            file.remove();
         }
     }
 }
@@ -170,7 +168,7 @@ impl SocketRegistry {
     pub(crate) fn listen(
         &mut self,
         worker: WorkerId,
-        _creds: Option<&Credentials>,
+        creds: Option<&Credentials>,
         req: &ListenRequest,
     ) -> Result<Share, SysError> {
         let key = Key::of(req);
@@ -191,7 +189,7 @@ impl SocketRegistry {
         let slot = match self.by_key.get(&key) {
             Some(&slot) => slot,
             None => {
-                let (socket, address, unlink) = open(req)?;
+                let (socket, address, unlink) = open(req, creds)?;
                 let board = if req.kind == Kind::Udp { None } else { Seats::new() };
                 let slot = self.handles.insert(Handle {
                     key: key.clone(),
@@ -287,10 +285,13 @@ impl SocketRegistry {
     }
 }
 
-/// Creates (or, for `fd`, adopts) the socket for a request. Returns the
-/// socket, its address, and the socket file the master created (to unlink
-/// when the last worker leaves).
-fn open(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>), SysError> {
+/// Creates (or, for `fd`, adopts) the socket for a request from a worker
+/// with credentials `creds`. Returns the socket, its address, and the
+/// socket file the master created (to unlink when the last worker leaves).
+fn open(
+    req: &ListenRequest,
+    creds: Option<&Credentials>,
+) -> Result<(OwnedFd, Address, Option<SocketFile>), SysError> {
     let transport = match req.kind {
         Kind::Tcp | Kind::Unix => Transport::Stream,
         Kind::Udp => Transport::Datagram,
@@ -308,7 +309,7 @@ fn open(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>), SysE
         return Ok((s, address, None));
     }
     if req.kind == Kind::Unix {
-        return open_unix(req);
+        return unix_socket::open_unix(req, creds);
     }
     let addr =
         parse_ip(&req.address, req.port).ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
@@ -330,50 +331,6 @@ fn check_port(req: &ListenRequest, address: &Address) -> Result<(), SysError> {
         }
         _ => Ok(()),
     }
-}
-
-/// Binds a Unix socket. A socket file left by a dead server (connecting to
-/// it is refused) is removed first, on purpose and logged; a live one, or a
-/// file that is not a socket, is `EADDRINUSE`. The mode asked for is applied.
-fn open_unix(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<PathBuf>), SysError> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let abstract_ns = req.address.first() == Some(&0);
-    let path = PathBuf::from(std::ffi::OsStr::from_bytes(&req.address));
-    if !abstract_ns {
-        if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            if !meta.file_type().is_socket() {
-                return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
-            }
-            // A file no one listens on is a dead run's leftover. Found out
-            // from /proc/net/unix: connecting could block on a full or
-            // stopped server, and would hand it a stray connection.
-            if crate::sys::procfs::unix_path_listening(&path) {
-                return Err(SysError::new(Syscall::Bind, libc::EADDRINUSE));
-            }
-            log::info!("removing stale socket {} (nothing listens on it)", path.display());
-            std::fs::remove_file(&path)
-                .map_err(|e| SysError::new(Syscall::Bind, e.raw_os_error().unwrap_or(libc::EIO)))?;
-        }
-    }
-    let s = socket::bind_unix(&req.address, req.backlog)?;
-    if abstract_ns {
-        return Ok((s, Address::Unix(req.address.clone()), None));
-    }
-    if req.readable_all || req.writable_all {
-        let mut mode = 0o600;
-        if req.readable_all {
-            mode |= 0o044;
-        }
-        if req.writable_all {
-            mode |= 0o022;
-        }
-        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
-            let _ = std::fs::remove_file(&path);
-            return Err(SysError::new(Syscall::Chmod, e.raw_os_error().unwrap_or(libc::EIO)));
-        }
-    }
-    Ok((s, Address::Unix(req.address.clone()), Some(path)))
 }
 
 impl SocketRegistry {

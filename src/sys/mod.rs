@@ -13,6 +13,9 @@
 //!   child can be reaped, to learn of its exit and to reap it.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
+//! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
+//!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
+//!   never following a symbolic link at the end of a path.
 //! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
 //! - [`shm`]: a sealed, shared `memfd` page seen as atomics, and the
 //!   system-wide monotonic clock in milliseconds.
@@ -24,6 +27,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod fd;
+pub(crate) mod fs;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod shm;

@@ -246,12 +246,7 @@ pub(crate) fn local_inet_addr(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>, 
 /// namespace (no file). A path longer than `sun_path` is refused with
 /// `ENAMETOOLONG`, never truncated.
 pub(crate) fn bind_unix(path: &[u8], backlog: i32) -> Result<OwnedFd, SysError> {
-    use std::os::unix::ffi::OsStrExt;
-    let addr = match path.split_first() {
-        Some((0, name)) => nsock::UnixAddr::new_abstract(name),
-        _ => nsock::UnixAddr::new(std::ffi::OsStr::from_bytes(path)),
-    }
-    .map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
+    let addr = unix_addr(path)?;
     let fd = nsock::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -262,6 +257,40 @@ pub(crate) fn bind_unix(path: &[u8], backlog: i32) -> Result<OwnedFd, SysError> 
     nsock::bind(fd.as_raw_fd(), &addr).map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
     listen(fd.as_fd(), backlog)?;
     Ok(fd)
+}
+
+/// The `sockaddr_un` for `path` (abstract when its first byte is NUL).
+fn unix_addr(path: &[u8]) -> Result<nsock::UnixAddr, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    match path.split_first() {
+        Some((0, name)) => nsock::UnixAddr::new_abstract(name),
+        _ => nsock::UnixAddr::new(std::ffi::OsStr::from_bytes(path)),
+    }
+    .map_err(|e| SysError::from_nix(Syscall::Bind, e))
+}
+
+/// Checks that `path` fits in `sun_path` (with its terminating NUL; an
+/// abstract name without): `ENAMETOOLONG` otherwise, whatever the length.
+/// A NUL inside a path is `EINVAL`.
+pub(crate) fn check_unix_path(path: &[u8]) -> Result<(), SysError> {
+    unix_addr(path).map(drop)
+}
+
+/// True only if connecting to the Unix socket file `path` is refused
+/// (`ECONNREFUSED`: no socket listens on it). The connect does not block;
+/// any other outcome (connected, backlog full, no permission, ...) is
+/// false. A server that listens gets a connection closed at once.
+pub(crate) fn unix_refuses(path: &[u8]) -> bool {
+    let Ok(addr) = unix_addr(path) else { return false };
+    let Ok(fd) = nsock::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return false;
+    };
+    nsock::connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED)
 }
 
 /// Checks that `fd` is a socket of the transport and family `kind` names.

@@ -527,7 +527,14 @@ impl Worker {
         let (address, port, fd) = match addr {
             ListenAddr::Tcp(sa) | ListenAddr::Udp(sa) => (ip_text(sa), sa.port(), -1),
             ListenAddr::Fd(n) | ListenAddr::UdpFd(n) => (Vec::new(), 0, *n),
-            ListenAddr::Unix(path) => (unix_path(path)?, 0, -1),
+            ListenAddr::Unix(path) => {
+                let path = unix_path(path)?;
+                // Refused here, whatever its length: it never reaches the
+                // master (nor wraps a length prefix on the way).
+                socket::check_unix_path(&path)
+                    .map_err(|e| io::Error::from(ListenError::new(e, addr.to_string())))?;
+                (path, 0, -1)
+            }
         };
         let err = |e| io::Error::from(ListenError::new(e, addr.to_string()));
         if opts.exclusive {
