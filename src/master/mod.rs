@@ -51,7 +51,7 @@ use crate::sys;
 use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
 use credentials::Credentials;
-use registry::SocketRegistry;
+use registry::{FdLimits, SocketRegistry};
 pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
 use supervisor::{Roll, Supervisor};
 
@@ -61,6 +61,15 @@ pub const RESERVED_TOKENS: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
+/// Work done for one worker per reactor turn, in frames handled; a listen
+/// that binds a new socket counts as [`BIND_WORK`] frames. A worker with
+/// more to handle waits until every other source has had its turn.
+const WORK_BUDGET: usize = 64;
+/// What a listen that binds a socket counts against [`WORK_BUDGET`].
+const BIND_WORK: usize = 8;
+/// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
+/// kept for the channels, spawns (about 6 each) and listen replies.
+const FD_RESERVE: usize = 64;
 /// Stop reading a worker while this much is queued towards it.
 const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
@@ -107,6 +116,19 @@ pub struct Settings {
     /// sends a heartbeat from its own loop, and a worker silent for longer
     /// than the timeout is killed (and, when supervised, replaced).
     pub heartbeat: Option<Heartbeat>,
+    /// How many of the master's descriptors one worker may cost it
+    /// (default: 1024). Each key the worker holds counts what the master
+    /// keeps open for it (3 for a TCP or Unix server: the socket, its accept
+    /// board and bell; 1 for UDP), and so does every descriptor that came
+    /// with its messages and is still in [`Event::Message`]s not yet taken
+    /// by [`Master::next_event`]. A listen past the budget fails with
+    /// `EMFILE` for that worker alone; past it with messages, the master
+    /// stops reading that worker until the application takes its events
+    /// (the worker's sends queue on its side). One message may carry up to
+    /// 253 descriptors past the budget. The budget is lowered to half of
+    /// what `RLIMIT_NOFILE` leaves after the master's reserve of 64, so that
+    /// one worker can never bring the master to its limit.
+    pub fd_budget: usize,
 }
 
 impl Default for Settings {
@@ -120,6 +142,7 @@ impl Default for Settings {
             disconnect_timeout: Duration::from_secs(30),
             own_process_group: true,
             heartbeat: None,
+            fd_budget: 1024,
             uid: None,
             gid: None,
             stdout: Output::Inherit,
@@ -329,6 +352,10 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// Descriptors that came with its messages, in events not yet taken.
+    untaken_fds: usize,
+    /// Its channel is not read until the application takes its events.
+    fd_paused: bool,
 }
 
 impl WorkerEntry {
@@ -360,6 +387,8 @@ pub struct Master {
     /// silence before that is not held against workers.
     resumed_at: Instant,
     next_heartbeat_check: Option<Instant>,
+    /// [`Settings::fd_budget`], lowered to what `RLIMIT_NOFILE` allows.
+    fd_budget: usize,
 }
 
 fn is_peer_gone(e: &io::Error) -> bool {
@@ -386,9 +415,20 @@ impl Master {
     ///
     /// The descriptors open at this moment are the ones a worker may name
     /// with `fd:N` (inherited sockets, or ones the application opened first);
-    /// the master's own never are.
+    /// the master's own never are. Each is recorded with its identity
+    /// (device and inode): if the application closes one and the number is
+    /// reused, `fd:N` is refused with `EBADF`.
+    ///
+    /// Raises the soft `RLIMIT_NOFILE` to the hard limit.
     pub fn new(settings: Settings) -> io::Result<Master> {
         let inherited = sys::fd::open_fds()?;
+        let limit = sys::fd::raise_nofile_limit()?;
+        let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);
+        let fd_budget = settings.fd_budget.min(room / 2);
+        log::debug!(
+            "RLIMIT_NOFILE {limit}; {FD_RESERVE} kept in reserve; {fd_budget} descriptors per worker"
+        );
+        let limits = FdLimits { budget: fd_budget, limit, reserve: FD_RESERVE };
         let poll = Poll::new()?;
         let signals = if settings.signals.is_empty() {
             None
@@ -408,7 +448,7 @@ impl Master {
             workers: Slab::new(),
             ids: HashMap::new(),
             next_id: 1,
-            sockets: SocketRegistry::with_inherited(inherited),
+            sockets: SocketRegistry::with_inherited(inherited, limits),
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
@@ -419,6 +459,7 @@ impl Master {
             roll: None,
             resumed_at: Instant::now(),
             next_heartbeat_check: None,
+            fd_budget,
         })
     }
 
@@ -560,6 +601,8 @@ impl Master {
             output,
             forced: false,
             creds,
+            untaken_fds: 0,
+            fd_paused: false,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -659,7 +702,34 @@ impl Master {
 
     /// Takes the next queued event.
     pub fn next_event(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let event = self.queue.pop_front()?;
+        if let Event::Message { id, fds, .. } = &event {
+            if !fds.is_empty() {
+                self.fds_taken(*id, fds.len());
+            }
+        }
+        Some(event)
+    }
+
+    /// The application took `n` descriptors of worker `id`'s messages: if
+    /// its channel waited for that, it is read again.
+    fn fds_taken(&mut self, id: WorkerId, n: usize) {
+        let Some(&slot) = self.ids.get(&id) else { return };
+        let w = &mut self.workers[slot];
+        w.untaken_fds = w.untaken_fds.saturating_sub(n);
+        if w.fd_paused && !self.over_fd_budget(slot) {
+            self.workers[slot].fd_paused = false;
+            if !self.again.contains(&slot) {
+                self.again.push(slot);
+            }
+        }
+    }
+
+    /// True while worker `slot` holds descriptors in untaken messages and,
+    /// with its keys, costs the master its whole budget.
+    fn over_fd_budget(&self, slot: usize) -> bool {
+        let w = &self.workers[slot];
+        w.untaken_fds > 0 && w.untaken_fds + self.sockets.cost_of(w.info.id) >= self.fd_budget
     }
 
     /// Runs reactor turns until an event is queued or `timeout` passes, and
@@ -667,7 +737,7 @@ impl Master {
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Event>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if let Some(e) = self.queue.pop_front() {
+            if let Some(e) = self.next_event() {
                 return Ok(Some(e));
             }
             let left = match deadline {
@@ -732,6 +802,9 @@ impl Master {
                     continue;
                 }
                 match n % 4 {
+                    // A worker with work left from its last turn gets its
+                    // next one after everyone else (it is in `again`).
+                    0 if self.again.contains(&slot) => {}
                     0 => self.service_channel(slot),
                     1 => self.reap(slot),
                     k => self.read_output(slot, k - 2, false),
@@ -820,6 +893,7 @@ impl Master {
             Err(e) => return self.close_channel(slot, Some(e)),
         }
         let mut budget = READ_BUDGET;
+        let mut work = 0;
         loop {
             loop {
                 let w = &mut self.workers[slot];
@@ -831,14 +905,25 @@ impl Master {
                     // of its requests until it does (a writable event resumes).
                     return;
                 }
+                if work >= WORK_BUDGET && !draining {
+                    // Its turn is over; the others go first.
+                    self.again.push(slot);
+                    return;
+                }
                 match ch.next_frame() {
-                    Ok(Some((msg, fds))) => self.handle(slot, msg, fds),
+                    Ok(Some((msg, fds))) => work += self.handle(slot, msg, fds),
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
             if budget == 0 && !draining {
                 self.again.push(slot);
+                return;
+            }
+            if !draining && self.over_fd_budget(slot) {
+                // Its descriptors wait for the application: read no more of
+                // them until it takes some (`fds_taken` resumes).
+                self.workers[slot].fd_paused = true;
                 return;
             }
             budget = budget.saturating_sub(1);
@@ -864,7 +949,18 @@ impl Master {
         }
     }
 
-    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
+    /// Handles one frame; returns the work it took (see [`WORK_BUDGET`]).
+    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
+        let bound = self.sockets.len();
+        self.handle_frame(slot, msg, fds);
+        if self.sockets.len() > bound {
+            BIND_WORK
+        } else {
+            1
+        }
+    }
+
+    fn handle_frame(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
         let w = &mut self.workers[slot];
         let id = w.info.id;
         match msg {
@@ -883,7 +979,7 @@ impl Master {
                         syscall: sys::Syscall::Address,
                     }
                 } else {
-                    match self.sockets.listen(id, w.creds.as_ref(), &request) {
+                    match self.sockets.listen(id, w.creds.as_ref(), &request, w.untaken_fds) {
                         Ok(share) => {
                             let mut fds = vec![share.socket];
                             let seat = match share.board {
@@ -931,7 +1027,10 @@ impl Master {
                 self.sockets.remove_worker(id);
             }
             Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
-            Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
+            Message::User { payload } => {
+                w.untaken_fds += fds.len();
+                self.queue.push_back(Event::Message { id, payload, fds })
+            }
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
                 let e =
                     io::Error::new(io::ErrorKind::InvalidData, "worker sent a master-only message");
