@@ -70,6 +70,11 @@ const BIND_WORK: usize = 8;
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
 const FD_RESERVE: usize = 64;
+/// Channels are read only while this many descriptors (for the messages
+/// read) and half the reserve are free; a worker whose read waits for room
+/// is retried every [`FD_RETRY`].
+const READ_FD_ROOM: usize = 16;
+const FD_RETRY: Duration = Duration::from_millis(10);
 /// Stop reading a worker while this much is queued towards it.
 const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
@@ -389,6 +394,14 @@ pub struct Master {
     next_heartbeat_check: Option<Instant>,
     /// [`Settings::fd_budget`], lowered to what `RLIMIT_NOFILE` allows.
     fd_budget: usize,
+    /// The soft `RLIMIT_NOFILE`.
+    fd_limit: usize,
+    /// Descriptors open at the last count, and an upper bound of those the
+    /// master opened or received since (closing is not subtracted).
+    fds_counted: usize,
+    fds_received: usize,
+    /// Workers whose channel waits for descriptors to be free.
+    fd_starved: Vec<usize>,
 }
 
 fn is_peer_gone(e: &io::Error) -> bool {
@@ -460,6 +473,10 @@ impl Master {
             resumed_at: Instant::now(),
             next_heartbeat_check: None,
             fd_budget,
+            fd_limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            fds_counted: sys::fd::count_open_fds()?,
+            fds_received: 0,
+            fd_starved: Vec::new(),
         })
     }
 
@@ -544,6 +561,8 @@ impl Master {
             }
         };
         self.next_id += 1;
+        // The channel, the pidfd, and the output pipes.
+        self.fds_received += 4;
         let entry = self.workers.vacant_entry();
         let slot = entry.key();
         let mut channel = Channel::new(ours);
@@ -725,6 +744,19 @@ impl Master {
         }
     }
 
+    /// True if a channel read (and the descriptors it may bring) leaves the
+    /// master half its reserve. Counts the open descriptors again only when
+    /// the last count and what arrived since come close to the limit.
+    fn room_to_read(&mut self) -> bool {
+        let room = |open: usize| open + READ_FD_ROOM + FD_RESERVE / 2 <= self.fd_limit;
+        if room(self.fds_counted + self.fds_received) {
+            return true;
+        }
+        self.fds_received = 0;
+        self.fds_counted = sys::fd::count_open_fds().unwrap_or(self.fd_limit);
+        room(self.fds_counted)
+    }
+
     /// True while worker `slot` holds descriptors in untaken messages and,
     /// with its keys, costs the master its whole budget.
     fn over_fd_budget(&self, slot: usize) -> bool {
@@ -763,6 +795,9 @@ impl Master {
             let left = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        if !self.fd_starved.is_empty() {
+            timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
+        }
         if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
             timeout = Some(Duration::ZERO);
         }
@@ -781,7 +816,8 @@ impl Master {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
-        for slot in std::mem::take(&mut self.again) {
+        let starved = std::mem::take(&mut self.fd_starved);
+        for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
             if self.workers.contains(slot) {
                 self.service_channel(slot);
             }
@@ -926,6 +962,14 @@ impl Master {
                 self.workers[slot].fd_paused = true;
                 return;
             }
+            if !draining && !self.room_to_read() {
+                // Reading now could bring descriptors the master has no room
+                // for (and lose them): wait until some are closed.
+                if !self.fd_starved.contains(&slot) {
+                    self.fd_starved.push(slot);
+                }
+                return;
+            }
             budget = budget.saturating_sub(1);
             let Some(ch) = self.workers[slot].channel.as_mut() else { return };
             match ch.read_some() {
@@ -954,6 +998,8 @@ impl Master {
         let bound = self.sockets.len();
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
+            // The socket, its board and its bell.
+            self.fds_received += 3;
             BIND_WORK
         } else {
             1
@@ -989,6 +1035,7 @@ impl Master {
                                 }
                                 None => crate::ipc::codec::NO_SEAT,
                             };
+                            self.fds_received += fds.len();
                             let reply = Message::ListenOk {
                                 seq,
                                 handle: share.handle,
@@ -1029,6 +1076,7 @@ impl Master {
             Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
             Message::User { payload } => {
                 w.untaken_fds += fds.len();
+                self.fds_received += fds.len();
                 self.queue.push_back(Event::Message { id, payload, fds })
             }
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
@@ -1134,6 +1182,7 @@ impl Master {
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);
