@@ -61,12 +61,15 @@ pub const RESERVED_TOKENS: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
-/// Work done for one worker per reactor turn, in frames handled; a listen
-/// that binds a new socket counts as [`BIND_WORK`] frames. A worker with
-/// more to handle waits until every other source has had its turn.
+/// Work done for one worker per reactor turn, in frames handled: 64 frames,
+/// or 16 listens (a registry look-up, a reply written, maybe a log line), or
+/// 4 listens that bind a socket. A worker with more to handle waits until
+/// every other source has had its turn.
 const WORK_BUDGET: usize = 64;
+/// What a listen counts against [`WORK_BUDGET`].
+const LISTEN_WORK: usize = 4;
 /// What a listen that binds a socket counts against [`WORK_BUDGET`].
-const BIND_WORK: usize = 8;
+const BIND_WORK: usize = 16;
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
 const FD_RESERVE: usize = 64;
@@ -996,11 +999,14 @@ impl Master {
     /// Handles one frame; returns the work it took (see [`WORK_BUDGET`]).
     fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
         let bound = self.sockets.len();
+        let listen = matches!(msg, Message::Listen { .. });
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
             // The socket, its board and its bell.
             self.fds_received += 3;
             BIND_WORK
+        } else if listen {
+            LISTEN_WORK
         } else {
             1
         }
