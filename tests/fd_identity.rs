@@ -16,8 +16,10 @@ fn socket_inode(pid: u32, fd: &str) -> Option<String> {
 
 #[test]
 fn a_descriptor_number_reused_by_the_master_is_refused_and_its_socket_closes_with_its_key() {
-    let mut m =
-        Proc::fixture_env(&[], &[("FIXTURE_MASTER_BIND", "127.0.0.1:0"), ("FIXTURE_NO_LISTEN", "1")]);
+    let mut m = Proc::fixture_env(
+        &[],
+        &[("FIXTURE_MASTER_BIND", "127.0.0.1:0"), ("FIXTURE_NO_LISTEN", "1")],
+    );
     let own = m.expect("masterfd ");
     let n = field(&own, "fd").to_string();
     let before = socket_inode(m.pid(), &n).expect("fd N is a socket");
@@ -54,8 +56,7 @@ fn a_descriptor_number_reused_by_the_master_is_refused_and_its_socket_closes_wit
 
 #[test]
 fn a_descriptor_of_the_wrong_kind_is_refused_without_being_changed() {
-    let mut m =
-        Proc::fixture_env(&[], &[("FIXTURE_MASTER_UNIX", "1"), ("FIXTURE_NO_LISTEN", "1")]);
+    let mut m = Proc::fixture_env(&[], &[("FIXTURE_MASTER_UNIX", "1"), ("FIXTURE_NO_LISTEN", "1")]);
     let line = m.expect("masterunix ");
     let n = field(&line, "fd").to_string();
     let pid = m.pid();
