@@ -71,12 +71,12 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
         let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(raised.rlim_cur as u64);
+            return Ok(raised.rlim_cur);
         }
         let e = io::Error::last_os_error();
         log::debug!("raising RLIMIT_NOFILE from {} to {}: {e}", lim.rlim_cur, lim.rlim_max);
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Counts the open descriptors of this process (`/proc/self/fd`), not
