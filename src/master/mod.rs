@@ -52,7 +52,7 @@ use crate::sys;
 use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
 use credentials::Credentials;
-use registry::SocketRegistry;
+use registry::{FdLimits, SocketRegistry};
 pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
 use supervisor::{Roll, Supervisor};
 
@@ -62,6 +62,23 @@ pub const RESERVED_TOKENS: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
+/// Work done for one worker per reactor turn, in frames handled: 64 frames,
+/// or 16 listens (a registry look-up, a reply written, maybe a log line), or
+/// 4 listens that bind a socket. A worker with more to handle waits until
+/// every other source has had its turn.
+const WORK_BUDGET: usize = 64;
+/// What a listen counts against [`WORK_BUDGET`].
+const LISTEN_WORK: usize = 4;
+/// What a listen that binds a socket counts against [`WORK_BUDGET`].
+const BIND_WORK: usize = 16;
+/// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
+/// kept for the channels, spawns (about 6 each) and listen replies.
+const FD_RESERVE: usize = 64;
+/// Channels are read only while this many descriptors (for the messages
+/// read) and half the reserve are free; a worker whose read waits for room
+/// is retried every [`FD_RETRY`].
+const READ_FD_ROOM: usize = 16;
+const FD_RETRY: Duration = Duration::from_millis(10);
 /// Stop reading a worker while this much is queued towards it.
 const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
@@ -124,6 +141,19 @@ pub struct Settings {
     /// sends a heartbeat from its own loop, and a worker silent for longer
     /// than the timeout is killed (and, when supervised, replaced).
     pub heartbeat: Option<Heartbeat>,
+    /// How many of the master's descriptors one worker may cost it
+    /// (default: 1024). Each key the worker holds counts what the master
+    /// keeps open for it (3 for a TCP or Unix server: the socket, its accept
+    /// board and bell; 1 for UDP), and so does every descriptor that came
+    /// with its messages and is still in [`Event::Message`]s not yet taken
+    /// by [`Master::next_event`]. A listen past the budget fails with
+    /// `EMFILE` for that worker alone; past it with messages, the master
+    /// stops reading that worker until the application takes its events
+    /// (the worker's sends queue on its side). One message may carry up to
+    /// 253 descriptors past the budget. The budget is lowered to half of
+    /// what `RLIMIT_NOFILE` leaves after the master's reserve of 64, so that
+    /// one worker can never bring the master to its limit.
+    pub fd_budget: usize,
 }
 
 impl Default for Settings {
@@ -137,6 +167,7 @@ impl Default for Settings {
             disconnect_timeout: Duration::from_secs(30),
             own_process_group: true,
             heartbeat: None,
+            fd_budget: 1024,
             uid: None,
             gid: None,
             stdout: Output::Inherit,
@@ -345,6 +376,10 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// Descriptors that came with its messages, in events not yet taken.
+    untaken_fds: usize,
+    /// Its channel is not read until the application takes its events.
+    fd_paused: bool,
 }
 
 impl WorkerEntry {
@@ -376,6 +411,16 @@ pub struct Master {
     /// silence before that is not held against workers.
     resumed_at: Instant,
     next_heartbeat_check: Option<Instant>,
+    /// [`Settings::fd_budget`], lowered to what `RLIMIT_NOFILE` allows.
+    fd_budget: usize,
+    /// The soft `RLIMIT_NOFILE`.
+    fd_limit: usize,
+    /// Descriptors open at the last count, and an upper bound of those the
+    /// master opened or received since (closing is not subtracted).
+    fds_counted: usize,
+    fds_received: usize,
+    /// Workers whose channel waits for descriptors to be free.
+    fd_starved: Vec<usize>,
 }
 
 fn is_peer_gone(e: &io::Error) -> bool {
@@ -402,9 +447,20 @@ impl Master {
     ///
     /// The descriptors open at this moment are the ones a worker may name
     /// with `fd:N` (inherited sockets, or ones the application opened first);
-    /// the master's own never are.
+    /// the master's own never are. Each is recorded with its identity
+    /// (device and inode): if the application closes one and the number is
+    /// reused, `fd:N` is refused with `EBADF`.
+    ///
+    /// Raises the soft `RLIMIT_NOFILE` to the hard limit.
     pub fn new(settings: Settings) -> io::Result<Master> {
         let inherited = sys::fd::open_fds()?;
+        let limit = sys::fd::raise_nofile_limit()?;
+        let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);
+        let fd_budget = settings.fd_budget.min(room / 2);
+        log::debug!(
+            "RLIMIT_NOFILE {limit}; {FD_RESERVE} kept in reserve; {fd_budget} descriptors per worker"
+        );
+        let limits = FdLimits { budget: fd_budget, limit, reserve: FD_RESERVE };
         let poll = Poll::new()?;
         let signals = if settings.signals.is_empty() {
             None
@@ -424,7 +480,7 @@ impl Master {
             workers: Slab::new(),
             ids: HashMap::new(),
             next_id: 1,
-            sockets: SocketRegistry::with_inherited(inherited),
+            sockets: SocketRegistry::with_inherited(inherited, limits),
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
@@ -435,6 +491,11 @@ impl Master {
             roll: None,
             resumed_at: Instant::now(),
             next_heartbeat_check: None,
+            fd_budget,
+            fd_limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            fds_counted: sys::fd::count_open_fds()?,
+            fds_received: 0,
+            fd_starved: Vec::new(),
         })
     }
 
@@ -515,6 +576,8 @@ impl Master {
         drop(theirs);
         let pid = child.id();
         self.next_id += 1;
+        // The channel, the pidfd, and the output pipes.
+        self.fds_received += 4;
         let entry = self.workers.vacant_entry();
         let slot = entry.key();
         let mut channel = Channel::new(ours);
@@ -574,6 +637,8 @@ impl Master {
             output,
             forced: false,
             creds,
+            untaken_fds: 0,
+            fd_paused: false,
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -673,7 +738,47 @@ impl Master {
 
     /// Takes the next queued event.
     pub fn next_event(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let event = self.queue.pop_front()?;
+        if let Event::Message { id, fds, .. } = &event {
+            if !fds.is_empty() {
+                self.fds_taken(*id, fds.len());
+            }
+        }
+        Some(event)
+    }
+
+    /// The application took `n` descriptors of worker `id`'s messages: if
+    /// its channel waited for that, it is read again.
+    fn fds_taken(&mut self, id: WorkerId, n: usize) {
+        let Some(&slot) = self.ids.get(&id) else { return };
+        let w = &mut self.workers[slot];
+        w.untaken_fds = w.untaken_fds.saturating_sub(n);
+        if w.fd_paused && !self.over_fd_budget(slot) {
+            self.workers[slot].fd_paused = false;
+            if !self.again.contains(&slot) {
+                self.again.push(slot);
+            }
+        }
+    }
+
+    /// True if a channel read (and the descriptors it may bring) leaves the
+    /// master half its reserve. Counts the open descriptors again only when
+    /// the last count and what arrived since come close to the limit.
+    fn room_to_read(&mut self) -> bool {
+        let room = |open: usize| open + READ_FD_ROOM + FD_RESERVE / 2 <= self.fd_limit;
+        if room(self.fds_counted + self.fds_received) {
+            return true;
+        }
+        self.fds_received = 0;
+        self.fds_counted = sys::fd::count_open_fds().unwrap_or(self.fd_limit);
+        room(self.fds_counted)
+    }
+
+    /// True while worker `slot` holds descriptors in untaken messages and,
+    /// with its keys, costs the master its whole budget.
+    fn over_fd_budget(&self, slot: usize) -> bool {
+        let w = &self.workers[slot];
+        w.untaken_fds > 0 && w.untaken_fds + self.sockets.cost_of(w.info.id) >= self.fd_budget
     }
 
     /// Runs reactor turns until an event is queued or `timeout` passes, and
@@ -681,7 +786,7 @@ impl Master {
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Event>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if let Some(e) = self.queue.pop_front() {
+            if let Some(e) = self.next_event() {
                 return Ok(Some(e));
             }
             let left = match deadline {
@@ -707,6 +812,9 @@ impl Master {
             let left = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        if !self.fd_starved.is_empty() {
+            timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
+        }
         if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
             timeout = Some(Duration::ZERO);
         }
@@ -725,7 +833,8 @@ impl Master {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
-        for slot in std::mem::take(&mut self.again) {
+        let starved = std::mem::take(&mut self.fd_starved);
+        for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
             if self.workers.contains(slot) {
                 self.service_channel(slot);
             }
@@ -746,6 +855,9 @@ impl Master {
                     continue;
                 }
                 match n % 4 {
+                    // A worker with work left from its last turn gets its
+                    // next one after everyone else (it is in `again`).
+                    0 if self.again.contains(&slot) => {}
                     0 => self.service_channel(slot),
                     1 => self.reap(slot),
                     k => self.read_output(slot, k - 2, false),
@@ -834,6 +946,7 @@ impl Master {
             Err(e) => return self.close_channel(slot, Some(e)),
         }
         let mut budget = READ_BUDGET;
+        let mut work = 0;
         loop {
             loop {
                 let w = &mut self.workers[slot];
@@ -845,14 +958,33 @@ impl Master {
                     // of its requests until it does (a writable event resumes).
                     return;
                 }
+                if work >= WORK_BUDGET && !draining {
+                    // Its turn is over; the others go first.
+                    self.again.push(slot);
+                    return;
+                }
                 match ch.next_frame() {
-                    Ok(Some((msg, fds))) => self.handle(slot, msg, fds),
+                    Ok(Some((msg, fds))) => work += self.handle(slot, msg, fds),
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
             if budget == 0 && !draining {
                 self.again.push(slot);
+                return;
+            }
+            if !draining && self.over_fd_budget(slot) {
+                // Its descriptors wait for the application: read no more of
+                // them until it takes some (`fds_taken` resumes).
+                self.workers[slot].fd_paused = true;
+                return;
+            }
+            if !draining && !self.room_to_read() {
+                // Reading now could bring descriptors the master has no room
+                // for (and lose them): wait until some are closed.
+                if !self.fd_starved.contains(&slot) {
+                    self.fd_starved.push(slot);
+                }
                 return;
             }
             budget = budget.saturating_sub(1);
@@ -878,7 +1010,23 @@ impl Master {
         }
     }
 
-    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
+    /// Handles one frame; returns the work it took (see [`WORK_BUDGET`]).
+    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
+        let bound = self.sockets.len();
+        let listen = matches!(msg, Message::Listen { .. });
+        self.handle_frame(slot, msg, fds);
+        if self.sockets.len() > bound {
+            // The socket, its board and its bell.
+            self.fds_received += 3;
+            BIND_WORK
+        } else if listen {
+            LISTEN_WORK
+        } else {
+            1
+        }
+    }
+
+    fn handle_frame(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
         let w = &mut self.workers[slot];
         let id = w.info.id;
         match msg {
@@ -897,7 +1045,7 @@ impl Master {
                         syscall: sys::Syscall::Address,
                     }
                 } else {
-                    match self.sockets.listen(id, w.creds.as_ref(), &request) {
+                    match self.sockets.listen(id, w.creds.as_ref(), &request, w.untaken_fds) {
                         Ok(share) => {
                             let mut fds = vec![share.socket];
                             let seat = match share.board {
@@ -907,6 +1055,7 @@ impl Master {
                                 }
                                 None => crate::ipc::codec::NO_SEAT,
                             };
+                            self.fds_received += fds.len();
                             let reply = Message::ListenOk {
                                 seq,
                                 handle: share.handle,
@@ -945,7 +1094,11 @@ impl Master {
                 self.sockets.remove_worker(id);
             }
             Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
-            Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
+            Message::User { payload } => {
+                w.untaken_fds += fds.len();
+                self.fds_received += fds.len();
+                self.queue.push_back(Event::Message { id, payload, fds })
+            }
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
                 let e =
                     io::Error::new(io::ErrorKind::InvalidData, "worker sent a master-only message");
@@ -1052,6 +1205,7 @@ impl Master {
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
         self.ids.remove(&w.info.id);

@@ -12,7 +12,7 @@ use super::unix_socket::{self, SocketFile};
 use crate::ipc::board::{Board, MAX_SEATS};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
-use crate::sys::fd::dup_raw;
+use crate::sys::fd::{self, dup_raw, Identity};
 use crate::sys::shm::eventfd;
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::sys::{SysError, Syscall};
@@ -147,48 +147,98 @@ pub(crate) struct Share {
     pub board: Option<BoardShare>,
 }
 
-/// The most shared sockets one worker may hold: a worker that asks for more
-/// gets `EMFILE` instead of using up the master's descriptors.
-pub(crate) const MAX_SHARES_PER_WORKER: usize = 256;
+/// What a key a worker holds costs it against its descriptor budget: what
+/// the master keeps open for the key (the socket, and for a stream socket
+/// its accept board and bell, for a Unix path the directory it was bound
+/// in), charged in full to every worker holding it.
+fn key_cost(kind: Kind) -> usize {
+    match kind {
+        Kind::Udp => 1,
+        Kind::Tcp => 3,
+        // And the directory the socket file was bound in, kept open.
+        Kind::Unix => 4,
+    }
+}
+
+/// The master's descriptor limits, as the registry applies them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FdLimits {
+    /// What one worker may cost the master (see [`key_cost`]), message
+    /// descriptors not yet taken by the application included.
+    pub budget: usize,
+    /// The master's `RLIMIT_NOFILE`.
+    pub limit: u64,
+    /// Descriptors no new key may take: kept for channels, spawns and the
+    /// duplicates sent with listen replies.
+    pub reserve: usize,
+}
+
+impl FdLimits {
+    /// True if the master can open `cost` more descriptors for a new key
+    /// and still keep its reserve. Counts what is open now (the application
+    /// holds descriptors the registry does not know of).
+    fn room_for(&self, cost: usize) -> bool {
+        match fd::count_open_fds() {
+            Ok(open) => (open + cost + self.reserve) as u64 <= self.limit,
+            Err(_) => false,
+        }
+    }
+}
 
 /// Every listening socket the master holds, by key.
 #[derive(Default)]
 pub(crate) struct SocketRegistry {
     handles: Slab<Handle>,
     by_key: HashMap<Key, usize>,
-    /// Descriptor numbers a worker may name with `fd:N`: those open when the
-    /// master was created (inherited), never the master's own.
-    inherited: Vec<i32>,
+    /// Descriptors a worker may name with `fd:N`: those open when the master
+    /// was created (inherited), by number and identity. A number closed and
+    /// reused since (the master's own sockets among others) is not one.
+    inherited: Vec<(i32, Identity)>,
+    /// What each worker's keys cost ([`key_cost`]), kept as they are taken
+    /// and left.
+    costs: HashMap<WorkerId, usize>,
+    limits: FdLimits,
 }
 
 impl SocketRegistry {
     /// Gives `worker` a duplicate of the socket for the request's key,
     /// binding it first if no worker holds that key. A failure leaves no
     /// trace, so a later request for the same key tries again.
+    ///
+    /// `untaken` is what else the worker costs the master now (descriptors
+    /// of its messages the application has not taken): a key that would
+    /// take the worker past its budget is `EMFILE`, and so is a new key when
+    /// the master is within its reserve of `RLIMIT_NOFILE`.
     pub(crate) fn listen(
         &mut self,
         worker: WorkerId,
         creds: Option<&Credentials>,
         req: &ListenRequest,
+        untaken: usize,
     ) -> Result<Share, SysError> {
         let key = Key::of(req);
-        if let Some(&slot) = self.by_key.get(&key) {
+        let existing = self.by_key.get(&key).copied();
+        if let Some(slot) = existing {
             if self.handles[slot].workers.contains(&worker) {
                 // A worker asks once per index; asking again is a bug or worse.
                 return Err(SysError::new(Syscall::Address, libc::EBUSY));
             }
         }
-        if self.handles.iter().filter(|(_, h)| h.workers.contains(&worker)).count()
-            >= MAX_SHARES_PER_WORKER
-        {
+        let cost = key_cost(req.kind);
+        if self.cost_of(worker) + untaken + cost > self.limits.budget {
             return Err(SysError::new(Syscall::Dup, libc::EMFILE));
         }
-        if req.fd >= 0 && !self.inherited.contains(&req.fd) {
-            return Err(SysError::new(Syscall::Dup, libc::EBADF));
-        }
-        let slot = match self.by_key.get(&key) {
-            Some(&slot) => slot,
+        let slot = match existing {
+            Some(slot) => slot,
             None => {
+                // The number must still name what it named at start; the
+                // key of a socket adopted before stays valid regardless.
+                if req.fd >= 0 && !self.is_inherited(req.fd) {
+                    return Err(SysError::new(Syscall::Dup, libc::EBADF));
+                }
+                if !self.limits.room_for(cost) {
+                    return Err(SysError::new(Syscall::Dup, libc::EMFILE));
+                }
                 let (socket, address, unlink) = open(req, creds)?;
                 let board = if req.kind == Kind::Udp { None } else { Seats::new() };
                 let slot = self.handles.insert(Handle {
@@ -217,6 +267,7 @@ impl SocketRegistry {
         };
         if !h.workers.contains(&worker) {
             h.workers.push(worker);
+            *self.costs.entry(worker).or_insert(0) += cost;
         }
         let board = h.board.as_mut().and_then(|b| b.take(worker));
         Ok(Share { handle: slot as u32, address: h.address.clone(), socket, board })
@@ -236,6 +287,13 @@ impl SocketRegistry {
             return false;
         };
         h.workers.swap_remove(pos);
+        let cost = key_cost(h.key.kind);
+        if let Some(c) = self.costs.get_mut(&worker) {
+            *c = c.saturating_sub(cost);
+            if *c == 0 {
+                self.costs.remove(&worker);
+            }
+        }
         if let Some(b) = h.board.as_mut() {
             b.leave(worker, closed);
         }
@@ -268,9 +326,24 @@ impl SocketRegistry {
         }
     }
 
-    /// Records the descriptors open now as the ones `fd:N` may name.
-    pub(crate) fn with_inherited(inherited: Vec<i32>) -> SocketRegistry {
-        SocketRegistry { inherited, ..SocketRegistry::default() }
+    /// Records the descriptors open now (number and identity) as the ones
+    /// `fd:N` may name, and the limits new keys are held to.
+    pub(crate) fn with_inherited(
+        inherited: Vec<(i32, Identity)>,
+        limits: FdLimits,
+    ) -> SocketRegistry {
+        SocketRegistry { inherited, limits, ..SocketRegistry::default() }
+    }
+
+    /// True if `fd` is open and names what it named when the master was
+    /// created.
+    fn is_inherited(&self, fd: i32) -> bool {
+        self.inherited.iter().any(|&(n, id)| n == fd && fd::identity(fd) == Some(id))
+    }
+
+    /// What the keys `worker` holds cost ([`key_cost`]).
+    pub(crate) fn cost_of(&self, worker: WorkerId) -> usize {
+        self.costs.get(&worker).copied().unwrap_or(0)
     }
 
     /// How many listening sockets the master holds.
@@ -298,7 +371,8 @@ fn open(
     };
     if req.fd >= 0 {
         let s = dup_raw(req.fd)?;
-        socket::prepare_inherited(s.as_fd(), transport, req.backlog)?;
+        // Its kind and family are checked before it is changed in any way.
+        socket::prepare_inherited(s.as_fd(), req.kind, req.backlog)?;
         let address = match (req.kind, socket::local_inet_addr(s.as_fd())?) {
             (Kind::Tcp | Kind::Udp, Some(a)) => Address::Inet(a),
             (Kind::Unix, None) => Address::Unix(Vec::new()),

@@ -22,18 +22,61 @@ pub(crate) fn dup_raw(fd: RawFd) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// The numbers of the descriptors open in this process now.
-pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
-    let mut fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+/// What a descriptor number refers to: the device and inode of its open
+/// file. A socket's inode is unique among the sockets alive in the system,
+/// so a number that was closed and reused for another socket (or file) no
+/// longer has the identity recorded for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity of descriptor number `fd`, or `None` if it is not open.
+pub(crate) fn identity(fd: RawFd) -> Option<Identity> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat on any integer is memory-safe; it writes a whole `stat`
+    // into the buffer on success, and fails with EBADF if `fd` is not open.
+    if fd < 0 || unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so the buffer is initialised.
+    let st = unsafe { st.assume_init() };
+    Some(Identity { dev: st.st_dev, ino: st.st_ino })
+}
+
+/// The descriptors open in this process now, each with its identity.
+pub(crate) fn open_fds() -> io::Result<Vec<(RawFd, Identity)>> {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    // One of them was the directory being read, closed by now: drop it, or
-    // its number would be trusted when something else reuses it.
-    // SAFETY: fcntl(F_GETFD) on any integer is memory-safe; -1 means the
-    // number is not open.
-    fds.retain(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } != -1);
-    fds.sort_unstable();
+    // One of them was the directory being read, closed by now: `identity`
+    // drops it, or its number would be trusted when something else reuses
+    // it.
+    let mut fds: Vec<(RawFd, Identity)> =
+        fds.into_iter().filter_map(|fd| Some((fd, identity(fd)?))).collect();
+    fds.sort_unstable_by_key(|(fd, _)| *fd);
     Ok(fds)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (as the Go
+/// runtime does at start) and returns the soft limit now in force.
+pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
+        let e = io::Error::last_os_error();
+        log::debug!("raising RLIMIT_NOFILE from {} to {}: {e}", lim.rlim_cur, lim.rlim_max);
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// Counts the open descriptors of this process (`/proc/self/fd`), not

@@ -199,24 +199,17 @@ fn listen(fd: BorrowedFd<'_>, backlog: i32) -> Result<(), SysError> {
     nsock::listen(&fd, backlog).map_err(|e| SysError::from_nix(Syscall::Listen, e))
 }
 
-/// Makes an inherited socket usable as a shared server: it must be a socket
-/// of the given transport; a stream socket that is not listening yet is put
+/// Makes an inherited socket usable as a shared server of `kind`: it must
+/// be a socket of that transport and family ([`check_kind`], checked before
+/// anything is changed); a stream socket that is not listening yet is put
 /// into the listening state. The socket is set non-blocking.
 pub(crate) fn prepare_inherited(
     fd: BorrowedFd<'_>,
-    transport: Transport,
+    kind: crate::listen::Kind,
     backlog: i32,
 ) -> Result<(), SysError> {
-    let ty = nsock::getsockopt(&fd, sockopt::SockType)
-        .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
-    let want = match transport {
-        Transport::Stream => SockType::Stream,
-        Transport::Datagram => SockType::Datagram,
-    };
-    if ty != want {
-        return Err(SysError::new(Syscall::Getsockopt, libc::EPROTOTYPE));
-    }
-    if transport == Transport::Stream {
+    check_kind(fd, kind)?;
+    if kind != crate::listen::Kind::Udp {
         let listening = nsock::getsockopt(&fd, sockopt::AcceptConn)
             .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
         if !listening {
@@ -293,16 +286,21 @@ pub(crate) fn unix_refuses(path: &[u8]) -> bool {
     nsock::connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED)
 }
 
-/// Checks that `fd` is a socket of the transport and family `kind` names.
+/// Checks that `fd` is a socket of the transport and family `kind` names
+/// (`EPROTOTYPE` if not; `ENOTSOCK` from `getsockopt` if it is no socket).
+/// Reads only: nothing about the descriptor changes.
 pub(crate) fn check_kind(fd: BorrowedFd<'_>, kind: crate::listen::Kind) -> Result<(), SysError> {
     use crate::listen::Kind;
     let ty = nsock::getsockopt(&fd, sockopt::SockType)
         .map_err(|e| SysError::from_nix(Syscall::Getsockopt, e))?;
-    let inet = local_inet_addr(fd)?.is_some();
+    let ss: SockaddrStorage = nsock::getsockname(fd.as_raw_fd())
+        .map_err(|e| SysError::from_nix(Syscall::Getsockname, e))?;
+    let family = ss.family();
+    let inet = matches!(family, Some(AddressFamily::Inet | AddressFamily::Inet6));
     let ok = match kind {
         Kind::Tcp => ty == SockType::Stream && inet,
         Kind::Udp => ty == SockType::Datagram && inet,
-        Kind::Unix => ty == SockType::Stream && !inet,
+        Kind::Unix => ty == SockType::Stream && family == Some(AddressFamily::Unix),
     };
     if ok {
         Ok(())
