@@ -52,8 +52,10 @@ use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_WORKER_ID};
 use credentials::Credentials;
 use registry::SocketRegistry;
-pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
-use supervisor::{Roll, Supervisor};
+pub use supervisor::{
+    Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
+};
+use supervisor::{Life, Roll, Supervisor};
 
 /// Tokens at or above this value belong to the master; an application that
 /// registers its own sources in [`Master::registry`] uses smaller ones.
@@ -329,6 +331,8 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// What supervision remembers of it (its environment, its readiness).
+    life: Life,
 }
 
 impl WorkerEntry {
@@ -427,12 +431,19 @@ impl Master {
         &mut self.settings
     }
 
-    /// Starts a worker. Queues [`Event::Fork`].
+    /// Starts a worker. Queues [`Event::Fork`]. When supervising, it takes
+    /// a seat of its own (the target grows by one) and is replaced like the
+    /// others.
     pub fn fork(&mut self) -> io::Result<WorkerId> {
         self.fork_with_env(std::iter::empty::<(OsString, OsString)>())
     }
 
-    /// Starts a worker with extra environment variables for it alone.
+    /// Starts a worker with extra environment variables for it alone. A
+    /// rolling restart replaces it with a worker that has them too.
+    ///
+    /// When supervising, the worker takes a seat of its own (the target
+    /// grows by one, as with `fork`), and every worker that fills that seat
+    /// later gets this environment.
     pub fn fork_with_env<I, K, V>(&mut self, env: I) -> io::Result<WorkerId>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -441,6 +452,9 @@ impl Master {
     {
         let env: Vec<(OsString, OsString)> =
             env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if self.supervisor.is_some() {
+            return self.fork_seated(env);
+        }
         self.spawn(env, None)
     }
 
@@ -455,7 +469,7 @@ impl Master {
         let mut cmd = Command::new(&self.settings.exec);
         cmd.args(&self.settings.args)
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .envs(env)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string());
         if let Some(cwd) = &self.settings.cwd {
@@ -560,6 +574,7 @@ impl Master {
             output,
             forced: false,
             creds,
+            life: Life::new(env),
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -579,8 +594,12 @@ impl Master {
     /// shared socket at once; the worker stops listening, finishes its open
     /// connections and exits. After [`Settings::disconnect_timeout`] it is
     /// killed.
+    ///
+    /// When supervising, outside a shutdown, a rolling restart or a smaller
+    /// target, a replacement starts at once.
     pub fn disconnect(&mut self, id: WorkerId) -> io::Result<()> {
         let slot = self.slot(id)?;
+        self.leave_seat(slot);
         let deadline = Instant::now() + self.settings.disconnect_timeout;
         let w = &mut self.workers[slot];
         w.info.exited_after_disconnect = true;
@@ -872,6 +891,7 @@ impl Master {
                 if w.info.state == State::None {
                     w.info.state = State::Online;
                     self.queue.push_back(Event::Online { id });
+                    self.roll_progress();
                 }
             }
             Message::Listen { .. } if w.info.state == State::Dead => {}
@@ -917,6 +937,8 @@ impl Master {
                 self.queue_to(slot, reply, Vec::new());
             }
             Message::Listening { address } => {
+                w.life.listened = true;
+                w.life.mark_ready();
                 if w.info.state < State::Listening && w.info.state != State::Dead {
                     w.info.state = State::Listening;
                 }
@@ -926,11 +948,12 @@ impl Master {
             Message::Close { handle } => {
                 self.sockets.close(id, handle);
             }
-            Message::Leaving => {
-                w.info.exited_after_disconnect = true;
-                self.sockets.remove_worker(id);
+            Message::Leaving => self.on_leaving(slot),
+            Message::Heartbeat => {
+                w.last_heartbeat = Some(Instant::now());
+                w.life.mark_ready();
             }
-            Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
+            Message::Ready => self.on_ready(slot),
             Message::User { payload } => self.queue.push_back(Event::Message { id, payload, fds }),
             Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
                 let e =

@@ -6,8 +6,16 @@
 //! Nothing here runs unless asked: [`Master::supervise`] turns the policy
 //! on, [`Settings::heartbeat`](super::Settings::heartbeat) turns heartbeats
 //! on. Without them the master is Node's: it manages no pool.
+//!
+//! The pool stays full. A worker is *ready* once it listened, sent a
+//! heartbeat or called [`Worker::ready`](crate::Worker::ready) (or lived
+//! past [`Policy::crash_window`]). A worker that was ready is always
+//! replaced, after at most [`READY_BACKOFF_MAX`]; only workers that die
+//! before they are ready, a broken deploy that respawning cannot fix, make
+//! the master give up ([`Event::CrashLoop`]), as gunicorn's boot-error rule.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,28 +37,49 @@ pub const STANDARD_SIGNALS: [Signal; 7] = [
     Signal::SIGUSR1,
 ];
 
+/// A worker that died sooner than this after it became ready died as soon
+/// as it served (a request that kills it, say): if its seat's workers keep
+/// doing that, their replacements are slowed down (see
+/// [`Policy::backoff_initial`]). One that served longer is replaced at once.
+pub const QUICK_DEATH: Duration = Duration::from_millis(100);
+
+/// The most a worker that was ready waits for its replacement, whatever
+/// [`Policy::backoff_max`] says: the pool must stay full.
+pub const READY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
 /// How [`Master::supervise`] keeps the pool.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Target number of workers (default: one per CPU).
     pub workers: usize,
-    /// Replace a worker that exits without having been asked to (default:
-    /// true).
+    /// Replace a worker that exits without having been asked to, or that
+    /// leaves of its own accord (default: true).
     pub respawn: bool,
-    /// Delay before replacing a worker that died early, doubled for each
-    /// further early death in a row (default: 100 ms). A worker that lived
-    /// longer than `crash_window` is replaced at once.
+    /// The first delay before a replacement, doubled for each further death
+    /// in a row in the same seat (default: 100 ms):
+    /// - a worker that died before it was ready (it never listened, sent a
+    ///   heartbeat or called [`Worker::ready`](crate::Worker::ready)) is
+    ///   replaced after that delay, capped at `backoff_max`;
+    /// - a worker that was ready is replaced at once, unless it died within
+    ///   [`QUICK_DEATH`] (100 ms) of becoming ready: then after that delay,
+    ///   doubled for each such death in a row and capped at
+    ///   [`READY_BACKOFF_MAX`] (500 ms). This only spares the CPU when
+    ///   workers keep dying as soon as they serve; the pool stays full.
     pub backoff_initial: Duration,
-    /// The cap on that delay (default: 10 s).
+    /// The cap on the delay for workers that died before they were ready
+    /// (default: 10 s).
     pub backoff_max: Duration,
     /// A worker that dies sooner than this after it started died early
-    /// (default: 5 s).
+    /// (default: 5 s). A worker that lived this long counts as ready even if
+    /// it never said so.
     pub crash_window: Duration,
-    /// After this many early deaths in a row, respawning stops and
-    /// [`Event::CrashLoop`] is queued (default: 5).
+    /// After this many workers in a row in one seat died before they were
+    /// ready, respawning stops and [`Event::CrashLoop`] is queued (default:
+    /// 5). A worker that was ready never counts.
     pub crash_limit: u32,
-    /// How long a new worker may take to listen during a rolling restart
-    /// before the roll is abandoned (default: 30 s).
+    /// How long a new worker may take to be ready to replace an old one
+    /// during a rolling restart before the roll is abandoned (default:
+    /// 30 s).
     pub start_timeout: Duration,
 }
 
@@ -120,12 +149,51 @@ pub struct WorkerStatus {
     pub cpu_time: Option<Duration>,
 }
 
+/// What supervision remembers of one worker.
+#[derive(Debug, Default)]
+pub(super) struct Life {
+    /// The environment it was forked with (beyond `Settings::env`): a
+    /// worker that replaces it gets the same.
+    pub(super) env: Vec<(OsString, OsString)>,
+    /// It listened at least once.
+    pub(super) listened: bool,
+    /// It called `Worker::ready`.
+    pub(super) acked: bool,
+    /// When it first listened, sent a heartbeat or called `Worker::ready`.
+    pub(super) ready_at: Option<Instant>,
+}
+
+impl Life {
+    pub(super) fn new(env: Vec<(OsString, OsString)>) -> Life {
+        Life { env, ..Life::default() }
+    }
+
+    /// It listened, sent a heartbeat or called `Worker::ready`.
+    pub(super) fn mark_ready(&mut self) {
+        self.ready_at.get_or_insert_with(Instant::now);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Seat {
     worker: Option<WorkerId>,
     restarts: u32,
+    /// Workers in a row that died before they were ready.
     crashes: u32,
+    /// Ready workers in a row that died within [`QUICK_DEATH`] of being
+    /// ready.
+    quick_deaths: u32,
     start_at: Option<Instant>,
+    /// The environment every worker of this seat is forked with.
+    env: Vec<(OsString, OsString)>,
+}
+
+/// `initial`, doubled for each death after the first, capped at `max`.
+fn backoff(initial: Duration, deaths: u32, max: Duration) -> Duration {
+    match deaths {
+        0 => Duration::ZERO,
+        n => initial.saturating_mul(1u32 << (n - 1).min(16)).min(max),
+    }
 }
 
 pub(super) struct Supervisor {
@@ -151,6 +219,11 @@ struct Step {
     seat: Option<usize>,
     /// The old worker's shared sockets: the new one must hold them all.
     handles: Vec<u32>,
+    /// The old worker called `Worker::ready`: the new one must too.
+    acked: bool,
+    /// The old worker listened (maybe on sockets of its own, which the
+    /// master does not hold): the new one must too.
+    listened: bool,
     deadline: Instant,
 }
 
@@ -327,7 +400,7 @@ impl Master {
             roll.pending.retain(|p| *p != id);
             if let Some(step) = &roll.step {
                 if step.new == id {
-                    self.fail_roll(format!("exited ({status}) before listening"));
+                    self.fail_roll(format!("exited ({status}) before it was ready"));
                 } else if step.old == id {
                     replaced_by_roll = true;
                 }
@@ -341,43 +414,123 @@ impl Master {
             return;
         }
         seat.worker = None;
-        if w.info.exited_after_disconnect
-            || disconnecting
-            || sv.stopped
-            || !sv.policy.respawn
-            || replaced_by_roll
-        {
+        if disconnecting || sv.stopped || !sv.policy.respawn || replaced_by_roll {
             return;
         }
-        let lived = w.started.elapsed();
-        if lived >= sv.policy.crash_window {
+        let p = &sv.policy;
+        let now = Instant::now();
+        // A worker that said nothing but lived past the crash window counts
+        // as ready, and as having served.
+        let served = match w.life.ready_at {
+            Some(t) => Some(now.saturating_duration_since(t)),
+            None if now.saturating_duration_since(w.started) >= p.crash_window => Some(QUICK_DEATH),
+            None => None,
+        };
+        let delay = if w.info.exited_after_disconnect {
+            // It left (its seat is normally given up as it leaves).
+            Duration::ZERO
+        } else if let Some(served) = served {
+            // It was ready: always replaced, at once unless it died as soon
+            // as it served.
             seat.crashes = 0;
+            seat.quick_deaths = if served >= QUICK_DEATH { 0 } else { seat.quick_deaths + 1 };
+            let cap = p.backoff_max.min(READY_BACKOFF_MAX);
+            let delay = backoff(p.backoff_initial, seat.quick_deaths, cap);
+            log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+            delay
         } else {
             seat.crashes += 1;
-        }
-        if seat.crashes >= sv.policy.crash_limit {
-            sv.stopped = true;
-            log::error!(
-                "worker {id} died {} times in a row within {:?} of starting ({status}); \
-                 no more respawns",
-                seat.crashes,
-                sv.policy.crash_window
+            if seat.crashes >= p.crash_limit {
+                sv.stopped = true;
+                log::error!(
+                    "worker {id} died ({status}) before it was ready, the {} in a row; \
+                     no more respawns",
+                    seat.crashes
+                );
+                let crashes = seat.crashes;
+                self.queue.push_back(Event::CrashLoop { id, crashes, status });
+                return;
+            }
+            let delay = backoff(p.backoff_initial, seat.crashes, p.backoff_max);
+            log::warn!(
+                "worker {id} died ({status}) before it was ready ({} in a row); \
+                 replacing it in {delay:?}",
+                seat.crashes
             );
-            let crashes = seat.crashes;
-            self.queue.push_back(Event::CrashLoop { id, crashes, status });
+            delay
+        };
+        seat.restarts += 1;
+        seat.start_at = Some(now + delay);
+    }
+
+    /// Under supervision, a worker the application forks takes a new seat,
+    /// which keeps `env` for the workers that fill it later.
+    pub(super) fn fork_seated(&mut self, env: Vec<(OsString, OsString)>) -> io::Result<WorkerId> {
+        let sv = self.supervisor.as_mut().ok_or_else(not_supervised)?;
+        let ix = sv.seats.len();
+        sv.seats.push(Seat { env: env.clone(), ..Seat::default() });
+        let res = self.spawn(env, Some(ix));
+        if let Some(sv) = self.supervisor.as_mut() {
+            match &res {
+                Ok(id) => sv.seats[ix].worker = Some(*id),
+                // No trace: the target is what it was.
+                Err(_) => drop(sv.seats.pop()),
+            }
+            log::info!("target: {} workers", sv.seats.len());
+        }
+        res
+    }
+
+    /// Worker `slot` leaves of its own accord, or the application asked it
+    /// to: it gives up its seat now, and a replacement starts at once, so
+    /// the pool keeps its capacity while it finishes its connections. Not
+    /// during a shutdown, nor for a worker a roll or a smaller target is
+    /// removing (those have no seat any more).
+    pub(super) fn leave_seat(&mut self, slot: usize) {
+        let w = &mut self.workers[slot];
+        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
+        if self.disconnecting_all {
             return;
         }
-        let delay = match seat.crashes {
-            0 => Duration::ZERO,
-            n => sv
-                .policy
-                .backoff_initial
-                .saturating_mul(1u32 << (n - 1).min(16))
-                .min(sv.policy.backoff_max),
+        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
+        else {
+            return;
         };
-        log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+        let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) else { return };
+        seat.worker = None;
+        w.seat = None;
+        let rolling = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| (s.old, s.seat));
+        if rolling == Some((id, Some(ix))) {
+            // The roll's new worker is about to take this seat.
+            log::info!("worker {id} leaves; the rolling restart replaces it");
+            return;
+        }
+        log::info!("worker {id} leaves; starting a worker in its place");
         seat.restarts += 1;
-        seat.start_at = Some(Instant::now() + delay);
+        seat.start_at = Some(Instant::now());
+    }
+
+    /// A worker said it leaves of its own accord (`Worker::disconnect`):
+    /// as if the master had asked, it must exit within the disconnect
+    /// timeout, and its seat is filled again.
+    pub(super) fn on_leaving(&mut self, slot: usize) {
+        let deadline = Instant::now() + self.settings.disconnect_timeout;
+        let w = &mut self.workers[slot];
+        w.info.exited_after_disconnect = true;
+        if w.info.state != State::Dead {
+            w.kill_at.get_or_insert(deadline);
+        }
+        let id = w.info.id;
+        self.sockets.remove_worker(id);
+        self.leave_seat(slot);
+    }
+
+    /// A worker called `Worker::ready`.
+    pub(super) fn on_ready(&mut self, slot: usize) {
+        let life = &mut self.workers[slot].life;
+        life.acked = true;
+        life.mark_ready();
+        self.roll_progress();
     }
 
     pub(super) fn supervisor_deadline(&self) -> Option<Instant> {
@@ -396,7 +549,7 @@ impl Master {
             if step.deadline <= now {
                 let new = step.new;
                 let _ = self.kill(new, Signal::SIGKILL);
-                self.fail_roll("did not listen in time".to_string());
+                self.fail_roll("was not ready in time".to_string());
             }
         }
         if self.disconnecting_all {
@@ -413,7 +566,8 @@ impl Master {
             _ => return,
         };
         for ix in due {
-            let res = self.spawn(Vec::new(), Some(ix));
+            let env = self.supervisor.as_ref().map(|sv| sv.seats[ix].env.clone());
+            let res = self.spawn(env.unwrap_or_default(), Some(ix));
             let Some(sv) = self.supervisor.as_mut() else { return };
             let seat = &mut sv.seats[ix];
             match res {
@@ -448,17 +602,19 @@ impl Master {
                 continue;
             }
             let seat = w.seat;
+            let (acked, listened, env) = (w.life.acked, w.life.listened, w.life.env.clone());
             let handles = self.sockets.handles_of(old);
             let deadline = Instant::now()
                 + self
                     .supervisor
                     .as_ref()
                     .map_or(Duration::from_secs(30), |s| s.policy.start_timeout);
-            match self.spawn(Vec::new(), None) {
+            match self.spawn(env, None) {
                 Ok(new) => {
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
                     if let Some(roll) = self.roll.as_mut() {
-                        roll.step = Some(Step { old, new, seat, handles, deadline });
+                        roll.step =
+                            Some(Step { old, new, seat, handles, acked, listened, deadline });
                     }
                 }
                 Err(e) => self.fail_roll(format!("cannot start a new worker: {e}")),
@@ -467,16 +623,22 @@ impl Master {
         }
     }
 
-    /// A worker listened: if it is the roll's new worker and now serves
-    /// everything the old one did, the old one leaves.
+    /// A worker came online, listened or said it is ready: if it is the
+    /// roll's new worker and now does everything the old one did, the old
+    /// one leaves.
     pub(super) fn roll_progress(&mut self) {
         let Some(step) = self.roll.as_ref().and_then(|r| r.step.as_ref()) else { return };
         let Some(&slot) = self.ids.get(&step.new) else { return };
         let new = &self.workers[slot];
-        // Ready: alive, and holding every shared socket the old one held (a
-        // worker with no servers only has to be online). Servers a worker
-        // binds alone (exclusive, adopted) are not the master's to count.
+        // Ready: alive and staying; holding every shared socket the old one
+        // held; listening if the old one listened (servers a worker binds
+        // alone, exclusive or adopted, are not the master's to count); and
+        // having called `Worker::ready` if the old one had. A worker that
+        // does none of these (messages only) only has to be online.
         let ready = matches!(new.info.state, State::Online | State::Listening)
+            && !new.info.exited_after_disconnect
+            && (!step.listened || new.life.listened)
+            && (!step.acked || new.life.acked)
             && step.handles.iter().all(|h| self.sockets.holds(step.new, *h));
         if !ready {
             return;
@@ -509,7 +671,7 @@ impl Master {
         if let Some(&old_slot) = self.ids.get(&step.old) {
             self.workers[old_slot].seat = None;
             log::info!(
-                "rolling restart: worker {} listens; disconnecting worker {}",
+                "rolling restart: worker {} is ready; disconnecting worker {}",
                 step.new,
                 step.old
             );
