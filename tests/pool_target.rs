@@ -90,7 +90,8 @@ fn a_worker_that_left_by_itself_and_hangs_is_killed_at_the_disconnect_deadline()
     let (mut m, addr) = supervised(2, &[("FIXTURE_DISCONNECT_MS", "500")]);
     m.send("send 1 leave-hang");
     let asked = Instant::now();
-    // Heartbeats are off: only the deadline can end it.
+    // Heartbeats are off: only the deadline can end it (it would exit by
+    // itself, with code 9, after 20 s).
     let exit = m.expect("exit id=1");
     let took = asked.elapsed();
     assert_eq!(field(&exit, "status"), "signal=SIGKILL", "{exit}");
