@@ -188,6 +188,39 @@ struct Seat {
     env: Vec<(OsString, OsString)>,
 }
 
+/// What to do when a seat's worker died.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Start a new worker after this delay.
+    Replace(Duration),
+    /// Stop respawning: a crash loop.
+    GiveUp,
+}
+
+impl Seat {
+    /// The rule, without clocks: a worker of this seat died, having been
+    /// ready for `served` (`None`: it never was).
+    fn death(&mut self, p: &Policy, served: Option<Duration>) -> Verdict {
+        match served {
+            // It was ready: always replaced, at once unless it died as soon
+            // as it served.
+            Some(served) => {
+                self.crashes = 0;
+                self.quick_deaths = if served >= QUICK_DEATH { 0 } else { self.quick_deaths + 1 };
+                let cap = p.backoff_max.min(READY_BACKOFF_MAX);
+                Verdict::Replace(backoff(p.backoff_initial, self.quick_deaths, cap))
+            }
+            None => {
+                self.crashes += 1;
+                if self.crashes >= p.crash_limit {
+                    return Verdict::GiveUp;
+                }
+                Verdict::Replace(backoff(p.backoff_initial, self.crashes, p.backoff_max))
+            }
+        }
+    }
+}
+
 /// `initial`, doubled for each death after the first, capped at `max`.
 fn backoff(initial: Duration, deaths: u32, max: Duration) -> Duration {
     match deaths {
@@ -429,35 +462,32 @@ impl Master {
         let delay = if w.info.exited_after_disconnect {
             // It left (its seat is normally given up as it leaves).
             Duration::ZERO
-        } else if let Some(served) = served {
-            // It was ready: always replaced, at once unless it died as soon
-            // as it served.
-            seat.crashes = 0;
-            seat.quick_deaths = if served >= QUICK_DEATH { 0 } else { seat.quick_deaths + 1 };
-            let cap = p.backoff_max.min(READY_BACKOFF_MAX);
-            let delay = backoff(p.backoff_initial, seat.quick_deaths, cap);
-            log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
-            delay
         } else {
-            seat.crashes += 1;
-            if seat.crashes >= p.crash_limit {
-                sv.stopped = true;
-                log::error!(
-                    "worker {id} died ({status}) before it was ready, the {} in a row; \
-                     no more respawns",
-                    seat.crashes
-                );
-                let crashes = seat.crashes;
-                self.queue.push_back(Event::CrashLoop { id, crashes, status });
-                return;
+            match seat.death(p, served) {
+                Verdict::Replace(delay) if served.is_some() => {
+                    log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+                    delay
+                }
+                Verdict::Replace(delay) => {
+                    log::warn!(
+                        "worker {id} died ({status}) before it was ready ({} in a row); \
+                         replacing it in {delay:?}",
+                        seat.crashes
+                    );
+                    delay
+                }
+                Verdict::GiveUp => {
+                    sv.stopped = true;
+                    log::error!(
+                        "worker {id} died ({status}) before it was ready, the {} in a row; \
+                         no more respawns",
+                        seat.crashes
+                    );
+                    let crashes = seat.crashes;
+                    self.queue.push_back(Event::CrashLoop { id, crashes, status });
+                    return;
+                }
             }
-            let delay = backoff(p.backoff_initial, seat.crashes, p.backoff_max);
-            log::warn!(
-                "worker {id} died ({status}) before it was ready ({} in a row); \
-                 replacing it in {delay:?}",
-                seat.crashes
-            );
-            delay
         };
         seat.restarts += 1;
         seat.start_at = Some(now + delay);
@@ -724,5 +754,56 @@ impl Master {
             w.forced = true;
             w.kill_at = Some(now + Duration::from_secs(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> Policy {
+        Policy { workers: 1, ..Policy::default() }
+    }
+
+    #[test]
+    fn workers_that_never_became_ready_back_off_to_the_limit_then_give_up() {
+        let (p, mut seat) = (policy(), Seat::default());
+        let delays: Vec<Verdict> = (0..5).map(|_| seat.death(&p, None)).collect();
+        let want = [100, 200, 400, 800].map(|ms| Verdict::Replace(ms * MS));
+        assert_eq!(delays[..4], want);
+        assert_eq!(delays[4], Verdict::GiveUp);
+    }
+
+    #[test]
+    fn a_worker_that_was_ready_is_always_replaced_within_half_a_second() {
+        let (p, mut seat) = (policy(), Seat::default());
+        // Killed as soon as ready, a hundred times: capped, never given up.
+        let delays: Vec<Verdict> = (0..100).map(|_| seat.death(&p, Some(MS))).collect();
+        assert_eq!(delays[..5], [100, 200, 400, 500, 500].map(|ms| Verdict::Replace(ms * MS)));
+        assert!(delays.iter().all(|d| *d != Verdict::GiveUp));
+        // One that served a while is replaced at once, and resets the count.
+        assert_eq!(seat.death(&p, Some(QUICK_DEATH)), Verdict::Replace(Duration::ZERO));
+        assert_eq!(seat.death(&p, Some(MS)), Verdict::Replace(100 * MS));
+    }
+
+    #[test]
+    fn a_ready_worker_between_bad_starts_resets_the_crash_count() {
+        let (p, mut seat) = (policy(), Seat::default());
+        for _ in 0..10 {
+            for _ in 0..p.crash_limit - 1 {
+                assert_ne!(seat.death(&p, None), Verdict::GiveUp);
+            }
+            assert_eq!(
+                seat.death(&p, Some(Duration::from_secs(1))),
+                Verdict::Replace(Duration::ZERO)
+            );
+        }
+        // A low backoff_max caps both.
+        let p = Policy { backoff_max: 50 * MS, ..policy() };
+        let mut seat = Seat::default();
+        assert_eq!(seat.death(&p, None), Verdict::Replace(50 * MS));
+        assert_eq!(seat.death(&p, Some(MS)), Verdict::Replace(50 * MS));
     }
 }
