@@ -104,11 +104,18 @@ fn a_pool_whose_workers_are_killed_every_250_ms_stays_full_and_refuses_nothing()
     let mut pool = Vec::new();
     let mut kills = 0u32;
     let mut last = None;
+    // Between kills, the pool is also counted every 25 ms: how many samples
+    // saw 0, 1, ... live workers.
+    let mut fine = [0u32; WORKERS + 2];
     let mut next = started;
     while started.elapsed() < KILL_FOR {
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep(next - now);
+        loop {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(25)));
+            fine[children(master).len().min(WORKERS + 1)] += 1;
         }
         next += KILL_EVERY;
         assert!(alive(master), "the master died after {kills} kills:\n{}", m.stderr());
@@ -136,12 +143,19 @@ fn a_pool_whose_workers_are_killed_every_250_ms_stays_full_and_refuses_nothing()
     let after = children(master).len();
 
     let line = pool.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
+    let total: u32 = fine.iter().sum();
+    let spread = (0..fine.len())
+        .filter(|n| fine[*n] > 0)
+        .map(|n| format!("{n}: {:.1}%", 100.0 * fine[n] as f64 / total as f64))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
         "chaos: {kills} kills in {:?}; {} connections echoed, {} failed, {} refused; \
          pool back to {WORKERS}: {refilled} ({refill_time:?} after the last kill); \
-         pool every 250 ms: {line}",
+         pool every 250 ms (before each kill): {line}; \
+         pool in {total} samples 25 ms apart: {spread}",
         KILL_FOR, tally.ok, tally.failed, tally.refused
     );
     if !tally.first_errors.is_empty() {
