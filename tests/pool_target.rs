@@ -3,9 +3,9 @@
 //! it finishes its connections); one that leaves and then hangs is killed
 //! at the disconnect deadline; a seat forked with an environment keeps it.
 //!
-//! The pools here have two workers: as in Node, the master closes a
-//! listening socket when no worker holds it any more, so the second worker
-//! keeps the socket open while the first one's replacement starts.
+//! A seat keeps its worker's sockets open (with their queued connections)
+//! until its next worker holds them, so even a pool of one refuses nothing
+//! while its worker is replaced.
 
 mod util;
 
@@ -124,4 +124,35 @@ fn a_seat_forked_with_an_environment_keeps_it_through_respawns_and_rolls() {
     // And the rolled seat's next respawn still has it.
     m.send("kill 5 SIGKILL");
     m.expect("message id=6 env FIXTURE_ECHO_ENV=blue");
+}
+
+#[test]
+fn a_pool_of_one_keeps_its_socket_and_refuses_nothing_while_its_worker_is_replaced() {
+    // Port 0: a socket closed and bound again would get another port.
+    let (mut m, addr) = supervised(1, &[]);
+    let fork = m.expect("fork id=1");
+    signal(field(&fork, "pid").parse().unwrap(), "KILL");
+    m.expect("exit id=1");
+    // No worker holds the socket now; the connection waits in its queue.
+    let mut waiting = connect(addr).unwrap();
+    let listening = m.expect("listening id=2");
+    assert_eq!(field(&listening, "addr"), addr.to_string());
+    roundtrip(&mut waiting, b"queued while no worker was there").unwrap();
+    drop(waiting);
+    // The same when the worker leaves by itself (gunicorn's max_requests).
+    m.send("send 2 disconnect");
+    m.expect("exit id=2");
+    let mut waiting = connect(addr).unwrap();
+    let listening = m.expect("listening id=3");
+    assert_eq!(field(&listening, "addr"), addr.to_string());
+    roundtrip(&mut waiting, b"queued again").unwrap();
+    drop(waiting);
+    m.send("sockets");
+    assert_eq!(m.expect("sockets"), "sockets 1");
+    // A smaller target, or a shutdown, does not keep it.
+    m.send("shutdown");
+    assert_eq!(m.expect("alldisconnected"), "alldisconnected forced=0");
+    m.send("sockets");
+    assert_eq!(m.expect("sockets"), "sockets 0");
+    assert!(connect(addr).is_err(), "the socket outlived the pool");
 }

@@ -937,13 +937,11 @@ impl Master {
                 self.queue_to(slot, reply, Vec::new());
             }
             Message::Listening { address } => {
-                w.life.listened = true;
-                w.life.mark_ready();
                 if w.info.state < State::Listening && w.info.state != State::Dead {
                     w.info.state = State::Listening;
                 }
                 self.queue.push_back(Event::Listening { id, address });
-                self.roll_progress();
+                self.on_listening(slot);
             }
             Message::Close { handle } => {
                 self.sockets.close(id, handle);
@@ -997,6 +995,7 @@ impl Master {
             w.info.state = State::Disconnected;
             w.kill_at.get_or_insert(Instant::now() + timeout);
         }
+        self.hold_keys(slot);
         self.sockets.remove_worker(id);
         self.queue.push_back(Event::Disconnect { id });
     }

@@ -186,6 +186,30 @@ struct Seat {
     start_at: Option<Instant>,
     /// The environment every worker of this seat is forked with.
     env: Vec<(OsString, OsString)>,
+    /// Sockets of its last worker that the seat keeps open (pinned in the
+    /// registry), with their queued connections, for its next worker...
+    held: Vec<u32>,
+    /// ... until then at the latest.
+    held_until: Option<Instant>,
+}
+
+/// Pins in the registry every socket `worker` holds, for its `seat`, for
+/// at most `longest`.
+fn hold(
+    sockets: &mut super::registry::SocketRegistry,
+    seat: &mut Seat,
+    worker: WorkerId,
+    longest: Duration,
+) {
+    for h in sockets.handles_of(worker) {
+        if !seat.held.contains(&h) {
+            sockets.pin(h);
+            seat.held.push(h);
+        }
+    }
+    if !seat.held.is_empty() {
+        seat.held_until = Some(Instant::now() + longest);
+    }
 }
 
 /// What to do when a seat's worker died.
@@ -288,7 +312,11 @@ impl Master {
         }
         let mut leaving = Vec::new();
         while sv.seats.len() > n {
-            if let Some(id) = sv.seats.pop().and_then(|s| s.worker) {
+            let Some(seat) = sv.seats.pop() else { break };
+            for h in seat.held {
+                self.sockets.unpin(h);
+            }
+            if let Some(id) = seat.worker {
                 leaving.push(id);
             }
         }
@@ -339,6 +367,7 @@ impl Master {
                 seat.start_at = None;
             }
         }
+        self.release_held(None);
         self.roll = None;
         self.disconnect_all()
     }
@@ -478,12 +507,12 @@ impl Master {
                 }
                 Verdict::GiveUp => {
                     sv.stopped = true;
-                    log::error!(
-                        "worker {id} died ({status}) before it was ready, the {} in a row; \
-                         no more respawns",
-                        seat.crashes
-                    );
                     let crashes = seat.crashes;
+                    log::error!(
+                        "worker {id} died ({status}) before it was ready, the {crashes} in a \
+                         row; no more respawns"
+                    );
+                    self.release_held(None);
                     self.queue.push_back(Event::CrashLoop { id, crashes, status });
                     return;
                 }
@@ -527,6 +556,7 @@ impl Master {
             return;
         };
         let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) else { return };
+        hold(&mut self.sockets, seat, id, sv.policy.backoff_max + sv.policy.start_timeout);
         seat.worker = None;
         w.seat = None;
         let rolling = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| (s.old, s.seat));
@@ -544,6 +574,7 @@ impl Master {
     /// as if the master had asked, it must exit within the disconnect
     /// timeout, and its seat is filled again.
     pub(super) fn on_leaving(&mut self, slot: usize) {
+        self.leave_seat(slot);
         let deadline = Instant::now() + self.settings.disconnect_timeout;
         let w = &mut self.workers[slot];
         w.info.exited_after_disconnect = true;
@@ -552,7 +583,63 @@ impl Master {
         }
         let id = w.info.id;
         self.sockets.remove_worker(id);
-        self.leave_seat(slot);
+    }
+
+    /// A seated worker is about to leave every socket (its channel closed:
+    /// it died, or is about to be killed) and its seat is to be filled
+    /// again: the seat keeps its sockets open for the next worker, so a
+    /// pool of one refuses nothing while it is replaced.
+    pub(super) fn hold_keys(&mut self, slot: usize) {
+        let w = &self.workers[slot];
+        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
+        if self.disconnecting_all {
+            return;
+        }
+        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
+        else {
+            return;
+        };
+        let longest = sv.policy.backoff_max + sv.policy.start_timeout;
+        if let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) {
+            hold(&mut self.sockets, seat, id, longest);
+        }
+    }
+
+    /// A worker listened: if it fills a seat, the sockets the seat kept for
+    /// it that it now holds are its own; then the roll may go on.
+    pub(super) fn on_listening(&mut self, slot: usize) {
+        let w = &mut self.workers[slot];
+        w.life.listened = true;
+        w.life.mark_ready();
+        if let Some(ix) = w.seat {
+            self.release_held(Some(ix));
+        }
+        self.roll_progress();
+    }
+
+    /// Gives back the sockets seat `ix` keeps that its worker now holds
+    /// (all of them past their time); `None`: every seat's, all of them.
+    fn release_held(&mut self, ix: Option<usize>) {
+        let Some(sv) = self.supervisor.as_mut() else { return };
+        let now = Instant::now();
+        for (i, seat) in sv.seats.iter_mut().enumerate() {
+            if ix.is_some_and(|ix| ix != i) || seat.held.is_empty() {
+                continue;
+            }
+            let all = ix.is_none() || seat.held_until.is_some_and(|t| t <= now);
+            let worker = seat.worker;
+            let sockets = &mut self.sockets;
+            seat.held.retain(|h| {
+                let done = all || worker.is_some_and(|w| sockets.holds(w, *h));
+                if done {
+                    sockets.unpin(*h);
+                }
+                !done
+            });
+            if seat.held.is_empty() {
+                seat.held_until = None;
+            }
+        }
     }
 
     /// A worker called `Worker::ready`.
@@ -569,7 +656,8 @@ impl Master {
             return step;
         }
         let starts = self.supervisor.as_ref().filter(|sv| !sv.stopped).and_then(|sv| {
-            sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at).min()
+            let starts = sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at);
+            starts.chain(sv.seats.iter().filter_map(|s| s.held_until)).min()
         });
         step.into_iter().chain(starts).min()
     }
@@ -584,6 +672,15 @@ impl Master {
         }
         if self.disconnecting_all {
             return;
+        }
+        let overdue = self
+            .supervisor
+            .as_ref()
+            .is_some_and(|sv| sv.seats.iter().any(|s| s.held_until.is_some_and(|t| t <= now)));
+        if overdue {
+            for ix in 0..self.supervisor.as_ref().map_or(0, |sv| sv.seats.len()) {
+                self.release_held(Some(ix));
+            }
         }
         let due: Vec<usize> = match self.supervisor.as_ref() {
             Some(sv) if !sv.stopped => sv
@@ -696,6 +793,9 @@ impl Master {
                 seat.start_at = None;
                 seat.restarts += 1;
                 self.workers[slot].restarts = seat.restarts;
+            }
+            if let Some(ix) = step.seat {
+                self.release_held(Some(ix));
             }
         }
         if let Some(&old_slot) = self.ids.get(&step.old) {
