@@ -58,6 +58,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("close", Message::Close { handle: 0 }, 0),
         ("leaving", Message::Leaving, 0),
         ("heartbeat", Message::Heartbeat, 0),
+        ("ready", Message::Ready, 0),
         (
             "listen_ok",
             Message::ListenOk {

@@ -41,22 +41,24 @@ fn crash_file(name: &str) -> String {
 }
 
 #[test]
-fn a_killed_worker_is_respawned_with_backoff_growing_between_rapid_crashes() {
+fn workers_that_die_before_they_are_ready_are_respawned_with_backoff_growing_between_crashes() {
+    let file = crash_file("backoff");
+    std::fs::write(&file, b"").unwrap();
     let mut m = Proc::fixture_env(
         &["--listen", "127.0.0.1:0"],
-        &[("FIXTURE_SUPERVISE", "1"), ("FIXTURE_BACKOFF_MS", "100"), ("FIXTURE_CRASH_LIMIT", "10")],
+        &[
+            ("FIXTURE_SUPERVISE", "1"),
+            ("FIXTURE_BACKOFF_MS", "100"),
+            ("FIXTURE_CRASH_LIMIT", "10"),
+            ("FIXTURE_CRASH_FILE", &file),
+        ],
     );
-    let mut id = 1;
     let mut gaps = Vec::new();
-    let mut fork = m.expect("fork id=1");
-    for _ in 0..4 {
-        let pid: u32 = field(&fork, "pid").parse().unwrap();
-        m.expect(&format!("listening id={id}"));
-        signal(pid, "KILL");
-        m.expect(&format!("exit id={id}"));
+    for id in 1..=4 {
+        let exit = m.expect(&format!("exit id={id}"));
+        assert_eq!(field(&exit, "status"), "code=1", "{exit}");
         let died = Instant::now();
-        id += 1;
-        fork = m.expect(&format!("fork id={id}"));
+        m.expect(&format!("fork id={}", id + 1));
         gaps.push(died.elapsed());
     }
     // 100, 200, 400, 800 ms. The clock here starts when this test reads the
@@ -68,11 +70,79 @@ fn a_killed_worker_is_respawned_with_backoff_growing_between_rapid_crashes() {
             assert!(*gap > gaps[i - 1] * 3 / 2, "backoff did not grow: {gaps:?}");
         }
     }
-    let addr: SocketAddr = field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap();
+    // The deploy is fixed: the next worker (the one forked now, or the one
+    // after it) listens and serves.
+    std::fs::remove_file(&file).unwrap();
+    let listening = m.expect_by("a worker listening", WAIT, |l| l.starts_with("listening"));
+    let addr: SocketAddr = field(&listening, "addr").parse().unwrap();
     echo_once(addr).unwrap();
     let rows = status(&mut m);
     assert_eq!(rows.len(), 1);
-    assert_eq!(field(&rows[0], "restarts"), "4", "{rows:?}");
+    assert!(field(&rows[0], "restarts").parse::<u32>().unwrap() >= 4, "{rows:?}");
+}
+
+#[test]
+fn a_worker_that_was_listening_is_always_replaced_within_half_a_second() {
+    // A crash limit of 2 does not apply: these workers were ready.
+    let mut m = Proc::fixture_env(
+        &["--listen", "127.0.0.1:0"],
+        &[("FIXTURE_SUPERVISE", "1"), ("FIXTURE_BACKOFF_MS", "100"), ("FIXTURE_CRASH_LIMIT", "2")],
+    );
+    let mut gaps = Vec::new();
+    let mut fork = m.expect("fork id=1");
+    for id in 1..=6 {
+        let pid: u32 = field(&fork, "pid").parse().unwrap();
+        m.expect(&format!("listening id={id}"));
+        // Killed as soon as it listens, every time: the replacement is
+        // slowed down, but never past READY_BACKOFF_MAX (500 ms).
+        signal(pid, "KILL");
+        m.expect(&format!("exit id={id}"));
+        let died = Instant::now();
+        fork = m.expect(&format!("fork id={}", id + 1));
+        gaps.push(died.elapsed());
+    }
+    let slack = Duration::from_millis(300);
+    assert!(
+        gaps.iter().all(|g| *g <= mio_cluster::master::READY_BACKOFF_MAX + slack),
+        "replacements came after {gaps:?}"
+    );
+    let addr: SocketAddr = field(&m.expect("listening id=7"), "addr").parse().unwrap();
+    echo_once(addr).unwrap();
+    let lines = m.drain(Duration::ZERO);
+    assert!(!lines.iter().any(|l| l.starts_with("crashloop")), "{lines:?}");
+    let rows = status(&mut m);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(field(&rows[0], "restarts"), "6", "{rows:?}");
+    eprintln!("a worker killed as soon as it listens, 6 times: replaced after {gaps:?}");
+}
+
+#[test]
+fn a_worker_that_comes_online_but_exits_before_listening_every_time_is_a_crash_loop() {
+    let file = crash_file("crashonline");
+    std::fs::write(&file, b"").unwrap();
+    let mut m = Proc::fixture_env(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("FIXTURE_SUPERVISE", "1"),
+            ("FIXTURE_BACKOFF_MS", "10"),
+            ("FIXTURE_CRASH_LIMIT", "3"),
+            ("FIXTURE_CRASH_FILE", &file),
+            ("FIXTURE_CRASH_ONLINE", "1"),
+            // Heartbeats on: a worker that never ran its loop sent none.
+            ("FIXTURE_HEARTBEAT_MS", "20"),
+        ],
+    );
+    m.expect("online id=1");
+    let cl = m.expect("crashloop");
+    assert_eq!(field(&cl, "id"), "3");
+    assert_eq!(field(&cl, "crashes"), "3");
+    assert_eq!(field(&cl, "status"), "code=1");
+    let later = m.drain(Duration::from_millis(500));
+    assert!(
+        !later.iter().any(|l| l.starts_with("fork id=4")),
+        "respawned after the crash loop: {later:?}"
+    );
+    std::fs::remove_file(&file).unwrap();
 }
 
 #[test]

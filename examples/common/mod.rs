@@ -59,8 +59,8 @@ signals to the master:
   SIGTTIN, SIGTTOU  one worker more, one worker less
   SIGUSR1           print a status table on stderr
 
-A worker that dies is replaced (with backoff if it keeps dying early; after
-5 early deaths in a row the master gives up and exits 1).";
+A worker that dies is replaced (within 500 ms, however often). Only if 5
+workers in a row die before they listen does the master give up and exit 1.";
 
 /// The command line every example takes.
 pub struct Args {
@@ -175,7 +175,8 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         ..Settings::default()
     };
     let mut master = Master::new(settings)?;
-    // Keep `workers` alive: respawn with backoff, stop on a crash loop.
+    // Keep `workers` alive: replace every worker that dies; stop only if
+    // workers keep dying before they listen (a crash loop).
     master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
     let mut listening = HashSet::new();
     let mut ready = false;

@@ -39,6 +39,7 @@ const T_LISTENING: u8 = 3;
 const T_CLOSE: u8 = 4;
 const T_LEAVING: u8 = 5;
 const T_HEARTBEAT: u8 = 6;
+const T_READY: u8 = 7;
 const T_LISTEN_OK: u8 = 16;
 const T_LISTEN_ERR: u8 = 17;
 const T_DISCONNECT: u8 = 18;
@@ -95,6 +96,8 @@ pub enum Message {
     Leaving,
     /// Worker to master: the worker's loop is alive.
     Heartbeat,
+    /// Worker to master: the worker is ready to serve (`Worker::ready`).
+    Ready,
     /// Master to worker: here is the socket (the first descriptor attached)
     /// and, unless `seat` is [`NO_SEAT`], the socket's accept board and its
     /// doorbell (an eventfd; the second and third).
@@ -213,6 +216,7 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
         }
         Message::Leaving => T_LEAVING,
         Message::Heartbeat => T_HEARTBEAT,
+        Message::Ready => T_READY,
         Message::ListenOk { seq, handle, address, seat } => {
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&handle.to_le_bytes());
@@ -280,8 +284,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
         return Err(DecodeError::TooLarge(body_len));
     }
     let max_fds = match tag {
-        T_ONLINE | T_LISTEN | T_LISTENING | T_CLOSE | T_LEAVING | T_HEARTBEAT | T_LISTEN_ERR
-        | T_DISCONNECT => 0,
+        T_ONLINE | T_LISTEN | T_LISTENING | T_CLOSE | T_LEAVING | T_HEARTBEAT | T_READY
+        | T_LISTEN_ERR | T_DISCONNECT => 0,
         T_LISTEN_OK => 3,
         T_USER => MAX_FDS,
         _ => return Err(DecodeError::UnknownTag(tag)),
@@ -331,6 +335,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
         T_CLOSE => Message::Close { handle: r.u32()? },
         T_LEAVING => Message::Leaving,
         T_HEARTBEAT => Message::Heartbeat,
+        T_READY => Message::Ready,
         T_LISTEN_OK => {
             let (seq, handle, seat) = (r.u32()?, r.u32()?, r.u32()?);
             // The board and its bell travel exactly when there is a seat.
@@ -471,6 +476,7 @@ mod tests {
         roundtrip(Message::Close { handle: 3 }, 0);
         roundtrip(Message::Leaving, 0);
         roundtrip(Message::Heartbeat, 0);
+        roundtrip(Message::Ready, 0);
         roundtrip(
             Message::ListenOk {
                 seq: 1,

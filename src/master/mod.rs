@@ -53,8 +53,10 @@ use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
 use credentials::Credentials;
 use registry::{FdLimits, SocketRegistry};
-pub use supervisor::{Heartbeat, Policy, WorkerStatus, STANDARD_SIGNALS};
-use supervisor::{Roll, Supervisor};
+pub use supervisor::{
+    Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
+};
+use supervisor::{Life, Roll, Supervisor};
 
 /// Tokens at or above this value belong to the master; an application that
 /// registers its own sources in [`Master::registry`] uses smaller ones.
@@ -380,6 +382,8 @@ struct WorkerEntry {
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
+    /// What supervision remembers of it (its environment, its readiness).
+    life: Life,
 }
 
 impl WorkerEntry {
@@ -504,12 +508,19 @@ impl Master {
         &mut self.settings
     }
 
-    /// Starts a worker. Queues [`Event::Fork`].
+    /// Starts a worker. Queues [`Event::Fork`]. When supervising, it takes
+    /// a seat of its own (the target grows by one) and is replaced like the
+    /// others.
     pub fn fork(&mut self) -> io::Result<WorkerId> {
         self.fork_with_env(std::iter::empty::<(OsString, OsString)>())
     }
 
-    /// Starts a worker with extra environment variables for it alone.
+    /// Starts a worker with extra environment variables for it alone. A
+    /// rolling restart replaces it with a worker that has them too.
+    ///
+    /// When supervising, the worker takes a seat of its own (the target
+    /// grows by one, as with `fork`), and every worker that fills that seat
+    /// later gets this environment.
     pub fn fork_with_env<I, K, V>(&mut self, env: I) -> io::Result<WorkerId>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -518,6 +529,9 @@ impl Master {
     {
         let env: Vec<(OsString, OsString)> =
             env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if self.supervisor.is_some() {
+            return self.fork_seated(env);
+        }
         self.spawn(env, None)
     }
 
@@ -532,7 +546,7 @@ impl Master {
         let mut cmd = Command::new(&self.settings.exec);
         cmd.args(&self.settings.args)
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .envs(env)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string())
             .env(ENV_MASTER_PID, std::process::id().to_string());
@@ -639,6 +653,7 @@ impl Master {
             creds,
             untaken_fds: 0,
             fd_paused: false,
+            life: Life::new(env),
         });
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -658,8 +673,12 @@ impl Master {
     /// shared socket at once; the worker stops listening, finishes its open
     /// connections and exits. After [`Settings::disconnect_timeout`] it is
     /// killed.
+    ///
+    /// When supervising, outside a shutdown, a rolling restart or a smaller
+    /// target, a replacement starts at once.
     pub fn disconnect(&mut self, id: WorkerId) -> io::Result<()> {
         let slot = self.slot(id)?;
+        self.leave_seat(slot);
         let deadline = Instant::now() + self.settings.disconnect_timeout;
         let w = &mut self.workers[slot];
         w.info.exited_after_disconnect = true;
@@ -1034,6 +1053,7 @@ impl Master {
                 if w.info.state == State::None {
                     w.info.state = State::Online;
                     self.queue.push_back(Event::Online { id });
+                    self.roll_progress();
                 }
             }
             Message::Listen { .. } if w.info.state == State::Dead => {}
@@ -1084,16 +1104,17 @@ impl Master {
                     w.info.state = State::Listening;
                 }
                 self.queue.push_back(Event::Listening { id, address });
-                self.roll_progress();
+                self.on_listening(slot);
             }
             Message::Close { handle } => {
                 self.sockets.close(id, handle);
             }
-            Message::Leaving => {
-                w.info.exited_after_disconnect = true;
-                self.sockets.remove_worker(id);
+            Message::Leaving => self.on_leaving(slot),
+            Message::Heartbeat => {
+                w.last_heartbeat = Some(Instant::now());
+                w.life.mark_ready();
             }
-            Message::Heartbeat => w.last_heartbeat = Some(Instant::now()),
+            Message::Ready => self.on_ready(slot),
             Message::User { payload } => {
                 w.untaken_fds += fds.len();
                 self.fds_received += fds.len();
@@ -1141,6 +1162,7 @@ impl Master {
             w.info.state = State::Disconnected;
             w.kill_at.get_or_insert(Instant::now() + timeout);
         }
+        self.hold_keys(slot);
         self.sockets.remove_worker(id);
         self.queue.push_back(Event::Disconnect { id });
     }

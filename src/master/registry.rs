@@ -46,6 +46,8 @@ struct Handle {
     socket: OwnedFd,
     address: Address,
     workers: Vec<WorkerId>,
+    /// Supervisor seats keeping it open while their next worker starts.
+    pins: u32,
     /// A socket file the master created, unlinked with the handle.
     unlink: Option<SocketFile>,
     /// The accept board of a stream socket (none for UDP, or if the memfd
@@ -246,6 +248,7 @@ impl SocketRegistry {
                     socket,
                     address,
                     workers: Vec::new(),
+                    pins: 0,
                     unlink,
                     board,
                 });
@@ -259,7 +262,7 @@ impl SocketRegistry {
             Ok(s) => s,
             Err(e) => {
                 let err = SysError::new(Syscall::Dup, e.raw_os_error().unwrap_or(libc::EMFILE));
-                if h.workers.is_empty() {
+                if h.workers.is_empty() && h.pins == 0 {
                     self.drop_handle(slot);
                 }
                 return Err(err);
@@ -297,10 +300,29 @@ impl SocketRegistry {
         if let Some(b) = h.board.as_mut() {
             b.leave(worker, closed);
         }
-        if h.workers.is_empty() {
+        if h.workers.is_empty() && h.pins == 0 {
             self.drop_handle(slot);
         }
         true
+    }
+
+    /// Keeps `handle` open even when no worker holds it, until as many
+    /// [`unpin`](Self::unpin)s: a supervised seat keeps its worker's sockets
+    /// (and their queued connections) for the worker that replaces it.
+    pub(crate) fn pin(&mut self, handle: u32) {
+        if let Some(h) = self.handles.get_mut(handle as usize) {
+            h.pins += 1;
+        }
+    }
+
+    /// Undoes one [`pin`](Self::pin); closes the socket if no worker holds it.
+    pub(crate) fn unpin(&mut self, handle: u32) {
+        let slot = handle as usize;
+        let Some(h) = self.handles.get_mut(slot) else { return };
+        h.pins = h.pins.saturating_sub(1);
+        if h.workers.is_empty() && h.pins == 0 {
+            self.drop_handle(slot);
+        }
     }
 
     /// Removes `worker` from every key (it was asked to leave, or left, or

@@ -6,8 +6,16 @@
 //! Nothing here runs unless asked: [`Master::supervise`] turns the policy
 //! on, [`Settings::heartbeat`](super::Settings::heartbeat) turns heartbeats
 //! on. Without them the master is Node's: it manages no pool.
+//!
+//! The pool stays full. A worker is *ready* once it listened, sent a
+//! heartbeat or called [`Worker::ready`](crate::Worker::ready) (or lived
+//! past [`Policy::crash_window`]). A worker that was ready is always
+//! replaced, after at most [`READY_BACKOFF_MAX`]; only workers that die
+//! before they are ready, a broken deploy that respawning cannot fix, make
+//! the master give up ([`Event::CrashLoop`]), as gunicorn's boot-error rule.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,28 +37,49 @@ pub const STANDARD_SIGNALS: [Signal; 7] = [
     Signal::SIGUSR1,
 ];
 
+/// A worker that died sooner than this after it became ready died as soon
+/// as it served (a request that kills it, say): if its seat's workers keep
+/// doing that, their replacements are slowed down (see
+/// [`Policy::backoff_initial`]). One that served longer is replaced at once.
+pub const QUICK_DEATH: Duration = Duration::from_millis(100);
+
+/// The most a worker that was ready waits for its replacement, whatever
+/// [`Policy::backoff_max`] says: the pool must stay full.
+pub const READY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
 /// How [`Master::supervise`] keeps the pool.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Target number of workers (default: one per CPU).
     pub workers: usize,
-    /// Replace a worker that exits without having been asked to (default:
-    /// true).
+    /// Replace a worker that exits without having been asked to, or that
+    /// leaves of its own accord (default: true).
     pub respawn: bool,
-    /// Delay before replacing a worker that died early, doubled for each
-    /// further early death in a row (default: 100 ms). A worker that lived
-    /// longer than `crash_window` is replaced at once.
+    /// The first delay before a replacement, doubled for each further death
+    /// in a row in the same seat (default: 100 ms):
+    /// - a worker that died before it was ready (it never listened, sent a
+    ///   heartbeat or called [`Worker::ready`](crate::Worker::ready)) is
+    ///   replaced after that delay, capped at `backoff_max`;
+    /// - a worker that was ready is replaced at once, unless it died within
+    ///   [`QUICK_DEATH`] (100 ms) of becoming ready: then after that delay,
+    ///   doubled for each such death in a row and capped at
+    ///   [`READY_BACKOFF_MAX`] (500 ms). This only spares the CPU when
+    ///   workers keep dying as soon as they serve; the pool stays full.
     pub backoff_initial: Duration,
-    /// The cap on that delay (default: 10 s).
+    /// The cap on the delay for workers that died before they were ready
+    /// (default: 10 s).
     pub backoff_max: Duration,
     /// A worker that dies sooner than this after it started died early
-    /// (default: 5 s).
+    /// (default: 5 s). A worker that lived this long counts as ready even if
+    /// it never said so.
     pub crash_window: Duration,
-    /// After this many early deaths in a row, respawning stops and
-    /// [`Event::CrashLoop`] is queued (default: 5).
+    /// After this many workers in a row in one seat died before they were
+    /// ready, respawning stops and [`Event::CrashLoop`] is queued (default:
+    /// 5). A worker that was ready never counts.
     pub crash_limit: u32,
-    /// How long a new worker may take to listen during a rolling restart
-    /// before the roll is abandoned (default: 30 s).
+    /// How long a new worker may take to be ready to replace an old one
+    /// during a rolling restart before the roll is abandoned (default:
+    /// 30 s).
     pub start_timeout: Duration,
 }
 
@@ -120,12 +149,108 @@ pub struct WorkerStatus {
     pub cpu_time: Option<Duration>,
 }
 
+/// What supervision remembers of one worker.
+#[derive(Debug, Default)]
+pub(super) struct Life {
+    /// The environment it was forked with (beyond `Settings::env`): a
+    /// worker that replaces it gets the same.
+    pub(super) env: Vec<(OsString, OsString)>,
+    /// It listened at least once.
+    pub(super) listened: bool,
+    /// It called `Worker::ready`.
+    pub(super) acked: bool,
+    /// When it first listened, sent a heartbeat or called `Worker::ready`.
+    pub(super) ready_at: Option<Instant>,
+}
+
+impl Life {
+    pub(super) fn new(env: Vec<(OsString, OsString)>) -> Life {
+        Life { env, ..Life::default() }
+    }
+
+    /// It listened, sent a heartbeat or called `Worker::ready`.
+    pub(super) fn mark_ready(&mut self) {
+        self.ready_at.get_or_insert_with(Instant::now);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Seat {
     worker: Option<WorkerId>,
     restarts: u32,
+    /// Workers in a row that died before they were ready.
     crashes: u32,
+    /// Ready workers in a row that died within [`QUICK_DEATH`] of being
+    /// ready.
+    quick_deaths: u32,
     start_at: Option<Instant>,
+    /// The environment every worker of this seat is forked with.
+    env: Vec<(OsString, OsString)>,
+    /// Sockets of its last worker that the seat keeps open (pinned in the
+    /// registry), with their queued connections, for its next worker...
+    held: Vec<u32>,
+    /// ... until then at the latest.
+    held_until: Option<Instant>,
+}
+
+/// Pins in the registry every socket `worker` holds, for its `seat`, for
+/// at most `longest`.
+fn hold(
+    sockets: &mut super::registry::SocketRegistry,
+    seat: &mut Seat,
+    worker: WorkerId,
+    longest: Duration,
+) {
+    for h in sockets.handles_of(worker) {
+        if !seat.held.contains(&h) {
+            sockets.pin(h);
+            seat.held.push(h);
+        }
+    }
+    if !seat.held.is_empty() {
+        seat.held_until = Some(Instant::now() + longest);
+    }
+}
+
+/// What to do when a seat's worker died.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Start a new worker after this delay.
+    Replace(Duration),
+    /// Stop respawning: a crash loop.
+    GiveUp,
+}
+
+impl Seat {
+    /// The rule, without clocks: a worker of this seat died, having been
+    /// ready for `served` (`None`: it never was).
+    fn death(&mut self, p: &Policy, served: Option<Duration>) -> Verdict {
+        match served {
+            // It was ready: always replaced, at once unless it died as soon
+            // as it served.
+            Some(served) => {
+                self.crashes = 0;
+                self.quick_deaths = if served >= QUICK_DEATH { 0 } else { self.quick_deaths + 1 };
+                let cap = p.backoff_max.min(READY_BACKOFF_MAX);
+                Verdict::Replace(backoff(p.backoff_initial, self.quick_deaths, cap))
+            }
+            None => {
+                self.crashes += 1;
+                if self.crashes >= p.crash_limit {
+                    return Verdict::GiveUp;
+                }
+                Verdict::Replace(backoff(p.backoff_initial, self.crashes, p.backoff_max))
+            }
+        }
+    }
+}
+
+/// `initial`, doubled for each death after the first, capped at `max`.
+fn backoff(initial: Duration, deaths: u32, max: Duration) -> Duration {
+    match deaths {
+        0 => Duration::ZERO,
+        n => initial.saturating_mul(1u32 << (n - 1).min(16)).min(max),
+    }
 }
 
 pub(super) struct Supervisor {
@@ -151,6 +276,11 @@ struct Step {
     seat: Option<usize>,
     /// The old worker's shared sockets: the new one must hold them all.
     handles: Vec<u32>,
+    /// The old worker called `Worker::ready`: the new one must too.
+    acked: bool,
+    /// The old worker listened (maybe on sockets of its own, which the
+    /// master does not hold): the new one must too.
+    listened: bool,
     deadline: Instant,
 }
 
@@ -182,7 +312,11 @@ impl Master {
         }
         let mut leaving = Vec::new();
         while sv.seats.len() > n {
-            if let Some(id) = sv.seats.pop().and_then(|s| s.worker) {
+            let Some(seat) = sv.seats.pop() else { break };
+            for h in seat.held {
+                self.sockets.unpin(h);
+            }
+            if let Some(id) = seat.worker {
                 leaving.push(id);
             }
         }
@@ -233,6 +367,7 @@ impl Master {
                 seat.start_at = None;
             }
         }
+        self.release_held(None);
         self.roll = None;
         self.disconnect_all()
     }
@@ -327,7 +462,7 @@ impl Master {
             roll.pending.retain(|p| *p != id);
             if let Some(step) = &roll.step {
                 if step.new == id {
-                    self.fail_roll(format!("exited ({status}) before listening"));
+                    self.fail_roll(format!("exited ({status}) before it was ready"));
                 } else if step.old == id {
                     replaced_by_roll = true;
                 }
@@ -341,43 +476,178 @@ impl Master {
             return;
         }
         seat.worker = None;
-        if w.info.exited_after_disconnect
-            || disconnecting
-            || sv.stopped
-            || !sv.policy.respawn
-            || replaced_by_roll
-        {
+        if disconnecting || sv.stopped || !sv.policy.respawn || replaced_by_roll {
             return;
         }
-        let lived = w.started.elapsed();
-        if lived >= sv.policy.crash_window {
-            seat.crashes = 0;
-        } else {
-            seat.crashes += 1;
-        }
-        if seat.crashes >= sv.policy.crash_limit {
-            sv.stopped = true;
-            log::error!(
-                "worker {id} died {} times in a row within {:?} of starting ({status}); \
-                 no more respawns",
-                seat.crashes,
-                sv.policy.crash_window
-            );
-            let crashes = seat.crashes;
-            self.queue.push_back(Event::CrashLoop { id, crashes, status });
-            return;
-        }
-        let delay = match seat.crashes {
-            0 => Duration::ZERO,
-            n => sv
-                .policy
-                .backoff_initial
-                .saturating_mul(1u32 << (n - 1).min(16))
-                .min(sv.policy.backoff_max),
+        let p = &sv.policy;
+        let now = Instant::now();
+        // A worker that said nothing but lived past the crash window counts
+        // as ready, and as having served.
+        let served = match w.life.ready_at {
+            Some(t) => Some(now.saturating_duration_since(t)),
+            None if now.saturating_duration_since(w.started) >= p.crash_window => Some(QUICK_DEATH),
+            None => None,
         };
-        log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+        let delay = if w.info.exited_after_disconnect {
+            // It left (its seat is normally given up as it leaves).
+            Duration::ZERO
+        } else {
+            match seat.death(p, served) {
+                Verdict::Replace(delay) if served.is_some() => {
+                    log::warn!("worker {id} died ({status}); replacing it in {delay:?}");
+                    delay
+                }
+                Verdict::Replace(delay) => {
+                    log::warn!(
+                        "worker {id} died ({status}) before it was ready ({} in a row); \
+                         replacing it in {delay:?}",
+                        seat.crashes
+                    );
+                    delay
+                }
+                Verdict::GiveUp => {
+                    sv.stopped = true;
+                    let crashes = seat.crashes;
+                    log::error!(
+                        "worker {id} died ({status}) before it was ready, the {crashes} in a \
+                         row; no more respawns"
+                    );
+                    self.release_held(None);
+                    self.queue.push_back(Event::CrashLoop { id, crashes, status });
+                    return;
+                }
+            }
+        };
         seat.restarts += 1;
-        seat.start_at = Some(Instant::now() + delay);
+        seat.start_at = Some(now + delay);
+    }
+
+    /// Under supervision, a worker the application forks takes a new seat,
+    /// which keeps `env` for the workers that fill it later.
+    pub(super) fn fork_seated(&mut self, env: Vec<(OsString, OsString)>) -> io::Result<WorkerId> {
+        let sv = self.supervisor.as_mut().ok_or_else(not_supervised)?;
+        let ix = sv.seats.len();
+        sv.seats.push(Seat { env: env.clone(), ..Seat::default() });
+        let res = self.spawn(env, Some(ix));
+        if let Some(sv) = self.supervisor.as_mut() {
+            match &res {
+                Ok(id) => sv.seats[ix].worker = Some(*id),
+                // No trace: the target is what it was.
+                Err(_) => drop(sv.seats.pop()),
+            }
+            log::info!("target: {} workers", sv.seats.len());
+        }
+        res
+    }
+
+    /// Worker `slot` leaves of its own accord, or the application asked it
+    /// to: it gives up its seat now, and a replacement starts at once, so
+    /// the pool keeps its capacity while it finishes its connections. Not
+    /// during a shutdown, nor for a worker a roll or a smaller target is
+    /// removing (those have no seat any more).
+    pub(super) fn leave_seat(&mut self, slot: usize) {
+        let w = &mut self.workers[slot];
+        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
+        if self.disconnecting_all {
+            return;
+        }
+        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
+        else {
+            return;
+        };
+        let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) else { return };
+        hold(&mut self.sockets, seat, id, sv.policy.backoff_max + sv.policy.start_timeout);
+        seat.worker = None;
+        w.seat = None;
+        let rolling = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| (s.old, s.seat));
+        if rolling == Some((id, Some(ix))) {
+            // The roll's new worker is about to take this seat.
+            log::info!("worker {id} leaves; the rolling restart replaces it");
+            return;
+        }
+        log::info!("worker {id} leaves; starting a worker in its place");
+        seat.restarts += 1;
+        seat.start_at = Some(Instant::now());
+    }
+
+    /// A worker said it leaves of its own accord (`Worker::disconnect`):
+    /// as if the master had asked, it must exit within the disconnect
+    /// timeout, and its seat is filled again.
+    pub(super) fn on_leaving(&mut self, slot: usize) {
+        self.leave_seat(slot);
+        let deadline = Instant::now() + self.settings.disconnect_timeout;
+        let w = &mut self.workers[slot];
+        w.info.exited_after_disconnect = true;
+        if w.info.state != State::Dead {
+            w.kill_at.get_or_insert(deadline);
+        }
+        let id = w.info.id;
+        self.sockets.remove_worker(id);
+    }
+
+    /// A seated worker is about to leave every socket (its channel closed:
+    /// it died, or is about to be killed) and its seat is to be filled
+    /// again: the seat keeps its sockets open for the next worker, so a
+    /// pool of one refuses nothing while it is replaced.
+    pub(super) fn hold_keys(&mut self, slot: usize) {
+        let w = &self.workers[slot];
+        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
+        if self.disconnecting_all {
+            return;
+        }
+        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
+        else {
+            return;
+        };
+        let longest = sv.policy.backoff_max + sv.policy.start_timeout;
+        if let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) {
+            hold(&mut self.sockets, seat, id, longest);
+        }
+    }
+
+    /// A worker listened: if it fills a seat, the sockets the seat kept for
+    /// it that it now holds are its own; then the roll may go on.
+    pub(super) fn on_listening(&mut self, slot: usize) {
+        let w = &mut self.workers[slot];
+        w.life.listened = true;
+        w.life.mark_ready();
+        if let Some(ix) = w.seat {
+            self.release_held(Some(ix));
+        }
+        self.roll_progress();
+    }
+
+    /// Gives back the sockets seat `ix` keeps that its worker now holds
+    /// (all of them past their time); `None`: every seat's, all of them.
+    fn release_held(&mut self, ix: Option<usize>) {
+        let Some(sv) = self.supervisor.as_mut() else { return };
+        let now = Instant::now();
+        for (i, seat) in sv.seats.iter_mut().enumerate() {
+            if ix.is_some_and(|ix| ix != i) || seat.held.is_empty() {
+                continue;
+            }
+            let all = ix.is_none() || seat.held_until.is_some_and(|t| t <= now);
+            let worker = seat.worker;
+            let sockets = &mut self.sockets;
+            seat.held.retain(|h| {
+                let done = all || worker.is_some_and(|w| sockets.holds(w, *h));
+                if done {
+                    sockets.unpin(*h);
+                }
+                !done
+            });
+            if seat.held.is_empty() {
+                seat.held_until = None;
+            }
+        }
+    }
+
+    /// A worker called `Worker::ready`.
+    pub(super) fn on_ready(&mut self, slot: usize) {
+        let life = &mut self.workers[slot].life;
+        life.acked = true;
+        life.mark_ready();
+        self.roll_progress();
     }
 
     pub(super) fn supervisor_deadline(&self) -> Option<Instant> {
@@ -386,7 +656,8 @@ impl Master {
             return step;
         }
         let starts = self.supervisor.as_ref().filter(|sv| !sv.stopped).and_then(|sv| {
-            sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at).min()
+            let starts = sv.seats.iter().filter(|s| s.worker.is_none()).filter_map(|s| s.start_at);
+            starts.chain(sv.seats.iter().filter_map(|s| s.held_until)).min()
         });
         step.into_iter().chain(starts).min()
     }
@@ -396,11 +667,20 @@ impl Master {
             if step.deadline <= now {
                 let new = step.new;
                 let _ = self.kill(new, Signal::SIGKILL);
-                self.fail_roll("did not listen in time".to_string());
+                self.fail_roll("was not ready in time".to_string());
             }
         }
         if self.disconnecting_all {
             return;
+        }
+        let overdue = self
+            .supervisor
+            .as_ref()
+            .is_some_and(|sv| sv.seats.iter().any(|s| s.held_until.is_some_and(|t| t <= now)));
+        if overdue {
+            for ix in 0..self.supervisor.as_ref().map_or(0, |sv| sv.seats.len()) {
+                self.release_held(Some(ix));
+            }
         }
         let due: Vec<usize> = match self.supervisor.as_ref() {
             Some(sv) if !sv.stopped => sv
@@ -413,7 +693,8 @@ impl Master {
             _ => return,
         };
         for ix in due {
-            let res = self.spawn(Vec::new(), Some(ix));
+            let env = self.supervisor.as_ref().map(|sv| sv.seats[ix].env.clone());
+            let res = self.spawn(env.unwrap_or_default(), Some(ix));
             let Some(sv) = self.supervisor.as_mut() else { return };
             let seat = &mut sv.seats[ix];
             match res {
@@ -448,17 +729,19 @@ impl Master {
                 continue;
             }
             let seat = w.seat;
+            let (acked, listened, env) = (w.life.acked, w.life.listened, w.life.env.clone());
             let handles = self.sockets.handles_of(old);
             let deadline = Instant::now()
                 + self
                     .supervisor
                     .as_ref()
                     .map_or(Duration::from_secs(30), |s| s.policy.start_timeout);
-            match self.spawn(Vec::new(), None) {
+            match self.spawn(env, None) {
                 Ok(new) => {
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
                     if let Some(roll) = self.roll.as_mut() {
-                        roll.step = Some(Step { old, new, seat, handles, deadline });
+                        roll.step =
+                            Some(Step { old, new, seat, handles, acked, listened, deadline });
                     }
                 }
                 Err(e) => self.fail_roll(format!("cannot start a new worker: {e}")),
@@ -467,16 +750,22 @@ impl Master {
         }
     }
 
-    /// A worker listened: if it is the roll's new worker and now serves
-    /// everything the old one did, the old one leaves.
+    /// A worker came online, listened or said it is ready: if it is the
+    /// roll's new worker and now does everything the old one did, the old
+    /// one leaves.
     pub(super) fn roll_progress(&mut self) {
         let Some(step) = self.roll.as_ref().and_then(|r| r.step.as_ref()) else { return };
         let Some(&slot) = self.ids.get(&step.new) else { return };
         let new = &self.workers[slot];
-        // Ready: alive, and holding every shared socket the old one held (a
-        // worker with no servers only has to be online). Servers a worker
-        // binds alone (exclusive, adopted) are not the master's to count.
+        // Ready: alive and staying; holding every shared socket the old one
+        // held; listening if the old one listened (servers a worker binds
+        // alone, exclusive or adopted, are not the master's to count); and
+        // having called `Worker::ready` if the old one had. A worker that
+        // does none of these (messages only) only has to be online.
         let ready = matches!(new.info.state, State::Online | State::Listening)
+            && !new.info.exited_after_disconnect
+            && (!step.listened || new.life.listened)
+            && (!step.acked || new.life.acked)
             && step.handles.iter().all(|h| self.sockets.holds(step.new, *h));
         if !ready {
             return;
@@ -505,11 +794,14 @@ impl Master {
                 seat.restarts += 1;
                 self.workers[slot].restarts = seat.restarts;
             }
+            if let Some(ix) = step.seat {
+                self.release_held(Some(ix));
+            }
         }
         if let Some(&old_slot) = self.ids.get(&step.old) {
             self.workers[old_slot].seat = None;
             log::info!(
-                "rolling restart: worker {} listens; disconnecting worker {}",
+                "rolling restart: worker {} is ready; disconnecting worker {}",
                 step.new,
                 step.old
             );
@@ -562,5 +854,56 @@ impl Master {
             w.forced = true;
             w.kill_at = Some(now + Duration::from_secs(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> Policy {
+        Policy { workers: 1, ..Policy::default() }
+    }
+
+    #[test]
+    fn workers_that_never_became_ready_back_off_to_the_limit_then_give_up() {
+        let (p, mut seat) = (policy(), Seat::default());
+        let delays: Vec<Verdict> = (0..5).map(|_| seat.death(&p, None)).collect();
+        let want = [100, 200, 400, 800].map(|ms| Verdict::Replace(ms * MS));
+        assert_eq!(delays[..4], want);
+        assert_eq!(delays[4], Verdict::GiveUp);
+    }
+
+    #[test]
+    fn a_worker_that_was_ready_is_always_replaced_within_half_a_second() {
+        let (p, mut seat) = (policy(), Seat::default());
+        // Killed as soon as ready, a hundred times: capped, never given up.
+        let delays: Vec<Verdict> = (0..100).map(|_| seat.death(&p, Some(MS))).collect();
+        assert_eq!(delays[..5], [100, 200, 400, 500, 500].map(|ms| Verdict::Replace(ms * MS)));
+        assert!(delays.iter().all(|d| *d != Verdict::GiveUp));
+        // One that served a while is replaced at once, and resets the count.
+        assert_eq!(seat.death(&p, Some(QUICK_DEATH)), Verdict::Replace(Duration::ZERO));
+        assert_eq!(seat.death(&p, Some(MS)), Verdict::Replace(100 * MS));
+    }
+
+    #[test]
+    fn a_ready_worker_between_bad_starts_resets_the_crash_count() {
+        let (p, mut seat) = (policy(), Seat::default());
+        for _ in 0..10 {
+            for _ in 0..p.crash_limit - 1 {
+                assert_ne!(seat.death(&p, None), Verdict::GiveUp);
+            }
+            assert_eq!(
+                seat.death(&p, Some(Duration::from_secs(1))),
+                Verdict::Replace(Duration::ZERO)
+            );
+        }
+        // A low backoff_max caps both.
+        let p = Policy { backoff_max: 50 * MS, ..policy() };
+        let mut seat = Seat::default();
+        assert_eq!(seat.death(&p, None), Verdict::Replace(50 * MS));
+        assert_eq!(seat.death(&p, Some(MS)), Verdict::Replace(50 * MS));
     }
 }

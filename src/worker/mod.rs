@@ -652,6 +652,22 @@ impl Worker {
         Ok(())
     }
 
+    /// Tells the master this worker is ready to serve (einhorn's ack). It
+    /// is optional, and may be called more than once. A supervising master
+    /// uses it twice:
+    /// - a worker is ready once it listened, sent a heartbeat or called
+    ///   this; one that was ready is always replaced when it dies, and only
+    ///   workers that die before they are ready count towards giving up
+    ///   ([`Event::CrashLoop`](crate::Event::CrashLoop));
+    /// - in a rolling restart, a new worker replaces an old one that called
+    ///   this only once it has called it too (and holds every shared socket
+    ///   the old one held). Call it when the worker can serve: after its
+    ///   last listen, with its caches warm.
+    pub fn ready(&mut self) -> io::Result<()> {
+        self.channel.queue(&Message::Ready, Vec::new())?;
+        self.flush()
+    }
+
     /// Sends what is still queued to the master (waiting up to a second),
     /// closes the channel and exits the process with `code`.
     pub fn exit(mut self, code: i32) -> ! {
