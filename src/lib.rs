@@ -39,11 +39,13 @@
 //! written through atomics.
 
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 // `unsafe` lives only in the syscall layer (`sys`), and each block there
 // says why it is sound in a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod debug;
 pub mod ipc;
 mod listen;
 pub mod master;
