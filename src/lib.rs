@@ -46,7 +46,12 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod debug;
+// The wire format is not part of the stable API: only the fuzz target and
+// the crate's own tests (the `fuzzing` feature) reach it.
+#[cfg(feature = "fuzzing")]
 pub mod ipc;
+#[cfg(not(feature = "fuzzing"))]
+mod ipc;
 mod listen;
 pub mod master;
 #[allow(unsafe_code)]

@@ -11,4 +11,7 @@ pub(crate) mod board;
 pub(crate) mod channel;
 pub mod codec;
 
-pub use codec::{decode, encode, DecodeError, Decoded, ListenRequest, Message};
+pub use codec::{ListenRequest, Message};
+// What only the fuzz target and the tests use (the crate calls `codec::`).
+#[cfg(feature = "fuzzing")]
+pub use codec::{decode, encode, DecodeError, Decoded};
