@@ -54,6 +54,7 @@ pub mod ipc;
 mod ipc;
 mod listen;
 pub mod master;
+mod signal;
 #[allow(unsafe_code)]
 mod sys;
 pub mod worker;
@@ -68,7 +69,7 @@ pub use master::{
     Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
     WorkerInfo, WorkerStatus,
 };
-pub use nix::sys::signal::Signal;
+pub use signal::Signal;
 pub use sys::fd::count_open_fds;
 pub use sys::{SysError, Syscall};
 pub use worker::{Listener, SharedServer, Stream, UdpSocket, Worker, WorkerEvent};

@@ -40,9 +40,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::Signal;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::ipc::channel::{Channel, ReadStatus};
@@ -388,7 +388,7 @@ struct WorkerEntry {
 
 impl WorkerEntry {
     fn signal(&self, signal: Signal) -> io::Result<()> {
-        sys::process::pidfd_send_signal(self.pidfd.as_fd(), signal as i32)
+        sys::process::pidfd_send_signal(self.pidfd.as_fd(), signal.as_raw())
     }
 }
 
@@ -577,7 +577,7 @@ impl Master {
                 Some(c) => Some(sys::process::ChildCreds::new(c.uid, c.gid, &c.groups)?),
                 None => None,
             },
-            death_signal: MASTER_DEATH_SIGNAL as i32,
+            death_signal: MASTER_DEATH_SIGNAL.as_raw(),
             cwd: self.settings.cwd.as_deref().map(sys::process::c_path).transpose()?,
         };
         let (mut child, pidfd) = sys::process::spawn_worker(&mut cmd, theirs.as_raw_fd(), &setup)

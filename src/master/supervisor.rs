@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::Signal;
+use crate::Signal;
 
 use super::{Event, ExitStatus, Master, State, WorkerEntry};
 use crate::WorkerId;

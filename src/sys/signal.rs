@@ -3,7 +3,9 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
+
+use crate::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// Signals blocked in this process and read from a descriptor instead.
@@ -20,7 +22,7 @@ impl Signals {
     pub(crate) fn new(signals: &[Signal]) -> io::Result<Signals> {
         let mut set = SigSet::empty();
         for s in signals {
-            set.add(*s);
+            set.add(nix::sys::signal::Signal::try_from(s.as_raw())?);
         }
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
@@ -31,9 +33,9 @@ impl Signals {
     pub(crate) fn read(&self) -> io::Result<Option<Signal>> {
         loop {
             match self.fd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(s) => return Ok(Some(s)),
-                    Err(_) => continue,
+                Ok(Some(info)) => match Signal::from_raw(info.ssi_signo as i32) {
+                    Some(s) => return Ok(Some(s)),
+                    None => continue,
                 },
                 Ok(None) => return Ok(None),
                 Err(nix::errno::Errno::EINTR) => continue,
