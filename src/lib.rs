@@ -70,7 +70,6 @@ pub use master::{
     WorkerInfo, WorkerStatus,
 };
 pub use signal::Signal;
-pub use sys::fd::count_open_fds;
 pub use sys::{SysError, Syscall};
 pub use worker::{Listener, SharedServer, Stream, UdpSocket, Worker, WorkerEvent};
 
@@ -130,15 +129,4 @@ pub fn role() -> Role {
         Some(env) => Role::Worker(env.id),
         None => Role::Master,
     }
-}
-
-/// Threads of the calling process, from `/proc/self/status` (the crate's
-/// promise is that it is 1).
-pub fn thread_count() -> std::io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other("no Threads: line in /proc/self/status"))
 }

@@ -744,7 +744,9 @@ impl Master {
         self.workers.iter().map(|(_, w)| w.info)
     }
 
-    /// How many listening sockets the registry holds.
+    /// How many listening sockets the registry holds. For tests: only with
+    /// the `fuzzing` feature, not part of the stable API.
+    #[cfg(feature = "fuzzing")]
     pub fn listening_sockets(&self) -> usize {
         self.sockets.len()
     }

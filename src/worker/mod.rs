@@ -246,8 +246,10 @@ impl Worker {
         self.queue.pop_front()
     }
 
-    /// The channel's socket, for diagnostics and tests. Writing to it
-    /// bypasses the protocol and makes the master drop this worker.
+    /// The channel's socket, for tests: only with the `fuzzing` feature, not
+    /// part of the stable API. Writing to it bypasses the protocol and makes
+    /// the master drop this worker.
+    #[cfg(feature = "fuzzing")]
     pub fn channel_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.channel.socket_fd()
     }
