@@ -1,11 +1,17 @@
 //! The master: forks workers, runs the reactor, owns the socket registry.
 //!
-//! One [`mio::Poll`] multiplexes every worker's IPC channel, a pidfd per
-//! worker (its exit), a `signalfd` for the signals the master handles, the
-//! deadlines it keeps, and any source the application registers itself.
-//! [`Master::poll`] runs one turn of that reactor and queues [`Event`]s;
+//! One [`mio::Poll`] inside the master multiplexes every worker's IPC
+//! channel, a pidfd per worker (its exit), a `signalfd` for the signals the
+//! master handles, and its output pipes; the master also keeps deadlines
+//! (disconnect kills, supervised starts and backoff, a roll's step, heartbeat
+//! checks). A turn of that reactor queues [`Event`]s, and
 //! [`Master::next_event`] hands them out. No thread is started: the caller's
 //! thread is the reactor.
+//!
+//! # Running its own loop
+//!
+//! The simple path: [`Master::poll`] waits up to its timeout (never past the
+//! master's own next deadline), runs one turn, and returns.
 //!
 //! ```no_run
 //! use mio_cluster::{Master, Settings, Event};
@@ -20,6 +26,53 @@
 //!             Event::Exit { id, status, .. } => eprintln!("worker {id} exited: {status}"),
 //!             other => eprintln!("{other:?}"),
 //!         }
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Inside the application's own loop
+//!
+//! `Master` is a [`mio::event::Source`] (its epoll descriptor, readable when
+//! it has work; [`AsRawFd`] gives the same descriptor to other loops). The
+//! application registers it once, `READABLE`, next to its own sources, and
+//! keeps this contract:
+//!
+//! 1. Before every wait, ask [`Master::timeout`] and wait no longer than it
+//!    says (`None`: no deadline of the master's; `Some(ZERO)`: work is
+//!    pending, do not sleep). Round up, as mio does: waking early costs a
+//!    turn that finds nothing due.
+//! 2. After every wait (whatever woke it, the master's token or not), call
+//!    [`Master::process`] once: one non-blocking turn that reads what is
+//!    ready and fires what is due.
+//! 3. Then take every event with [`Master::next_event`] until `None`. Events
+//!    left in the queue keep [`Master::timeout`] at zero.
+//!
+//! The master's own registration is edge-triggered, like every mio source:
+//! a turn that leaves work behind (a budget ran out, more descriptors were
+//! ready than one turn takes) says so through a zero timeout, not through
+//! another readiness edge. The master's methods (`fork`, `send`,
+//! `set_target`...) can be called between turns, from any of the
+//! application's handlers.
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use mio_cluster::{Master, Settings};
+//! const MASTER: Token = Token(0);
+//! let mut poll = Poll::new()?;
+//! let mut master = Master::new(Settings::default())?;
+//! poll.registry().register(&mut master, MASTER, Interest::READABLE)?;
+//! master.fork()?;
+//! let mut events = Events::with_capacity(128);
+//! loop {
+//!     poll.poll(&mut events, master.timeout())?;
+//!     for event in events.iter() {
+//!         // The application's own sources (MASTER needs nothing here).
+//!         # let _ = event;
+//!     }
+//!     master.process()?;
+//!     while let Some(event) = master.next_event() {
+//!         eprintln!("{event:?}");
 //!     }
 //! }
 //! # Ok::<(), std::io::Error>(())
@@ -58,9 +111,8 @@ pub use supervisor::{
 };
 use supervisor::{Life, Roll, Supervisor};
 
-/// Tokens at or above this value belong to the master; an application that
-/// registers its own sources in [`Master::registry`] uses smaller ones.
-pub const RESERVED_TOKENS: usize = usize::MAX / 2;
+/// Tokens of the master's own reactor.
+const RESERVED_TOKENS: usize = 0;
 const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
@@ -334,15 +386,6 @@ pub enum Event {
         /// What went wrong.
         reason: String,
     },
-    /// A source the application registered in [`Master::registry`] is ready.
-    Io {
-        /// The token it was registered with.
-        token: Token,
-        /// Readable.
-        readable: bool,
-        /// Writable.
-        writable: bool,
-    },
 }
 
 /// What the master knows of one live worker.
@@ -415,6 +458,12 @@ pub struct Master {
     /// silence before that is not held against workers.
     resumed_at: Instant,
     next_heartbeat_check: Option<Instant>,
+    /// The earliest deadline at the end of the last turn: a turn far past
+    /// it means the master was not run (stopped, or not called).
+    due: Option<Instant>,
+    /// The last turn took as many events as it had room for: more may be
+    /// ready.
+    more_ready: bool,
     /// [`Settings::fd_budget`], lowered to what `RLIMIT_NOFILE` allows.
     fd_budget: usize,
     /// The soft `RLIMIT_NOFILE`.
@@ -495,6 +544,8 @@ impl Master {
             roll: None,
             resumed_at: Instant::now(),
             next_heartbeat_check: None,
+            due: None,
+            more_ready: false,
             fd_budget,
             fd_limit: usize::try_from(limit).unwrap_or(usize::MAX),
             fds_counted: sys::fd::count_open_fds()?,
@@ -749,12 +800,6 @@ impl Master {
         self.sockets.len()
     }
 
-    /// The reactor's registry, for the application's own sources. Use tokens
-    /// below [`RESERVED_TOKENS`]; readiness comes back as [`Event::Io`].
-    pub fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
-    }
-
     /// Takes the next queued event.
     pub fn next_event(&mut self) -> Option<Event> {
         let event = self.queue.pop_front()?;
@@ -823,22 +868,56 @@ impl Master {
     }
 
     /// One reactor turn: waits up to `timeout` (forever with `None`, but never
-    /// past the master's own next deadline) and queues what happened. An idle
-    /// master with no deadline sleeps in `epoll_wait` and does no work.
+    /// past [`Master::timeout`], the master's own next deadline) and queues
+    /// what happened. An idle master with no deadline sleeps in `epoll_wait`
+    /// and does no work.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut timeout = timeout;
-        if let Some(next) = self.next_deadline() {
-            let left = next.saturating_duration_since(Instant::now());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        let timeout = match (timeout, self.timeout()) {
+            (Some(asked), Some(own)) => Some(asked.min(own)),
+            (asked, own) => asked.or(own),
+        };
+        self.turn(timeout)
+    }
+
+    /// One turn that never waits: reads what is ready, fires the deadlines
+    /// that are due, and queues what happened. For a master inside the
+    /// application's loop: call it after every wait of that loop (see the
+    /// [module docs](self)).
+    pub fn process(&mut self) -> io::Result<()> {
+        self.turn(Some(Duration::ZERO))
+    }
+
+    /// How long the application's loop may wait before it calls
+    /// [`Master::process`]: until the master's next deadline (a worker to
+    /// kill after its disconnect timeout, a supervised start or backoff, a
+    /// rolling restart's step, a heartbeat check); zero while work is
+    /// pending (events not taken yet, a worker whose turn was cut short);
+    /// `None` when only readiness can bring work.
+    pub fn timeout(&self) -> Option<Duration> {
+        if self.more_ready
+            || !self.again.is_empty()
+            || !self.again_output.is_empty()
+            || !self.queue.is_empty()
+        {
+            return Some(Duration::ZERO);
         }
+        let mut timeout =
+            self.next_deadline().map(|next| next.saturating_duration_since(Instant::now()));
         if !self.fd_starved.is_empty() {
             timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
         }
-        if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
-            timeout = Some(Duration::ZERO);
-        }
+        timeout
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
         let before = Instant::now();
+        if self.due.is_some_and(|due| before > due + STALL) {
+            // Run far past its deadline: the process was stopped, or the
+            // application's loop did not call it.
+            log::warn!("the master ran {:?} after its deadline", before - self.due.unwrap_or(before));
+            self.resumed_at = before;
+        }
         let res = self.poll.poll(&mut events, timeout);
         let after = Instant::now();
         if let Some(t) = timeout {
@@ -852,6 +931,9 @@ impl Master {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
+        // A full batch may have left ready sources in the reactor, and no
+        // new edge will tell the application's loop.
+        self.more_ready = events.iter().count() >= events.capacity();
         let starved = std::mem::take(&mut self.fd_starved);
         for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
             if self.workers.contains(slot) {
@@ -881,16 +963,11 @@ impl Master {
                     1 => self.reap(slot),
                     k => self.read_output(slot, k - 2, false),
                 }
-            } else {
-                self.queue.push_back(Event::Io {
-                    token: ev.token(),
-                    readable: ev.is_readable() || ev.is_read_closed(),
-                    writable: ev.is_writable() || ev.is_write_closed(),
-                });
             }
         }
         self.events = Some(events);
         self.fire_deadlines(Instant::now());
+        self.due = self.next_deadline();
         Ok(())
     }
 
@@ -1253,9 +1330,37 @@ impl Master {
 }
 
 impl AsRawFd for Master {
-    /// The reactor's epoll descriptor: readable when [`Master::poll`] has
-    /// work, so the master can be nested in another event loop.
+    /// The reactor's epoll descriptor: readable when [`Master::process`] has
+    /// work, so the master can be nested in another event loop (with
+    /// [`Master::timeout`] for its deadlines).
     fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
+    }
+}
+
+/// Registers the master's epoll descriptor in the application's [`Poll`],
+/// readable when [`Master::process`] has work. See the [module
+/// docs](self) for the loop around it.
+impl mio::event::Source for Master {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).deregister(registry)
     }
 }
