@@ -81,6 +81,7 @@
 mod credentials;
 mod registry;
 mod supervisor;
+mod token;
 mod unix_socket;
 
 use std::collections::{HashMap, VecDeque};
@@ -106,14 +107,12 @@ use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
 use credentials::Credentials;
 use registry::{FdLimits, SocketRegistry};
+use token::Source;
 pub use supervisor::{
     Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
 };
 use supervisor::{Life, Roll, Supervisor};
 
-/// Tokens of the master's own reactor.
-const RESERVED_TOKENS: usize = 0;
-const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
 /// Work done for one worker per reactor turn, in frames handled: 64 frames,
@@ -246,6 +245,19 @@ pub enum OutputStream {
     Stdout,
     /// Its stderr.
     Stderr,
+}
+
+/// The streams in the order of [`WorkerEntry::output`].
+const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
+
+impl OutputStream {
+    /// Its index in [`WorkerEntry::output`].
+    fn pipe(self) -> usize {
+        match self {
+            OutputStream::Stdout => 0,
+            OutputStream::Stderr => 1,
+        }
+    }
 }
 
 /// Where a worker is in its life, in this order.
@@ -448,7 +460,7 @@ pub struct Master {
     queue: VecDeque<Event>,
     again: Vec<usize>,
     /// Output pipes whose reads were cut short by the budget.
-    again_output: Vec<(usize, usize)>,
+    again_output: Vec<(usize, OutputStream)>,
     disconnecting_all: bool,
     /// Workers killed by a deadline while disconnecting all.
     forced: usize,
@@ -480,19 +492,6 @@ fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
-/// Each worker has four tokens: its channel, its pidfd, its stdout and its
-/// stderr pipes (when piped).
-fn worker_token(slot: usize, k: usize) -> Token {
-    Token(RESERVED_TOKENS + 1 + 4 * slot + k)
-}
-
-fn channel_token(slot: usize) -> Token {
-    worker_token(slot, 0)
-}
-
-fn pidfd_token(slot: usize) -> Token {
-    worker_token(slot, 1)
-}
 
 impl Master {
     /// Creates the reactor; starts no worker. Blocks [`Settings::signals`]
@@ -521,7 +520,7 @@ impl Master {
             let s = Signals::new(&settings.signals)?;
             poll.registry().register(
                 &mut SourceFd(&s.as_raw_fd()),
-                SIGNAL_TOKEN,
+                Source::Signals.token(),
                 Interest::READABLE,
             )?;
             Some(s)
@@ -648,11 +647,15 @@ impl Master {
         let mut channel = Channel::new(ours);
         let registry = self.poll.registry();
         let registered = registry
-            .register(&mut channel, channel_token(slot), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut channel,
+                Source::Channel(slot).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .and_then(|()| {
                 registry.register(
                     &mut SourceFd(&pidfd.as_raw_fd()),
-                    pidfd_token(slot),
+                    Source::Exit(slot).token(),
                     Interest::READABLE,
                 )
             });
@@ -661,12 +664,12 @@ impl Master {
             child.stderr.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
         ];
         let registered = registered.and_then(|()| {
-            for (k, pipe) in output.iter_mut().enumerate() {
+            for (stream, pipe) in STREAMS.into_iter().zip(output.iter_mut()) {
                 if let Some(f) = pipe {
                     sys::fd::set_nonblocking(f.as_fd())?;
                     registry.register(
                         &mut SourceFd(&f.as_raw_fd()),
-                        worker_token(slot, 2 + k),
+                        Source::Output(slot, stream).token(),
                         Interest::READABLE,
                     )?;
                 }
@@ -940,29 +943,23 @@ impl Master {
                 self.service_channel(slot);
             }
         }
-        for (slot, k) in std::mem::take(&mut self.again_output) {
+        for (slot, stream) in std::mem::take(&mut self.again_output) {
             if self.workers.contains(slot) {
-                self.read_output(slot, k, false);
+                self.read_output(slot, stream, false);
             }
         }
         for ev in events.iter() {
-            let t = ev.token().0;
-            if ev.token() == SIGNAL_TOKEN {
-                self.read_signals();
-            } else if t > RESERVED_TOKENS {
-                let n = t - RESERVED_TOKENS - 1;
-                let slot = n / 4;
-                if !self.workers.contains(slot) {
-                    continue;
-                }
-                match n % 4 {
-                    // A worker with work left from its last turn gets its
-                    // next one after everyone else (it is in `again`).
-                    0 if self.again.contains(&slot) => {}
-                    0 => self.service_channel(slot),
-                    1 => self.reap(slot),
-                    k => self.read_output(slot, k - 2, false),
-                }
+            let source = Source::of(ev.token());
+            match source {
+                Source::Signals => self.read_signals(),
+                Source::Channel(slot) | Source::Exit(slot) | Source::Output(slot, _)
+                    if !self.workers.contains(slot) => {}
+                // A worker with work left from its last turn gets its next
+                // one after everyone else (it is in `again`).
+                Source::Channel(slot) if self.again.contains(&slot) => {}
+                Source::Channel(slot) => self.service_channel(slot),
+                Source::Exit(slot) => self.reap(slot),
+                Source::Output(slot, stream) => self.read_output(slot, stream, false),
             }
         }
         self.events = Some(events);
@@ -1244,18 +1241,18 @@ impl Master {
         self.queue.push_back(Event::Disconnect { id });
     }
 
-    /// Reads a worker's piped stdout (`k` 0) or stderr (1), within a budget
+    /// Reads a worker's piped stdout or stderr, within a budget
     /// unless `draining`.
-    fn read_output(&mut self, slot: usize, k: usize, draining: bool) {
+    fn read_output(&mut self, slot: usize, stream: OutputStream, draining: bool) {
         let w = &mut self.workers[slot];
         let id = w.info.id;
-        let stream = if k == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
+        let k = stream.pipe();
         let Some(f) = w.output[k].as_mut() else { return };
         let mut buf = [0u8; 16 * 1024];
         let mut budget = READ_BUDGET;
         loop {
             if budget == 0 && !draining {
-                self.again_output.push((slot, k));
+                self.again_output.push((slot, stream));
                 return;
             }
             budget = budget.saturating_sub(1);
@@ -1299,8 +1296,8 @@ impl Master {
         // worker or earns it a socket.
         self.workers[slot].info.state = State::Dead;
         self.service_channel_with(slot, true);
-        self.read_output(slot, 0, true);
-        self.read_output(slot, 1, true);
+        self.read_output(slot, OutputStream::Stdout, true);
+        self.read_output(slot, OutputStream::Stderr, true);
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
