@@ -105,10 +105,8 @@ fn embed_lists_its_workers_and_scales_the_pool_from_its_own_admin_socket() {
 fn a_worker_that_outlives_its_disconnect_timeout_is_killed_on_time_with_nothing_else_waking_the_loop(
 ) {
     let path = admin_path("deadline");
-    let (mut p, addr) = start(
-        &path,
-        &["--workers", "1", "--shutdown-timeout", "1", "--heartbeat-timeout", "0"],
-    );
+    let (mut p, addr) =
+        start(&path, &["--workers", "1", "--shutdown-timeout", "1", "--heartbeat-timeout", "0"]);
     let mut admin = Admin::connect(&path);
     let workers = admin.workers();
     assert_eq!(workers.len(), 1, "{workers:?}");
@@ -126,7 +124,8 @@ fn a_worker_that_outlives_its_disconnect_timeout_is_killed_on_time_with_nothing_
     let end = client.read(&mut buf);
     let took = asked.elapsed();
     assert!(
-        matches!(end, Ok(0)) || end.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        matches!(end, Ok(0))
+            || end.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "the worker should have been killed, closing the connection: {end:?} after {took:?}"
     );
     assert!(

@@ -107,11 +107,11 @@ use crate::sys::signal::Signals;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
 use credentials::Credentials;
 use registry::{FdLimits, SocketRegistry};
-use token::Source;
 pub use supervisor::{
     Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
 };
 use supervisor::{Life, Roll, Supervisor};
+use token::Source;
 
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
@@ -491,7 +491,6 @@ pub struct Master {
 fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
-
 
 impl Master {
     /// Creates the reactor; starts no worker. Blocks [`Settings::signals`]
@@ -918,7 +917,10 @@ impl Master {
         if self.due.is_some_and(|due| before > due + STALL) {
             // Run far past its deadline: the process was stopped, or the
             // application's loop did not call it.
-            log::warn!("the master ran {:?} after its deadline", before - self.due.unwrap_or(before));
+            log::warn!(
+                "the master ran {:?} after its deadline",
+                before - self.due.unwrap_or(before)
+            );
             self.resumed_at = before;
         }
         let res = self.poll.poll(&mut events, timeout);
