@@ -61,11 +61,15 @@ fn a_worker_flooding_its_channel_delays_neither_another_workers_listen_nor_a_new
     let flood_fork = median((8..=12).map(|id| fork_to_listening(&mut m, id)).collect());
     let measured = started.elapsed();
     let flooded = m.expect("flooded frames=");
+    // The flood's listens reached the registry and were refused there.
+    let refused = m.stderr().matches("worker 2: listen Tcp 127.0.0.1:0 fd 1").count();
     eprintln!(
         "listen: quiet {quiet_listen} us (exchange {quiet_whole} us), flooded {flood_listen} us \
          (exchange {flood_whole} us, longest {flood_longest} us); fork to listening: quiet {quiet_fork} us, flooded \
-         {flood_fork} us; measured within {measured:?} of the flood's start; {flooded}"
+         {flood_fork} us; measured within {measured:?} of the flood's start; {flooded}, \
+         {refused} listens refused"
     );
+    assert!(refused > 1000, "only {refused} of the flood's listens were refused");
     assert!(flood_longest < 200_000, "a listen exchange took {flood_longest} us under a flood");
     assert!(measured < flood, "the figures were taken after the flood ({measured:?})");
     assert!(flood_listen < 10_000, "listen round trip {flood_listen} us under a flood");
