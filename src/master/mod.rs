@@ -66,9 +66,19 @@ const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 const READ_BUDGET: usize = 16;
 /// Work done for one worker per reactor turn, in frames handled: 64 frames,
 /// or 16 listens (a registry look-up, a reply written, maybe a log line), or
-/// 4 listens that bind a socket. A worker with more to handle waits until
-/// every other source has had its turn.
+/// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
+/// worker with more to handle waits until every other source has had its
+/// turn; one whose turn ran out on listens rests as long as the turn took
+/// (see [`Master::end_turn`]).
 const WORK_BUDGET: usize = 64;
+/// The longest one worker's turn may take, whatever its frames cost.
+const TURN_TIME: Duration = Duration::from_millis(1);
+/// A worker whose turn ran out with at least this much of it spent on
+/// listens (4 listens, or 1 bind) rests before its next turn (see
+/// [`Master::end_turn`]).
+const REST_AFTER_LISTEN_WORK: usize = 16;
+/// The longest rest.
+const MAX_REST: Duration = Duration::from_millis(5);
 /// What a listen counts against [`WORK_BUDGET`].
 const LISTEN_WORK: usize = 4;
 /// What a listen that binds a socket counts against [`WORK_BUDGET`].
@@ -404,6 +414,8 @@ pub struct Master {
     signals: Option<Signals>,
     queue: VecDeque<Event>,
     again: Vec<usize>,
+    /// Workers whose turn ran out on listens, and when they are read again.
+    resting: Vec<(usize, Instant)>,
     /// Output pipes whose reads were cut short by the budget.
     again_output: Vec<(usize, usize)>,
     disconnecting_all: bool,
@@ -488,6 +500,7 @@ impl Master {
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
+            resting: Vec::new(),
             again_output: Vec::new(),
             disconnecting_all: false,
             forced: 0,
@@ -834,6 +847,10 @@ impl Master {
         if !self.fd_starved.is_empty() {
             timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
         }
+        if let Some(next) = self.resting.iter().map(|&(_, t)| t).min() {
+            let left = next.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
             timeout = Some(Duration::ZERO);
         }
@@ -853,7 +870,12 @@ impl Master {
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         let starved = std::mem::take(&mut self.fd_starved);
-        for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
+        let now = Instant::now();
+        let rested: Vec<usize> =
+            self.resting.iter().filter(|&&(_, t)| t <= now).map(|&(slot, _)| slot).collect();
+        self.resting.retain(|&(_, t)| t > now);
+        let turns = std::mem::take(&mut self.again).into_iter().chain(rested);
+        for slot in turns.chain(starved) {
             if self.workers.contains(slot) {
                 self.service_channel(slot);
             }
@@ -875,8 +897,10 @@ impl Master {
                 }
                 match n % 4 {
                     // A worker with work left from its last turn gets its
-                    // next one after everyone else (it is in `again`).
-                    0 if self.again.contains(&slot) => {}
+                    // next one after everyone else (it is in `again`), or
+                    // when its rest is over.
+                    0 if self.again.contains(&slot)
+                        || self.resting.iter().any(|&(s, _)| s == slot) => {}
                     0 => self.service_channel(slot),
                     1 => self.reap(slot),
                     k => self.read_output(slot, k - 2, false),
@@ -966,6 +990,8 @@ impl Master {
         }
         let mut budget = READ_BUDGET;
         let mut work = 0;
+        let mut listen_work = 0;
+        let started = Instant::now();
         loop {
             loop {
                 let w = &mut self.workers[slot];
@@ -977,20 +1003,24 @@ impl Master {
                     // of its requests until it does (a writable event resumes).
                     return;
                 }
-                if work >= WORK_BUDGET && !draining {
+                if (work >= WORK_BUDGET || started.elapsed() >= TURN_TIME) && !draining {
                     // Its turn is over; the others go first.
-                    self.again.push(slot);
-                    return;
+                    return self.end_turn(slot, started, listen_work);
                 }
                 match ch.next_frame() {
-                    Ok(Some((msg, fds))) => work += self.handle(slot, msg, fds),
+                    Ok(Some((msg, fds))) => {
+                        let cost = self.handle(slot, msg, fds);
+                        if cost > 1 {
+                            listen_work += cost;
+                        }
+                        work += cost;
+                    }
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
             if budget == 0 && !draining {
-                self.again.push(slot);
-                return;
+                return self.end_turn(slot, started, listen_work);
             }
             if !draining && self.over_fd_budget(slot) {
                 // Its descriptors wait for the application: read no more of
@@ -1026,6 +1056,24 @@ impl Master {
                 Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
                 Err(e) => return self.close_channel(slot, Some(e)),
             }
+        }
+    }
+
+    /// Worker `slot` has more to read after its turn, begun at `started`,
+    /// of which `listen_work` went to listens. Frames that are mostly
+    /// messages for the application are read again next turn, after the
+    /// others. A turn spent on listens is followed by a rest as long as the
+    /// turn (at most [`MAX_REST`]): a worker asking for listens without end
+    /// then has about half the master's time, instead of keeping it at 100%
+    /// while other processes (a worker starting, the application) wait for
+    /// a CPU. A worker with a listen or two in a turn that the scheduler cut
+    /// short (the turn's time is wall time) does not rest.
+    fn end_turn(&mut self, slot: usize, started: Instant, listen_work: usize) {
+        if listen_work >= REST_AFTER_LISTEN_WORK {
+            let now = Instant::now();
+            self.resting.push((slot, now + now.duration_since(started).min(MAX_REST)));
+        } else {
+            self.again.push(slot);
         }
     }
 
@@ -1227,6 +1275,7 @@ impl Master {
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.resting.retain(|&(s, _)| s != slot);
         self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
