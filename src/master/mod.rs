@@ -388,12 +388,42 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// Its refused listens, as logged.
+    refusals: LogLimit,
     /// Descriptors that came with its messages, in events not yet taken.
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
     /// What supervision remembers of it (its environment, its readiness).
     life: Life,
+}
+
+/// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
+/// line, and then how many were left out.
+#[derive(Debug, Default)]
+struct LogLimit {
+    since: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_SECOND: u32 = 5;
+
+    /// Whether to log one more line now: `Some(n)` with the lines left out
+    /// since the last one logged, `None` to leave this one out.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.since = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < Self::PER_SECOND {
+            self.logged += 1;
+            return Some(std::mem::take(&mut self.suppressed));
+        }
+        self.suppressed += 1;
+        None
+    }
 }
 
 impl WorkerEntry {
@@ -664,6 +694,7 @@ impl Master {
             output,
             forced: false,
             creds,
+            refusals: LogLimit::default(),
             untaken_fds: 0,
             fd_paused: false,
             life: Life::new(env),
@@ -1134,13 +1165,22 @@ impl Master {
                             return;
                         }
                         Err(e) => {
-                            log::warn!(
-                                "worker {id}: listen {:?} {}:{} fd {}: {e}",
-                                request.kind,
-                                String::from_utf8_lossy(&request.address),
-                                request.port,
-                                request.fd
-                            );
+                            // A worker can make the master refuse it as
+                            // fast as it writes: a few lines a second, then
+                            // the count.
+                            if let Some(suppressed) = w.refusals.admit(Instant::now()) {
+                                log::warn!(
+                                    "worker {id}: listen {:?} {}:{} fd {}: {e}{}",
+                                    request.kind,
+                                    String::from_utf8_lossy(&request.address),
+                                    request.port,
+                                    request.fd,
+                                    match suppressed {
+                                        0 => String::new(),
+                                        n => format!(" ({n} more refusals not logged)"),
+                                    }
+                                );
+                            }
                             Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
                         }
                     }
@@ -1306,5 +1346,21 @@ impl AsRawFd for Master {
     /// work, so the master can be nested in another event loop.
     fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_limit_lets_five_lines_a_second_through_then_counts_the_rest() {
+        let mut l = LogLimit::default();
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..8).map(|_| l.admit(t0)).collect();
+        assert_eq!(first, [Some(0), Some(0), Some(0), Some(0), Some(0), None, None, None]);
+        // A second later: the next line says how many were left out.
+        assert_eq!(l.admit(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(l.admit(t0 + Duration::from_millis(1001)), Some(0));
     }
 }
