@@ -117,9 +117,19 @@ use token::Source;
 const READ_BUDGET: usize = 16;
 /// Work done for one worker per reactor turn, in frames handled: 64 frames,
 /// or 16 listens (a registry look-up, a reply written, maybe a log line), or
-/// 4 listens that bind a socket. A worker with more to handle waits until
-/// every other source has had its turn.
+/// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
+/// worker with more to handle waits until every other source has had its
+/// turn; one whose turn ran out on listens rests as long as the turn took
+/// (see [`Master::end_turn`]).
 const WORK_BUDGET: usize = 64;
+/// The longest one worker's turn may take, whatever its frames cost.
+const TURN_TIME: Duration = Duration::from_millis(1);
+/// A worker whose turn ran out with at least this much of it spent on
+/// listens (4 listens, or 1 bind) rests before its next turn (see
+/// [`Master::end_turn`]).
+const REST_AFTER_LISTEN_WORK: usize = 16;
+/// The longest rest.
+const MAX_REST: Duration = Duration::from_millis(5);
 /// What a listen counts against [`WORK_BUDGET`].
 const LISTEN_WORK: usize = 4;
 /// What a listen that binds a socket counts against [`WORK_BUDGET`].
@@ -433,12 +443,42 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// Its refused listens, as logged.
+    refusals: LogLimit,
     /// Descriptors that came with its messages, in events not yet taken.
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
     /// What supervision remembers of it (its environment, its readiness).
     life: Life,
+}
+
+/// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
+/// line, and then how many were left out.
+#[derive(Debug, Default)]
+struct LogLimit {
+    since: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_SECOND: u32 = 5;
+
+    /// Whether to log one more line now: `Some(n)` with the lines left out
+    /// since the last one logged, `None` to leave this one out.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.since = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < Self::PER_SECOND {
+            self.logged += 1;
+            return Some(std::mem::take(&mut self.suppressed));
+        }
+        self.suppressed += 1;
+        None
+    }
 }
 
 impl WorkerEntry {
@@ -459,6 +499,8 @@ pub struct Master {
     signals: Option<Signals>,
     queue: VecDeque<Event>,
     again: Vec<usize>,
+    /// Workers whose turn ran out on listens, and when they are read again.
+    resting: Vec<(usize, Instant)>,
     /// Output pipes whose reads were cut short by the budget.
     again_output: Vec<(usize, OutputStream)>,
     disconnecting_all: bool,
@@ -535,6 +577,7 @@ impl Master {
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
+            resting: Vec::new(),
             again_output: Vec::new(),
             disconnecting_all: false,
             forced: 0,
@@ -704,6 +747,7 @@ impl Master {
             output,
             forced: false,
             creds,
+            refusals: LogLimit::default(),
             untaken_fds: 0,
             fd_paused: false,
             life: Life::new(env),
@@ -908,6 +952,12 @@ impl Master {
         if !self.fd_starved.is_empty() {
             timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
         }
+        // A worker resting after a turn spent on listens is served when
+        // its rest is over.
+        if let Some(next) = self.resting.iter().map(|&(_, t)| t).min() {
+            let left = next.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         timeout
     }
 
@@ -940,7 +990,12 @@ impl Master {
         // new edge will tell the application's loop.
         self.more_ready = events.iter().count() >= events.capacity();
         let starved = std::mem::take(&mut self.fd_starved);
-        for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
+        let now = Instant::now();
+        let rested: Vec<usize> =
+            self.resting.iter().filter(|&&(_, t)| t <= now).map(|&(slot, _)| slot).collect();
+        self.resting.retain(|&(_, t)| t > now);
+        let turns = std::mem::take(&mut self.again).into_iter().chain(rested);
+        for slot in turns.chain(starved) {
             if self.workers.contains(slot) {
                 self.service_channel(slot);
             }
@@ -957,8 +1012,11 @@ impl Master {
                 Source::Channel(slot) | Source::Exit(slot) | Source::Output(slot, _)
                     if !self.workers.contains(slot) => {}
                 // A worker with work left from its last turn gets its next
-                // one after everyone else (it is in `again`).
-                Source::Channel(slot) if self.again.contains(&slot) => {}
+                // one after everyone else (it is in `again`), or when its
+                // rest is over.
+                Source::Channel(slot)
+                    if self.again.contains(&slot)
+                        || self.resting.iter().any(|&(s, _)| s == slot) => {}
                 Source::Channel(slot) => self.service_channel(slot),
                 Source::Exit(slot) => self.reap(slot),
                 Source::Output(slot, stream) => self.read_output(slot, stream, false),
@@ -1042,6 +1100,8 @@ impl Master {
         }
         let mut budget = READ_BUDGET;
         let mut work = 0;
+        let mut listen_work = 0;
+        let started = Instant::now();
         loop {
             loop {
                 let w = &mut self.workers[slot];
@@ -1053,20 +1113,24 @@ impl Master {
                     // of its requests until it does (a writable event resumes).
                     return;
                 }
-                if work >= WORK_BUDGET && !draining {
+                if (work >= WORK_BUDGET || started.elapsed() >= TURN_TIME) && !draining {
                     // Its turn is over; the others go first.
-                    self.again.push(slot);
-                    return;
+                    return self.end_turn(slot, started, listen_work);
                 }
                 match ch.next_frame() {
-                    Ok(Some((msg, fds))) => work += self.handle(slot, msg, fds),
+                    Ok(Some((msg, fds))) => {
+                        let cost = self.handle(slot, msg, fds);
+                        if cost > 1 {
+                            listen_work += cost;
+                        }
+                        work += cost;
+                    }
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
             if budget == 0 && !draining {
-                self.again.push(slot);
-                return;
+                return self.end_turn(slot, started, listen_work);
             }
             if !draining && self.over_fd_budget(slot) {
                 // Its descriptors wait for the application: read no more of
@@ -1102,6 +1166,24 @@ impl Master {
                 Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
                 Err(e) => return self.close_channel(slot, Some(e)),
             }
+        }
+    }
+
+    /// Worker `slot` has more to read after its turn, begun at `started`,
+    /// of which `listen_work` went to listens. Frames that are mostly
+    /// messages for the application are read again next turn, after the
+    /// others. A turn spent on listens is followed by a rest as long as the
+    /// turn (at most [`MAX_REST`]): a worker asking for listens without end
+    /// then has about half the master's time, instead of keeping it at 100%
+    /// while other processes (a worker starting, the application) wait for
+    /// a CPU. A worker with a listen or two in a turn that the scheduler cut
+    /// short (the turn's time is wall time) does not rest.
+    fn end_turn(&mut self, slot: usize, started: Instant, listen_work: usize) {
+        if listen_work >= REST_AFTER_LISTEN_WORK {
+            let now = Instant::now();
+            self.resting.push((slot, now + now.duration_since(started).min(MAX_REST)));
+        } else {
+            self.again.push(slot);
         }
     }
 
@@ -1162,13 +1244,22 @@ impl Master {
                             return;
                         }
                         Err(e) => {
-                            log::warn!(
-                                "worker {id}: listen {:?} {}:{} fd {}: {e}",
-                                request.kind,
-                                String::from_utf8_lossy(&request.address),
-                                request.port,
-                                request.fd
-                            );
+                            // A worker can make the master refuse it as
+                            // fast as it writes: a few lines a second, then
+                            // the count.
+                            if let Some(suppressed) = w.refusals.admit(Instant::now()) {
+                                log::warn!(
+                                    "worker {id}: listen {:?} {}:{} fd {}: {e}{}",
+                                    request.kind,
+                                    String::from_utf8_lossy(&request.address),
+                                    request.port,
+                                    request.fd,
+                                    match suppressed {
+                                        0 => String::new(),
+                                        n => format!(" ({n} more refusals not logged)"),
+                                    }
+                                );
+                            }
                             Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
                         }
                     }
@@ -1303,6 +1394,7 @@ impl Master {
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.resting.retain(|&(s, _)| s != slot);
         self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
@@ -1361,5 +1453,21 @@ impl mio::event::Source for Master {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_limit_lets_five_lines_a_second_through_then_counts_the_rest() {
+        let mut l = LogLimit::default();
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..8).map(|_| l.admit(t0)).collect();
+        assert_eq!(first, [Some(0), Some(0), Some(0), Some(0), Some(0), None, None, None]);
+        // A second later: the next line says how many were left out.
+        assert_eq!(l.admit(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(l.admit(t0 + Duration::from_millis(1001)), Some(0));
     }
 }
