@@ -512,8 +512,9 @@ pub struct Master {
     /// silence before that is not held against workers.
     resumed_at: Instant,
     next_heartbeat_check: Option<Instant>,
-    /// The earliest deadline at the end of the last turn: a turn far past
-    /// it means the master was not run (stopped, or not called).
+    /// The earliest deadline at the end of the last turn (or that end): a
+    /// turn far past it means the master was not run (stopped, or not
+    /// called).
     due: Option<Instant>,
     /// The last turn took as many events as it had room for: more may be
     /// ready.
@@ -964,13 +965,16 @@ impl Master {
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
         let before = Instant::now();
-        if self.due.is_some_and(|due| before > due + STALL) {
+        // Its deadline as of the last turn, unless that one is gone since
+        // (a worker exited, a seat was removed).
+        let due = match (self.due, self.next_deadline()) {
+            (Some(then), Some(now)) => Some(then.max(now)),
+            _ => None,
+        };
+        if let Some(due) = due.filter(|&due| before > due + STALL) {
             // Run far past its deadline: the process was stopped, or the
             // application's loop did not call it.
-            log::warn!(
-                "the master ran {:?} after its deadline",
-                before - self.due.unwrap_or(before)
-            );
+            log::warn!("the master ran {:?} after its deadline", before - due);
             self.resumed_at = before;
         }
         let res = self.poll.poll(&mut events, timeout);
@@ -1023,8 +1027,11 @@ impl Master {
             }
         }
         self.events = Some(events);
-        self.fire_deadlines(Instant::now());
-        self.due = self.next_deadline();
+        let now = Instant::now();
+        self.fire_deadlines(now);
+        // A deadline left in the past (its work could not be done) asks for
+        // the next turn at once, not for a stall warning.
+        self.due = self.next_deadline().map(|due| due.max(now));
         Ok(())
     }
 
