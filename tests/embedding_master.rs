@@ -139,3 +139,26 @@ fn a_worker_that_outlives_its_disconnect_timeout_is_killed_on_time_with_nothing_
     p.signal("TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_embedded_master_sleeps_in_the_applications_loop() {
+    let path = admin_path("idle");
+    // Heartbeats on (every 100 ms), so the loop has deadlines to wait for.
+    let (mut p, _) = start(&path, &["--workers", "2", "--heartbeat-timeout", "1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(p.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(p.pid()) - before;
+    // A loop that spun (a timeout stuck at zero) would use about 100 ticks.
+    assert!(used <= 5, "the idle master used {used} ticks of CPU in 1 s");
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
