@@ -53,7 +53,8 @@
 //! ready than one turn takes) says so through a zero timeout, not through
 //! another readiness edge. The master's methods (`fork`, `send`,
 //! `set_target`...) can be called between turns, from any of the
-//! application's handlers.
+//! application's handlers; so can [`Master::poll`] or [`Master::wait`], to
+//! wait for the master alone for a while (for [`Event::Drained`], say).
 //!
 //! ```no_run
 //! use mio::{Events, Interest, Poll, Token};
