@@ -59,7 +59,9 @@ pub use master::{
 pub use nix::sys::signal::Signal;
 pub use sys::fd::count_open_fds;
 pub use sys::{SysError, Syscall};
-pub use worker::{Listener, SharedServer, Stream, UdpSocket, Worker, WorkerEvent};
+pub use worker::{
+    ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket, Worker, WorkerEvent,
+};
 
 /// A worker's id: 1 for the first worker a master forks, never reused.
 pub type WorkerId = u32;
