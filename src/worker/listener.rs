@@ -67,7 +67,7 @@ pub(super) mod sealed {
 /// since a plain registration would drop the balance (the exclusive
 /// wake-ups, the turns, the accept board) without a word:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn plain(registry: &mio::Registry, listener: &mut mio_cluster::Listener) {
 ///     registry.register(listener, mio::Token(0), mio::Interest::READABLE).unwrap();
 /// }

@@ -1,5 +1,8 @@
-//! The worker runtime: the worker's end of the channel as a source in the
-//! worker's own mio loop, and listening through the master.
+//! The worker runtime: the worker's end of the channel, its heartbeats and
+//! its accept balance, in an epoll instance of the worker's own (its
+//! [`Poll`]), and listening through the master.
+//!
+//! The simple path: the worker's poll is the application's loop.
 //!
 //! ```no_run
 //! use mio::{Events, Interest, Token};
@@ -18,13 +21,122 @@
 //!             }
 //!         }
 //!     }
-//!     while let Some(WorkerEvent::Disconnect) = worker.next_event() {
-//!         worker.close(listener)?;
-//!         worker.exit(0); // once open connections are done
+//!     while let Some(event) = worker.next_event() {
+//!         match event {
+//!             WorkerEvent::Disconnect => {
+//!                 worker.close(listener)?;
+//!                 worker.exit(0); // once open connections are done
+//!             }
+//!             WorkerEvent::MasterGone => worker.exit(0),
+//!             _ => {}
+//!         }
 //!     }
 //! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Embedding
+//!
+//! The worker does not need to own the loop. Its poll is one descriptor
+//! ([`Worker`] is [`AsRawFd`] and a [`mio::event::Source`]): readable when
+//! the runtime or the application has something to do in it. The contract,
+//! for any loop (another mio [`Poll`], tokio's `AsyncFd`, `poll(2)`):
+//!
+//! 1. Register the worker's descriptor, readable, in the loop.
+//! 2. Right before each wait, call [`Worker::timeout`] and wait no longer
+//!    than it says (`None`: no deadline of the runtime's). It is the next
+//!    heartbeat, the moment a listener that stepped aside comes back, or
+//!    zero when work is queued; it also marks the worker asleep on its
+//!    accept boards.
+//! 3. When the descriptor is readable or the timeout passed, call
+//!    [`Worker::process`]: it never waits. It hands back the events of the
+//!    worker's poll, as [`Worker::poll`] does: the listeners' (registered
+//!    with [`Worker::register_listener`], which exists only there) and
+//!    those of sources the application registered through
+//!    [`Worker::registry`]. Accept until `WouldBlock` on each listener
+//!    event, and take [`WorkerEvent`]s with [`Worker::next_event`].
+//!
+//! Heartbeats are sent from `process` (and `poll`) when due: a loop that
+//! does not honour the timeout is taken for hung by a master that asked
+//! for heartbeats. Connections may live in the application's own poll.
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use mio_cluster::{ListenOptions, Worker, WorkerEvent};
+//!
+//! const WORKER: Token = Token(0);
+//! const LISTENER: Token = Token(1);
+//!
+//! let mut app = Poll::new()?; // the application's loop
+//! let mut worker = Worker::new()?;
+//! app.registry().register(&mut worker, WORKER, Interest::READABLE)?;
+//! let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
+//! worker.register_listener(&mut listener, LISTENER)?;
+//! let (mut app_events, mut events) = (Events::with_capacity(256), Events::with_capacity(256));
+//! loop {
+//!     app.poll(&mut app_events, worker.timeout())?;
+//!     // ... the application's own events (its connections, timers) ...
+//!     worker.process(&mut events)?;
+//!     for event in events.iter() {
+//!         if event.token() == LISTENER {
+//!             while let Ok(stream) = worker.accept(&listener) {
+//!                 drop(stream); // register it in `app`, serve it
+//!             }
+//!         }
+//!     }
+//!     while let Some(event) = worker.next_event() {
+//!         if let WorkerEvent::Disconnect | WorkerEvent::MasterGone = event {
+//!             worker.exit(0); // once open connections are done
+//!         }
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! With tokio (a current-thread runtime), the same steps around
+//! `AsyncFd<Worker>`:
+//!
+//! ```text
+//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! loop {
+//!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
+//!     tokio::select! {
+//!         guard = worker.readable() => guard?.clear_ready(),
+//!         _ = sleep_or_pending(timeout) => {}
+//!     }
+//!     worker.get_mut().process(&mut events)?;
+//!     // accept on the listener's events; each stream goes to tokio as
+//!     // `Stream::into_std` + `TcpStream::from_std`, its `ConnGuard`
+//!     // dropped when the task ends; then `next_event`.
+//! }
+//! ```
+//!
+//! Clearing the readiness before `process` loses nothing: what arrives
+//! after `process` took the worker's events wakes the outer loop again, and
+//! what `process` leaves behind makes `timeout` zero.
+//!
+//! One difference with the simple path: the kernel's one-waiter-per-
+//! connection wake-up (`EPOLLEXCLUSIVE`) only holds for a process waiting
+//! in the worker's own poll. Nested in another loop, every idle worker is
+//! woken for a connection, and the accept board alone keeps the shares
+//! even ([`Balance::Even`]).
+//!
+//! # The master's death
+//!
+//! When the channel closes (the master died, or dropped this worker), the
+//! runtime queues [`WorkerEvent::MasterGone`] once and stops using the
+//! channel; sends fail with `NotConnected`. Nothing exits inside the
+//! library: close the listeners, finish what is quick, and exit. A master
+//! that dies also sends every worker
+//! [`MASTER_DEATH_SIGNAL`](crate::master::MASTER_DEATH_SIGNAL)
+//! (`SIGTERM`), which ends a worker at once unless it handles or blocks
+//! the signal: a server that wants to finish its requests does.
+//!
+//! # Connections that leave for another runtime
+//!
+//! [`Stream::into_std`] gives the connection as a std stream, and a
+//! [`ConnGuard`] that keeps it counted as one of this worker's open
+//! connections on the accept board until it is dropped.
 
 mod balance;
 mod listener;
@@ -37,8 +149,8 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::event::Source;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
