@@ -365,11 +365,10 @@ impl Worker {
     /// the connections they leave to it) and puts back the listeners that
     /// stepped aside once they may take connections again.
     pub fn timeout(&mut self) -> Option<Duration> {
-        let now = Instant::now();
         if !self.prepared {
             self.prepared = true;
             match self.balance_before_poll() {
-                Ok(back) => self.comeback = back.map(|b| now + b),
+                Ok(back) => self.comeback = back.map(|b| Instant::now() + b),
                 Err(e) => self.deferred = Some(e),
             }
         }
@@ -381,7 +380,8 @@ impl Worker {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        due.map(|d| d.saturating_duration_since(now))
+        // The clock is read only when something is due.
+        due.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// One turn: the wait (up to `timeout`), then the runtime's work.
