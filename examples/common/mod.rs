@@ -21,10 +21,10 @@ use mio_cluster::{
 pub const EXIT_CANNOT_LISTEN: i32 = 78;
 
 /// A worker's listen failed: if the master had asked it to leave meanwhile
-/// (`ECONNABORTED`), it just leaves; otherwise the error is logged and the
-/// worker exits with [`EXIT_CANNOT_LISTEN`].
+/// (`ECONNABORTED`), or is gone (`NotConnected`), it just leaves; otherwise
+/// the error is logged and the worker exits with [`EXIT_CANNOT_LISTEN`].
 pub fn cannot_listen(worker: mio_cluster::Worker, e: io::Error) -> ! {
-    if e.kind() == io::ErrorKind::ConnectionAborted {
+    if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected) {
         worker.exit(0);
     }
     log::error!("worker {}: {e}", worker.id());
