@@ -160,8 +160,10 @@ const STALL: Duration = Duration::from_millis(500);
 /// `SIGTERM`: a worker that does not handle it is gone at once, even with a
 /// busy or hung loop, so its sockets are free for the next master; one that
 /// handles it can finish its open connections first. (A worker whose loop
-/// runs also sees its channel close and exits 0.) The request belongs to the
-/// thread that forks: fork from the thread that runs the master.
+/// runs also sees its channel close, as
+/// [`WorkerEvent::MasterGone`](crate::WorkerEvent::MasterGone).) The
+/// request belongs to the thread that forks: fork from the thread that runs
+/// the master.
 pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
 
 /// How workers are started and how the master behaves.
