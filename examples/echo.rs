@@ -89,15 +89,27 @@ fn worker(args: &Args) -> io::Result<()> {
             }
         }
         while let Some(ev) = worker.next_event() {
-            if let WorkerEvent::Disconnect = ev {
-                if let Some(l) = listener.take() {
-                    log::debug!(
-                        "worker {}: closing listener, {} open connections",
-                        worker.id(),
-                        conns.len()
-                    );
-                    worker.close(l)?;
+            match ev {
+                WorkerEvent::Disconnect => {
+                    if let Some(l) = listener.take() {
+                        log::debug!(
+                            "worker {}: closing listener, {} open connections",
+                            worker.id(),
+                            conns.len()
+                        );
+                        worker.close(l)?;
+                    }
                 }
+                // The master is gone: echo connections may stay open for
+                // ever, so leave at once (they are reset).
+                WorkerEvent::MasterGone => {
+                    if let Some(l) = listener.take() {
+                        worker.close(l)?;
+                    }
+                    log::info!("worker {}: exiting, {} connections open", worker.id(), conns.len());
+                    worker.exit(0);
+                }
+                WorkerEvent::Message { .. } | WorkerEvent::Drained => {}
             }
         }
         if worker.is_leaving() && conns.is_empty() {

@@ -95,9 +95,22 @@ fn worker(args: &Args) -> io::Result<()> {
                 }
             }
         }
-        if let Some(WorkerEvent::Disconnect) = worker.next_event() {
-            if let Some(l) = listener.take() {
-                worker.close(l)?;
+        while let Some(ev) = worker.next_event() {
+            match ev {
+                WorkerEvent::Disconnect => {
+                    if let Some(l) = listener.take() {
+                        worker.close(l)?;
+                    }
+                }
+                // The master is gone: keep-alive connections may stay open
+                // for long, so leave at once.
+                WorkerEvent::MasterGone => {
+                    if let Some(l) = listener.take() {
+                        worker.close(l)?;
+                    }
+                    worker.exit(0);
+                }
+                WorkerEvent::Message { .. } | WorkerEvent::Drained => {}
             }
         }
         if worker.is_leaving() && conns.is_empty() {

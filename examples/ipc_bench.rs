@@ -156,7 +156,7 @@ fn worker() -> io::Result<()> {
                         other => break other?,
                     }
                 },
-                WorkerEvent::Disconnect => worker.exit(0),
+                WorkerEvent::Disconnect | WorkerEvent::MasterGone => worker.exit(0),
                 WorkerEvent::Drained => {}
             }
         }

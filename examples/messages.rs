@@ -68,16 +68,26 @@ fn worker(args: &Args) -> io::Result<()> {
                 Ok(()) => reported = served,
                 // The channel is full: try again at the next report.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The master is gone: WorkerEvent::MasterGone follows.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(e),
             }
             last_report = Instant::now();
         }
-        if let Some(WorkerEvent::Disconnect) = worker.next_event() {
-            worker.close(listener)?;
-            if served != reported {
-                let _ = worker.send(format!("served {served}").as_bytes(), Vec::new());
+        match worker.next_event() {
+            Some(WorkerEvent::Disconnect) => {
+                worker.close(listener)?;
+                if served != reported {
+                    let _ = worker.send(format!("served {served}").as_bytes(), Vec::new());
+                }
+                worker.exit(0); // sends what is queued first
             }
-            worker.exit(0); // sends what is queued first
+            // Nobody to report to: leave at once.
+            Some(WorkerEvent::MasterGone) => {
+                worker.close(listener)?;
+                worker.exit(0);
+            }
+            Some(WorkerEvent::Message { .. } | WorkerEvent::Drained) | None => {}
         }
     }
 }

@@ -59,10 +59,13 @@ fn worker(args: &Args) -> io::Result<()> {
                 }
             }
         }
-        // No connections to finish: leave as soon as asked.
-        if let Some(WorkerEvent::Disconnect) = worker.next_event() {
-            worker.close(socket)?;
-            worker.exit(0);
+        // No connections to finish: leave as soon as asked, or as soon as
+        // the master is gone.
+        while let Some(ev) = worker.next_event() {
+            if let WorkerEvent::Disconnect | WorkerEvent::MasterGone = ev {
+                worker.close(socket)?;
+                worker.exit(0);
+            }
         }
     }
 }

@@ -28,7 +28,8 @@
 //!    finishes its connections, and exits 0. If the master dies, however it
 //!    dies, every worker gets [`master::MASTER_DEATH_SIGNAL`] (`SIGTERM`),
 //!    even one whose loop is busy or hung: without a handler it is gone at
-//!    once; one whose loop runs also sees its channel close and exits 0.
+//!    once; one whose loop runs also gets [`WorkerEvent::MasterGone`]
+//!    when its channel closes, and exits when it is done.
 //!
 //! # Processes and threads
 //!
@@ -71,7 +72,9 @@ pub use master::{
 };
 pub use signal::Signal;
 pub use sys::{SysError, Syscall};
-pub use worker::{Listener, SharedServer, Stream, UdpSocket, Worker, WorkerEvent};
+pub use worker::{
+    ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket, Worker, WorkerEvent,
+};
 
 /// A worker's id: 1 for the first worker a master forks, never reused.
 pub type WorkerId = u32;

@@ -21,10 +21,10 @@ use mio_cluster::{
 pub const EXIT_CANNOT_LISTEN: i32 = 78;
 
 /// A worker's listen failed: if the master had asked it to leave meanwhile
-/// (`ECONNABORTED`), it just leaves; otherwise the error is logged and the
-/// worker exits with [`EXIT_CANNOT_LISTEN`].
+/// (`ECONNABORTED`), or is gone (`NotConnected`), it just leaves; otherwise
+/// the error is logged and the worker exits with [`EXIT_CANNOT_LISTEN`].
 pub fn cannot_listen(worker: mio_cluster::Worker, e: io::Error) -> ! {
-    if e.kind() == io::ErrorKind::ConnectionAborted {
+    if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected) {
         worker.exit(0);
     }
     log::error!("worker {}: {e}", worker.id());
@@ -178,11 +178,20 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
     master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    // The master in a loop of the example's own, as an application would
+    // embed it (`examples/embed.rs` adds a source of its own).
+    let mut poll = mio::Poll::new()?;
+    poll.registry().register(&mut master, mio::Token(0), mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(16);
     let mut listening = HashSet::new();
     let mut ready = false;
     let mut failed = false;
     loop {
-        master.poll(None)?;
+        match poll.poll(&mut events, master.timeout()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            res => res?,
+        }
+        master.process()?;
         while let Some(event) = master.next_event() {
             match event {
                 Event::Listening { id, address } => {

@@ -1,11 +1,17 @@
 //! The master: forks workers, runs the reactor, owns the socket registry.
 //!
-//! One [`mio::Poll`] multiplexes every worker's IPC channel, a pidfd per
-//! worker (its exit), a `signalfd` for the signals the master handles, the
-//! deadlines it keeps, and any source the application registers itself.
-//! [`Master::poll`] runs one turn of that reactor and queues [`Event`]s;
+//! One [`mio::Poll`] inside the master multiplexes every worker's IPC
+//! channel, a pidfd per worker (its exit), a `signalfd` for the signals the
+//! master handles, and its output pipes; the master also keeps deadlines
+//! (disconnect kills, supervised starts and backoff, a roll's step, heartbeat
+//! checks). A turn of that reactor queues [`Event`]s, and
 //! [`Master::next_event`] hands them out. No thread is started: the caller's
 //! thread is the reactor.
+//!
+//! # Running its own loop
+//!
+//! The simple path: [`Master::poll`] waits up to its timeout (never past the
+//! master's own next deadline), runs one turn, and returns.
 //!
 //! ```no_run
 //! use mio_cluster::{Master, Settings, Event};
@@ -24,10 +30,59 @@
 //! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Inside the application's own loop
+//!
+//! `Master` is a [`mio::event::Source`] (its epoll descriptor, readable when
+//! it has work; [`AsRawFd`] gives the same descriptor to other loops). The
+//! application registers it once, `READABLE`, next to its own sources, and
+//! keeps this contract:
+//!
+//! 1. Before every wait, ask [`Master::timeout`] and wait no longer than it
+//!    says (`None`: no deadline of the master's; `Some(ZERO)`: work is
+//!    pending, do not sleep). Round up, as mio does: waking early costs a
+//!    turn that finds nothing due.
+//! 2. After every wait (whatever woke it, the master's token or not), call
+//!    [`Master::process`] once: one non-blocking turn that reads what is
+//!    ready and fires what is due.
+//! 3. Then take every event with [`Master::next_event`] until `None`. Events
+//!    left in the queue keep [`Master::timeout`] at zero.
+//!
+//! The master's own registration is edge-triggered, like every mio source:
+//! a turn that leaves work behind (a budget ran out, more descriptors were
+//! ready than one turn takes) says so through a zero timeout, not through
+//! another readiness edge. The master's methods (`fork`, `send`,
+//! `set_target`...) can be called between turns, from any of the
+//! application's handlers; so can [`Master::poll`] or [`Master::wait`], to
+//! wait for the master alone for a while (for [`Event::Drained`], say).
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use mio_cluster::{Master, Settings};
+//! const MASTER: Token = Token(0);
+//! let mut poll = Poll::new()?;
+//! let mut master = Master::new(Settings::default())?;
+//! poll.registry().register(&mut master, MASTER, Interest::READABLE)?;
+//! master.fork()?;
+//! let mut events = Events::with_capacity(128);
+//! loop {
+//!     poll.poll(&mut events, master.timeout())?;
+//!     for event in events.iter() {
+//!         // The application's own sources (MASTER needs nothing here).
+//!         # let _ = event;
+//!     }
+//!     master.process()?;
+//!     while let Some(event) = master.next_event() {
+//!         eprintln!("{event:?}");
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 mod credentials;
 mod registry;
 mod supervisor;
+mod token;
 mod unix_socket;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,18 +112,25 @@ pub use supervisor::{
     Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
 };
 use supervisor::{Life, Roll, Supervisor};
+use token::Source;
 
-/// Tokens at or above this value belong to the master; an application that
-/// registers its own sources in [`Master::registry`] uses smaller ones.
-pub const RESERVED_TOKENS: usize = usize::MAX / 2;
-const SIGNAL_TOKEN: Token = Token(RESERVED_TOKENS);
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
 /// Work done for one worker per reactor turn, in frames handled: 64 frames,
 /// or 16 listens (a registry look-up, a reply written, maybe a log line), or
-/// 4 listens that bind a socket. A worker with more to handle waits until
-/// every other source has had its turn.
+/// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
+/// worker with more to handle waits until every other source has had its
+/// turn; one whose turn ran out on listens rests as long as the turn took
+/// (see [`Master::end_turn`]).
 const WORK_BUDGET: usize = 64;
+/// The longest one worker's turn may take, whatever its frames cost.
+const TURN_TIME: Duration = Duration::from_millis(1);
+/// A worker whose turn ran out with at least this much of it spent on
+/// listens (4 listens, or 1 bind) rests before its next turn (see
+/// [`Master::end_turn`]).
+const REST_AFTER_LISTEN_WORK: usize = 16;
+/// The longest rest.
+const MAX_REST: Duration = Duration::from_millis(5);
 /// What a listen counts against [`WORK_BUDGET`].
 const LISTEN_WORK: usize = 4;
 /// What a listen that binds a socket counts against [`WORK_BUDGET`].
@@ -98,8 +160,10 @@ const STALL: Duration = Duration::from_millis(500);
 /// `SIGTERM`: a worker that does not handle it is gone at once, even with a
 /// busy or hung loop, so its sockets are free for the next master; one that
 /// handles it can finish its open connections first. (A worker whose loop
-/// runs also sees its channel close and exits 0.) The request belongs to the
-/// thread that forks: fork from the thread that runs the master.
+/// runs also sees its channel close, as
+/// [`WorkerEvent::MasterGone`](crate::WorkerEvent::MasterGone).) The
+/// request belongs to the thread that forks: fork from the thread that runs
+/// the master.
 pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
 
 /// How workers are started and how the master behaves.
@@ -194,6 +258,19 @@ pub enum OutputStream {
     Stdout,
     /// Its stderr.
     Stderr,
+}
+
+/// The streams in the order of [`WorkerEntry::output`].
+const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
+
+impl OutputStream {
+    /// Its index in [`WorkerEntry::output`].
+    fn pipe(self) -> usize {
+        match self {
+            OutputStream::Stdout => 0,
+            OutputStream::Stderr => 1,
+        }
+    }
 }
 
 /// Where a worker is in its life, in this order.
@@ -334,15 +411,6 @@ pub enum Event {
         /// What went wrong.
         reason: String,
     },
-    /// A source the application registered in [`Master::registry`] is ready.
-    Io {
-        /// The token it was registered with.
-        token: Token,
-        /// Readable.
-        readable: bool,
-        /// Writable.
-        writable: bool,
-    },
 }
 
 /// What the master knows of one live worker.
@@ -378,12 +446,42 @@ struct WorkerEntry {
     /// Who it runs as, when not as the master: the master does the
     /// file-system work this worker asks for with these credentials.
     creds: Option<Credentials>,
+    /// Its refused listens, as logged.
+    refusals: LogLimit,
     /// Descriptors that came with its messages, in events not yet taken.
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
     /// What supervision remembers of it (its environment, its readiness).
     life: Life,
+}
+
+/// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
+/// line, and then how many were left out.
+#[derive(Debug, Default)]
+struct LogLimit {
+    since: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_SECOND: u32 = 5;
+
+    /// Whether to log one more line now: `Some(n)` with the lines left out
+    /// since the last one logged, `None` to leave this one out.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.since = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < Self::PER_SECOND {
+            self.logged += 1;
+            return Some(std::mem::take(&mut self.suppressed));
+        }
+        self.suppressed += 1;
+        None
+    }
 }
 
 impl WorkerEntry {
@@ -404,8 +502,10 @@ pub struct Master {
     signals: Option<Signals>,
     queue: VecDeque<Event>,
     again: Vec<usize>,
+    /// Workers whose turn ran out on listens, and when they are read again.
+    resting: Vec<(usize, Instant)>,
     /// Output pipes whose reads were cut short by the budget.
-    again_output: Vec<(usize, usize)>,
+    again_output: Vec<(usize, OutputStream)>,
     disconnecting_all: bool,
     /// Workers killed by a deadline while disconnecting all.
     forced: usize,
@@ -415,6 +515,13 @@ pub struct Master {
     /// silence before that is not held against workers.
     resumed_at: Instant,
     next_heartbeat_check: Option<Instant>,
+    /// The earliest deadline at the end of the last turn (or that end): a
+    /// turn far past it means the master was not run (stopped, or not
+    /// called).
+    due: Option<Instant>,
+    /// The last turn took as many events as it had room for: more may be
+    /// ready.
+    more_ready: bool,
     /// [`Settings::fd_budget`], lowered to what `RLIMIT_NOFILE` allows.
     fd_budget: usize,
     /// The soft `RLIMIT_NOFILE`.
@@ -429,20 +536,6 @@ pub struct Master {
 
 fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
-}
-
-/// Each worker has four tokens: its channel, its pidfd, its stdout and its
-/// stderr pipes (when piped).
-fn worker_token(slot: usize, k: usize) -> Token {
-    Token(RESERVED_TOKENS + 1 + 4 * slot + k)
-}
-
-fn channel_token(slot: usize) -> Token {
-    worker_token(slot, 0)
-}
-
-fn pidfd_token(slot: usize) -> Token {
-    worker_token(slot, 1)
 }
 
 impl Master {
@@ -472,7 +565,7 @@ impl Master {
             let s = Signals::new(&settings.signals)?;
             poll.registry().register(
                 &mut SourceFd(&s.as_raw_fd()),
-                SIGNAL_TOKEN,
+                Source::Signals.token(),
                 Interest::READABLE,
             )?;
             Some(s)
@@ -488,6 +581,7 @@ impl Master {
             signals,
             queue: VecDeque::new(),
             again: Vec::new(),
+            resting: Vec::new(),
             again_output: Vec::new(),
             disconnecting_all: false,
             forced: 0,
@@ -495,6 +589,8 @@ impl Master {
             roll: None,
             resumed_at: Instant::now(),
             next_heartbeat_check: None,
+            due: None,
+            more_ready: false,
             fd_budget,
             fd_limit: usize::try_from(limit).unwrap_or(usize::MAX),
             fds_counted: sys::fd::count_open_fds()?,
@@ -597,11 +693,15 @@ impl Master {
         let mut channel = Channel::new(ours);
         let registry = self.poll.registry();
         let registered = registry
-            .register(&mut channel, channel_token(slot), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut channel,
+                Source::Channel(slot).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .and_then(|()| {
                 registry.register(
                     &mut SourceFd(&pidfd.as_raw_fd()),
-                    pidfd_token(slot),
+                    Source::Exit(slot).token(),
                     Interest::READABLE,
                 )
             });
@@ -610,12 +710,12 @@ impl Master {
             child.stderr.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
         ];
         let registered = registered.and_then(|()| {
-            for (k, pipe) in output.iter_mut().enumerate() {
+            for (stream, pipe) in STREAMS.into_iter().zip(output.iter_mut()) {
                 if let Some(f) = pipe {
                     sys::fd::set_nonblocking(f.as_fd())?;
                     registry.register(
                         &mut SourceFd(&f.as_raw_fd()),
-                        worker_token(slot, 2 + k),
+                        Source::Output(slot, stream).token(),
                         Interest::READABLE,
                     )?;
                 }
@@ -651,6 +751,7 @@ impl Master {
             output,
             forced: false,
             creds,
+            refusals: LogLimit::default(),
             untaken_fds: 0,
             fd_paused: false,
             life: Life::new(env),
@@ -751,12 +852,6 @@ impl Master {
         self.sockets.len()
     }
 
-    /// The reactor's registry, for the application's own sources. Use tokens
-    /// below [`RESERVED_TOKENS`]; readiness comes back as [`Event::Io`].
-    pub fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
-    }
-
     /// Takes the next queued event.
     pub fn next_event(&mut self) -> Option<Event> {
         let event = self.queue.pop_front()?;
@@ -825,22 +920,68 @@ impl Master {
     }
 
     /// One reactor turn: waits up to `timeout` (forever with `None`, but never
-    /// past the master's own next deadline) and queues what happened. An idle
-    /// master with no deadline sleeps in `epoll_wait` and does no work.
+    /// past [`Master::timeout`], the master's own next deadline) and queues
+    /// what happened. An idle master with no deadline sleeps in `epoll_wait`
+    /// and does no work.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut timeout = timeout;
-        if let Some(next) = self.next_deadline() {
-            let left = next.saturating_duration_since(Instant::now());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        let timeout = match (timeout, self.timeout()) {
+            (Some(asked), Some(own)) => Some(asked.min(own)),
+            (asked, own) => asked.or(own),
+        };
+        self.turn(timeout)
+    }
+
+    /// One turn that never waits: reads what is ready, fires the deadlines
+    /// that are due, and queues what happened. For a master inside the
+    /// application's loop: call it after every wait of that loop (see the
+    /// [module docs](self)).
+    pub fn process(&mut self) -> io::Result<()> {
+        self.turn(Some(Duration::ZERO))
+    }
+
+    /// How long the application's loop may wait before it calls
+    /// [`Master::process`]: until the master's next deadline (a worker to
+    /// kill after its disconnect timeout, a supervised start or backoff, a
+    /// rolling restart's step, a heartbeat check); zero while work is
+    /// pending (events not taken yet, a worker whose turn was cut short);
+    /// `None` when only readiness can bring work.
+    pub fn timeout(&self) -> Option<Duration> {
+        if self.more_ready
+            || !self.again.is_empty()
+            || !self.again_output.is_empty()
+            || !self.queue.is_empty()
+        {
+            return Some(Duration::ZERO);
         }
+        let mut timeout =
+            self.next_deadline().map(|next| next.saturating_duration_since(Instant::now()));
         if !self.fd_starved.is_empty() {
             timeout = Some(timeout.map_or(FD_RETRY, |t| t.min(FD_RETRY)));
         }
-        if !self.again.is_empty() || !self.again_output.is_empty() || !self.queue.is_empty() {
-            timeout = Some(Duration::ZERO);
+        // A worker resting after a turn spent on listens is served when
+        // its rest is over.
+        if let Some(next) = self.resting.iter().map(|&(_, t)| t).min() {
+            let left = next.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        timeout
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
         let before = Instant::now();
+        // Its deadline as of the last turn, unless that one is gone since
+        // (a worker exited, a seat was removed).
+        let due = match (self.due, self.next_deadline()) {
+            (Some(then), Some(now)) => Some(then.max(now)),
+            _ => None,
+        };
+        if let Some(due) = due.filter(|&due| before > due + STALL) {
+            // Run far past its deadline: the process was stopped, or the
+            // application's loop did not call it.
+            log::warn!("the master ran {:?} after its deadline", before - due);
+            self.resumed_at = before;
+        }
         let res = self.poll.poll(&mut events, timeout);
         let after = Instant::now();
         if let Some(t) = timeout {
@@ -854,45 +995,48 @@ impl Master {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
+        // A full batch may have left ready sources in the reactor, and no
+        // new edge will tell the application's loop.
+        self.more_ready = events.iter().count() >= events.capacity();
         let starved = std::mem::take(&mut self.fd_starved);
-        for slot in std::mem::take(&mut self.again).into_iter().chain(starved) {
+        let now = Instant::now();
+        let rested: Vec<usize> =
+            self.resting.iter().filter(|&&(_, t)| t <= now).map(|&(slot, _)| slot).collect();
+        self.resting.retain(|&(_, t)| t > now);
+        let turns = std::mem::take(&mut self.again).into_iter().chain(rested);
+        for slot in turns.chain(starved) {
             if self.workers.contains(slot) {
                 self.service_channel(slot);
             }
         }
-        for (slot, k) in std::mem::take(&mut self.again_output) {
+        for (slot, stream) in std::mem::take(&mut self.again_output) {
             if self.workers.contains(slot) {
-                self.read_output(slot, k, false);
+                self.read_output(slot, stream, false);
             }
         }
         for ev in events.iter() {
-            let t = ev.token().0;
-            if ev.token() == SIGNAL_TOKEN {
-                self.read_signals();
-            } else if t > RESERVED_TOKENS {
-                let n = t - RESERVED_TOKENS - 1;
-                let slot = n / 4;
-                if !self.workers.contains(slot) {
-                    continue;
-                }
-                match n % 4 {
-                    // A worker with work left from its last turn gets its
-                    // next one after everyone else (it is in `again`).
-                    0 if self.again.contains(&slot) => {}
-                    0 => self.service_channel(slot),
-                    1 => self.reap(slot),
-                    k => self.read_output(slot, k - 2, false),
-                }
-            } else {
-                self.queue.push_back(Event::Io {
-                    token: ev.token(),
-                    readable: ev.is_readable() || ev.is_read_closed(),
-                    writable: ev.is_writable() || ev.is_write_closed(),
-                });
+            let source = Source::of(ev.token());
+            match source {
+                Source::Signals => self.read_signals(),
+                Source::Channel(slot) | Source::Exit(slot) | Source::Output(slot, _)
+                    if !self.workers.contains(slot) => {}
+                // A worker with work left from its last turn gets its next
+                // one after everyone else (it is in `again`), or when its
+                // rest is over.
+                Source::Channel(slot)
+                    if self.again.contains(&slot)
+                        || self.resting.iter().any(|&(s, _)| s == slot) => {}
+                Source::Channel(slot) => self.service_channel(slot),
+                Source::Exit(slot) => self.reap(slot),
+                Source::Output(slot, stream) => self.read_output(slot, stream, false),
             }
         }
         self.events = Some(events);
-        self.fire_deadlines(Instant::now());
+        let now = Instant::now();
+        self.fire_deadlines(now);
+        // A deadline left in the past (its work could not be done) asks for
+        // the next turn at once, not for a stall warning.
+        self.due = self.next_deadline().map(|due| due.max(now));
         Ok(())
     }
 
@@ -968,6 +1112,8 @@ impl Master {
         }
         let mut budget = READ_BUDGET;
         let mut work = 0;
+        let mut listen_work = 0;
+        let started = Instant::now();
         loop {
             loop {
                 let w = &mut self.workers[slot];
@@ -979,20 +1125,24 @@ impl Master {
                     // of its requests until it does (a writable event resumes).
                     return;
                 }
-                if work >= WORK_BUDGET && !draining {
+                if (work >= WORK_BUDGET || started.elapsed() >= TURN_TIME) && !draining {
                     // Its turn is over; the others go first.
-                    self.again.push(slot);
-                    return;
+                    return self.end_turn(slot, started, listen_work);
                 }
                 match ch.next_frame() {
-                    Ok(Some((msg, fds))) => work += self.handle(slot, msg, fds),
+                    Ok(Some((msg, fds))) => {
+                        let cost = self.handle(slot, msg, fds);
+                        if cost > 1 {
+                            listen_work += cost;
+                        }
+                        work += cost;
+                    }
                     Ok(None) => break,
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
             if budget == 0 && !draining {
-                self.again.push(slot);
-                return;
+                return self.end_turn(slot, started, listen_work);
             }
             if !draining && self.over_fd_budget(slot) {
                 // Its descriptors wait for the application: read no more of
@@ -1028,6 +1178,24 @@ impl Master {
                 Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
                 Err(e) => return self.close_channel(slot, Some(e)),
             }
+        }
+    }
+
+    /// Worker `slot` has more to read after its turn, begun at `started`,
+    /// of which `listen_work` went to listens. Frames that are mostly
+    /// messages for the application are read again next turn, after the
+    /// others. A turn spent on listens is followed by a rest as long as the
+    /// turn (at most [`MAX_REST`]): a worker asking for listens without end
+    /// then has about half the master's time, instead of keeping it at 100%
+    /// while other processes (a worker starting, the application) wait for
+    /// a CPU. A worker with a listen or two in a turn that the scheduler cut
+    /// short (the turn's time is wall time) does not rest.
+    fn end_turn(&mut self, slot: usize, started: Instant, listen_work: usize) {
+        if listen_work >= REST_AFTER_LISTEN_WORK {
+            let now = Instant::now();
+            self.resting.push((slot, now + now.duration_since(started).min(MAX_REST)));
+        } else {
+            self.again.push(slot);
         }
     }
 
@@ -1088,13 +1256,22 @@ impl Master {
                             return;
                         }
                         Err(e) => {
-                            log::warn!(
-                                "worker {id}: listen {:?} {}:{} fd {}: {e}",
-                                request.kind,
-                                String::from_utf8_lossy(&request.address),
-                                request.port,
-                                request.fd
-                            );
+                            // A worker can make the master refuse it as
+                            // fast as it writes: a few lines a second, then
+                            // the count.
+                            if let Some(suppressed) = w.refusals.admit(Instant::now()) {
+                                log::warn!(
+                                    "worker {id}: listen {:?} {}:{} fd {}: {e}{}",
+                                    request.kind,
+                                    String::from_utf8_lossy(&request.address),
+                                    request.port,
+                                    request.fd,
+                                    match suppressed {
+                                        0 => String::new(),
+                                        n => format!(" ({n} more refusals not logged)"),
+                                    }
+                                );
+                            }
                             Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
                         }
                     }
@@ -1169,18 +1346,18 @@ impl Master {
         self.queue.push_back(Event::Disconnect { id });
     }
 
-    /// Reads a worker's piped stdout (`k` 0) or stderr (1), within a budget
+    /// Reads a worker's piped stdout or stderr, within a budget
     /// unless `draining`.
-    fn read_output(&mut self, slot: usize, k: usize, draining: bool) {
+    fn read_output(&mut self, slot: usize, stream: OutputStream, draining: bool) {
         let w = &mut self.workers[slot];
         let id = w.info.id;
-        let stream = if k == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
+        let k = stream.pipe();
         let Some(f) = w.output[k].as_mut() else { return };
         let mut buf = [0u8; 16 * 1024];
         let mut budget = READ_BUDGET;
         loop {
             if budget == 0 && !draining {
-                self.again_output.push((slot, k));
+                self.again_output.push((slot, stream));
                 return;
             }
             budget = budget.saturating_sub(1);
@@ -1224,11 +1401,12 @@ impl Master {
         // worker or earns it a socket.
         self.workers[slot].info.state = State::Dead;
         self.service_channel_with(slot, true);
-        self.read_output(slot, 0, true);
-        self.read_output(slot, 1, true);
+        self.read_output(slot, OutputStream::Stdout, true);
+        self.read_output(slot, OutputStream::Stderr, true);
         self.close_channel(slot, None);
         let mut w = self.workers.remove(slot);
         self.again.retain(|s| *s != slot);
+        self.resting.retain(|&(s, _)| s != slot);
         self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
         let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
@@ -1255,9 +1433,53 @@ impl Master {
 }
 
 impl AsRawFd for Master {
-    /// The reactor's epoll descriptor: readable when [`Master::poll`] has
-    /// work, so the master can be nested in another event loop.
+    /// The reactor's epoll descriptor: readable when [`Master::process`] has
+    /// work, so the master can be nested in another event loop (with
+    /// [`Master::timeout`] for its deadlines).
     fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
+    }
+}
+
+/// Registers the master's epoll descriptor in the application's [`Poll`],
+/// readable when [`Master::process`] has work. See the [module
+/// docs](self) for the loop around it.
+impl mio::event::Source for Master {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_limit_lets_five_lines_a_second_through_then_counts_the_rest() {
+        let mut l = LogLimit::default();
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..8).map(|_| l.admit(t0)).collect();
+        assert_eq!(first, [Some(0), Some(0), Some(0), Some(0), Some(0), None, None, None]);
+        // A second later: the next line says how many were left out.
+        assert_eq!(l.admit(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(l.admit(t0 + Duration::from_millis(1001)), Some(0));
     }
 }

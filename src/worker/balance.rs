@@ -69,6 +69,11 @@ impl Seat {
         SeatGuard(self.clone())
     }
 
+    /// The open connections counted on this seat.
+    pub(crate) fn open_connections(&self) -> u32 {
+        self.conns().load(Relaxed)
+    }
+
     pub(crate) fn admit(&self, now_ms: u32) -> Admission {
         self.board.admit(self.index, now_ms)
     }

@@ -23,8 +23,9 @@ pub struct Share {
     pub(super) index: u32,
 }
 
-/// A server socket [`Worker::close`](super::Worker::close) can close.
-pub trait SharedServer: Source + sealed::Sealed {
+/// A server socket [`Worker::close`](super::Worker::close) can close:
+/// [`Listener`] or [`UdpSocket`].
+pub trait SharedServer: sealed::Sealed {
     /// Gives up the socket, returning the master's share of it, if any.
     #[doc(hidden)]
     fn into_share(self) -> Option<Share>;
@@ -35,10 +36,25 @@ enum Inner {
     Unix(mio::net::UnixListener),
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::Listener {}
-    impl Sealed for super::UdpSocket {}
+pub(super) mod sealed {
+    use mio::Registry;
+    use std::io;
+
+    /// What only the crate may call on a server.
+    pub trait Sealed {
+        /// Takes the socket out of `registry` (the worker's poll).
+        fn leave_poll(&mut self, registry: &Registry) -> io::Result<()>;
+    }
+    impl Sealed for super::Listener {
+        fn leave_poll(&mut self, r: &Registry) -> io::Result<()> {
+            self.deregister_from(r)
+        }
+    }
+    impl Sealed for super::UdpSocket {
+        fn leave_poll(&mut self, r: &Registry) -> io::Result<()> {
+            mio::event::Source::deregister(self, r)
+        }
+    }
 }
 
 /// A listening stream socket (TCP or Unix): a duplicate of the master's
@@ -46,6 +62,16 @@ mod sealed {
 /// held. Register it with
 /// [`Worker::register_listener`](super::Worker::register_listener) and call
 /// [`Worker::accept`](super::Worker::accept) until `WouldBlock`.
+///
+/// That is the only way to register it: it is not a [`mio::event::Source`],
+/// since a plain registration would drop the balance (the exclusive
+/// wake-ups, the turns, the accept board) without a word:
+///
+/// ```compile_fail,E0277
+/// fn plain(registry: &mio::Registry, listener: &mut mio_cluster::Listener) {
+///     registry.register(listener, mio::Token(0), mio::Interest::READABLE).unwrap();
+/// }
+/// ```
 ///
 /// The socket is non-blocking. Its `O_NONBLOCK` flag is shared with every
 /// other duplicate of it (the master's and the other workers'), so keep it
@@ -106,6 +132,14 @@ impl Listener {
         self.turn.balance
     }
 
+    /// This worker's open connections from this listener as its accept
+    /// board counts them ([`Balance::Even`] on a shared socket; `None`
+    /// without a seat on a board): the [`Stream`]s accepted and not yet
+    /// dropped, and the [`ConnGuard`]s of those given to another runtime.
+    pub fn connections(&self) -> Option<u32> {
+        self.turn.seat.as_ref().filter(|s| s.is_open()).map(|s| s.open_connections())
+    }
+
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
     /// or `UnixListener::from`). The master is not told; it learns that this
     /// worker left the key when the worker disconnects or exits. A
@@ -163,18 +197,13 @@ impl AsRawFd for Listener {
     }
 }
 
-impl Source for Listener {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.source().register(r, t, i)
-    }
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.source().reregister(r, t, i)
-    }
-    /// Also removes an exclusive registration made by
-    /// [`Worker::register_listener`](super::Worker::register_listener), which
-    /// mio does not know of. (Closing the descriptor would not: other
+impl Listener {
+    /// Takes the socket out of `r` (the worker's poll), with an exclusive
+    /// registration made by
+    /// [`Worker::register_listener`](super::Worker::register_listener),
+    /// which mio does not know of. (Closing the descriptor would not: other
     /// processes hold the same socket, so epoll keeps the entry.)
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+    pub(super) fn deregister_from(&mut self, r: &Registry) -> io::Result<()> {
         self.turn.set_registered(None);
         match self.turn.token() {
             Some(_) => {
@@ -196,13 +225,20 @@ impl Source for Listener {
             None => self.source().deregister(r),
         }
     }
+
+    /// A plain (edge-triggered) registration, for [`Balance::Shared`].
+    pub(super) fn register_plain(&mut self, r: &Registry, t: Token) -> io::Result<()> {
+        self.source().register(r, t, Interest::READABLE)
+    }
 }
 
 /// An accepted connection, TCP or Unix.
 ///
 /// A connection accepted from a listener that balances on an accept board
 /// ([`Balance::Even`]) counts as one of this worker's open connections
-/// until it is dropped (or given away with [`into_fd`](Stream::into_fd)).
+/// until it is dropped. To serve it from another runtime (std, tokio) and
+/// keep it counted, take it apart with [`into_std`](Stream::into_std); given
+/// away with [`into_fd`](Stream::into_fd), it no longer counts.
 #[derive(Debug)]
 pub struct Stream {
     inner: Conn,
@@ -240,8 +276,39 @@ impl Stream {
         }
     }
 
+    /// The connection as a std stream, for another runtime (for tokio,
+    /// `tokio::net::TcpStream::from_std`), and the guard that keeps it
+    /// counted as one of this worker's open connections on its listener's
+    /// accept board: drop the guard when the connection closes (keep them
+    /// together). The stream stays non-blocking; deregister it from any
+    /// mio registry first.
+    ///
+    /// ```no_run
+    /// # fn f(worker: &mut mio_cluster::Worker, listener: &mio_cluster::Listener)
+    /// # -> std::io::Result<()> {
+    /// use mio_cluster::StdStream;
+    /// let stream = worker.accept(listener)?;
+    /// let (std_stream, guard) = stream.into_std();
+    /// if let StdStream::Tcp(tcp) = std_stream {
+    ///     // Served elsewhere; counted until `guard` is dropped.
+    ///     # let _ = tcp;
+    /// }
+    /// drop(guard); // closed: this worker may take another
+    /// # Ok(()) }
+    /// ```
+    pub fn into_std(self) -> (StdStream, ConnGuard) {
+        let stream = match self.inner {
+            Conn::Tcp(s) => StdStream::Tcp(std::net::TcpStream::from(OwnedFd::from(s))),
+            Conn::Unix(s) => {
+                StdStream::Unix(std::os::unix::net::UnixStream::from(OwnedFd::from(s)))
+            }
+        };
+        (stream, ConnGuard { _seat: self._seat })
+    }
+
     /// Gives the connection away (to another runtime, or to another process
-    /// in a message); it no longer counts as this worker's.
+    /// in a message); it no longer counts as this worker's (see
+    /// [`into_std`](Stream::into_std) to keep it counted).
     pub fn into_fd(self) -> OwnedFd {
         match self.inner {
             Conn::Tcp(s) => s.into(),
@@ -255,6 +322,42 @@ impl Stream {
             Conn::Unix(s) => s,
         }
     }
+}
+
+/// A connection taken out of the crate's hands with [`Stream::into_std`].
+#[derive(Debug)]
+pub enum StdStream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix stream connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl From<StdStream> for OwnedFd {
+    fn from(s: StdStream) -> OwnedFd {
+        match s {
+            StdStream::Tcp(s) => s.into(),
+            StdStream::Unix(s) => s.into(),
+        }
+    }
+}
+
+impl AsRawFd for StdStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            StdStream::Tcp(s) => s.as_raw_fd(),
+            StdStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// One open connection of this worker's, counted on its listener's accept
+/// board (see [`Stream::into_std`]) until the guard is dropped. A guard for
+/// a connection that was never counted (no board) counts nothing.
+#[derive(Debug)]
+#[must_use = "dropping the guard counts the connection as closed"]
+pub struct ConnGuard {
+    _seat: Option<SeatGuard>,
 }
 
 impl From<mio::net::TcpStream> for Stream {

@@ -1,5 +1,8 @@
-//! The worker runtime: the worker's end of the channel as a source in the
-//! worker's own mio loop, and listening through the master.
+//! The worker runtime: the worker's end of the channel, its heartbeats and
+//! its accept balance, in an epoll instance of the worker's own (its
+//! [`Poll`]), and listening through the master.
+//!
+//! The simple path: the worker's poll is the application's loop.
 //!
 //! ```no_run
 //! use mio::{Events, Interest, Token};
@@ -18,13 +21,122 @@
 //!             }
 //!         }
 //!     }
-//!     while let Some(WorkerEvent::Disconnect) = worker.next_event() {
-//!         worker.close(listener)?;
-//!         worker.exit(0); // once open connections are done
+//!     while let Some(event) = worker.next_event() {
+//!         match event {
+//!             WorkerEvent::Disconnect => {
+//!                 worker.close(listener)?;
+//!                 worker.exit(0); // once open connections are done
+//!             }
+//!             WorkerEvent::MasterGone => worker.exit(0),
+//!             _ => {}
+//!         }
 //!     }
 //! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Embedding
+//!
+//! The worker does not need to own the loop. Its poll is one descriptor
+//! ([`Worker`] is [`AsRawFd`] and a [`mio::event::Source`]): readable when
+//! the runtime or the application has something to do in it. The contract,
+//! for any loop (another mio [`Poll`], tokio's `AsyncFd`, `poll(2)`):
+//!
+//! 1. Register the worker's descriptor, readable, in the loop.
+//! 2. Right before each wait, call [`Worker::timeout`] and wait no longer
+//!    than it says (`None`: no deadline of the runtime's). It is the next
+//!    heartbeat, the moment a listener that stepped aside comes back, or
+//!    zero when work is queued; it also marks the worker asleep on its
+//!    accept boards.
+//! 3. When the descriptor is readable or the timeout passed, call
+//!    [`Worker::process`]: it never waits. It hands back the events of the
+//!    worker's poll, as [`Worker::poll`] does: the listeners' (registered
+//!    with [`Worker::register_listener`], which exists only there) and
+//!    those of sources the application registered through
+//!    [`Worker::registry`]. Accept until `WouldBlock` on each listener
+//!    event, and take [`WorkerEvent`]s with [`Worker::next_event`].
+//!
+//! Heartbeats are sent from `process` (and `poll`) when due: a loop that
+//! does not honour the timeout is taken for hung by a master that asked
+//! for heartbeats. Connections may live in the application's own poll.
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use mio_cluster::{ListenOptions, Worker, WorkerEvent};
+//!
+//! const WORKER: Token = Token(0);
+//! const LISTENER: Token = Token(1);
+//!
+//! let mut app = Poll::new()?; // the application's loop
+//! let mut worker = Worker::new()?;
+//! app.registry().register(&mut worker, WORKER, Interest::READABLE)?;
+//! let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
+//! worker.register_listener(&mut listener, LISTENER)?;
+//! let (mut app_events, mut events) = (Events::with_capacity(256), Events::with_capacity(256));
+//! loop {
+//!     app.poll(&mut app_events, worker.timeout())?;
+//!     // ... the application's own events (its connections, timers) ...
+//!     worker.process(&mut events)?;
+//!     for event in events.iter() {
+//!         if event.token() == LISTENER {
+//!             while let Ok(stream) = worker.accept(&listener) {
+//!                 drop(stream); // register it in `app`, serve it
+//!             }
+//!         }
+//!     }
+//!     while let Some(event) = worker.next_event() {
+//!         if let WorkerEvent::Disconnect | WorkerEvent::MasterGone = event {
+//!             worker.exit(0); // once open connections are done
+//!         }
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! With tokio (a current-thread runtime), the same steps around
+//! `AsyncFd<Worker>`:
+//!
+//! ```text
+//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! loop {
+//!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
+//!     tokio::select! {
+//!         guard = worker.readable() => guard?.clear_ready(),
+//!         _ = sleep_or_pending(timeout) => {}
+//!     }
+//!     worker.get_mut().process(&mut events)?;
+//!     // accept on the listener's events; each stream goes to tokio as
+//!     // `Stream::into_std` + `TcpStream::from_std`, its `ConnGuard`
+//!     // dropped when the task ends; then `next_event`.
+//! }
+//! ```
+//!
+//! Clearing the readiness before `process` loses nothing: what arrives
+//! after `process` took the worker's events wakes the outer loop again, and
+//! what `process` leaves behind makes `timeout` zero.
+//!
+//! One difference with the simple path: the kernel's one-waiter-per-
+//! connection wake-up (`EPOLLEXCLUSIVE`) only holds for a process waiting
+//! in the worker's own poll. Nested in another loop, every idle worker is
+//! woken for a connection, and the accept board alone keeps the shares
+//! even ([`Balance::Even`]).
+//!
+//! # The master's death
+//!
+//! When the channel closes (the master died, or dropped this worker), the
+//! runtime queues [`WorkerEvent::MasterGone`] once and stops using the
+//! channel; sends fail with `NotConnected`. Nothing exits inside the
+//! library: close the listeners, finish what is quick, and exit. A master
+//! that dies also sends every worker
+//! [`MASTER_DEATH_SIGNAL`](crate::master::MASTER_DEATH_SIGNAL)
+//! (`SIGTERM`), which ends a worker at once unless it handles or blocks
+//! the signal: a server that wants to finish its requests does.
+//!
+//! # Connections that leave for another runtime
+//!
+//! [`Stream::into_std`] gives the connection as a std stream, and a
+//! [`ConnGuard`] that keeps it counted as one of this worker's open
+//! connections on the accept board until it is dropped.
 
 mod balance;
 mod listener;
@@ -32,13 +144,14 @@ mod listener;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use mio::event::Source;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::ipc::board::{Admission, Board, MAX_SEATS};
@@ -50,7 +163,7 @@ use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
 use balance::{Seat, Turn, STEP_ASIDE_MAX};
 
-pub use listener::{Listener, SharedServer, Stream, UdpSocket};
+pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket};
 
 /// The token of the worker's channel in its [`Poll`]; the application uses
 /// any other. Events with this token are the runtime's own.
@@ -76,6 +189,15 @@ pub enum WorkerEvent {
     },
     /// A [`Worker::send`] that failed with `WouldBlock` can be retried.
     Drained,
+    /// The master is gone: its end of the channel closed (it died, or it
+    /// dropped this worker). Queued once. From here on the runtime no longer
+    /// touches the channel: [`Worker::send`], [`Worker::ready`],
+    /// [`Worker::listen`] and the like fail with `NotConnected`, and no
+    /// heartbeat is sent. Stop accepting (close the listeners), finish what
+    /// is quick to finish, and exit. (When the master dies, the worker also
+    /// gets [`MASTER_DEATH_SIGNAL`](crate::master::MASTER_DEATH_SIGNAL),
+    /// which ends it at once unless it handles or blocks that signal.)
+    MasterGone,
 }
 
 type IndexKey = (Kind, Vec<u8>, u16, i32);
@@ -113,6 +235,18 @@ pub struct Worker {
     bells: Vec<Arc<Seat>>,
     /// How many times `poll` returned.
     polls: u64,
+    /// The channel reached its end (or the peer reset it): the master is
+    /// gone, and [`WorkerEvent::MasterGone`] was queued.
+    gone: bool,
+    /// The seats were marked asleep and the listeners put back since the
+    /// last turn ([`Worker::timeout`]); the next turn need not do it.
+    prepared: bool,
+    /// When a listener that stepped aside must be put back.
+    comeback: Option<Instant>,
+    /// The last turn filled `events`: more may be ready.
+    full: bool,
+    /// An error of the work done in [`Worker::timeout`], for the next turn.
+    deferred: Option<io::Error>,
 }
 
 /// A seat on an accept board: its number, the board, the bell.
@@ -163,6 +297,11 @@ impl Worker {
             turns: Vec::new(),
             bells: Vec::new(),
             polls: 0,
+            gone: false,
+            prepared: false,
+            comeback: None,
+            full: false,
+            deferred: None,
         };
         w.channel.queue(&Message::Online, Vec::new())?;
         w.channel.flush()?;
@@ -183,33 +322,94 @@ impl Worker {
 
     /// Waits for readiness like [`Poll::poll`], handles the channel's own
     /// events, and leaves all events in `events` (skip [`IPC_TOKEN`]). Then
-    /// take [`WorkerEvent`]s with [`Worker::next_event`].
+    /// take [`WorkerEvent`]s with [`Worker::next_event`]. The wait is cut
+    /// short by the runtime's own deadlines ([`Worker::timeout`]).
     ///
-    /// If the channel reaches end of file while the worker was not asked to
-    /// leave (the master died), the process exits at once with code 0.
+    /// This is the simple path, for a worker whose loop is this poll. A
+    /// loop of the application's own (another mio `Poll`, tokio) uses
+    /// [`Worker::timeout`] and [`Worker::process`] instead: see the
+    /// [module docs](self#embedding).
     ///
-    /// When the master asked for heartbeats, this is where they are sent: a
-    /// loop that stops calling `poll` for longer than the master's timeout
-    /// is taken for hung and killed.
+    /// When the master asked for heartbeats, they are sent from here (and
+    /// from [`Worker::process`]): a loop that stops running the runtime for
+    /// longer than the master's timeout is taken for hung and killed.
     pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let mut timeout =
-            if self.again || !self.queue.is_empty() { Some(Duration::ZERO) } else { timeout };
-        if self.heartbeat.is_some() {
-            let left = self.next_heartbeat.saturating_duration_since(Instant::now());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        let due = self.timeout();
+        let timeout = match (timeout, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.turn(events, timeout)
+    }
+
+    /// Runs one turn of the runtime without waiting: takes what is ready in
+    /// the worker's poll into `events` (the application's events are left
+    /// there, as with [`Worker::poll`]; skip [`IPC_TOKEN`]), reads the
+    /// channel, sends a heartbeat if one is due. Then take
+    /// [`WorkerEvent`]s with [`Worker::next_event`].
+    ///
+    /// Call it when the worker's descriptor ([`AsRawFd`]) is readable, and
+    /// when [`Worker::timeout`] has passed.
+    pub fn process(&mut self, events: &mut Events) -> io::Result<()> {
+        self.turn(events, Some(Duration::ZERO))
+    }
+
+    /// How long the application's loop may wait before it must call
+    /// [`Worker::process`], when the worker's descriptor stays quiet:
+    /// `Some(ZERO)` when work is queued (events not taken, a channel read
+    /// cut short, a full `events`), else the next heartbeat or the moment a
+    /// listener that stepped aside comes back; `None` if nothing is due.
+    ///
+    /// Call it right before the loop waits, every time: it also marks this
+    /// worker asleep on its accept boards (so that the others wake it for
+    /// the connections they leave to it) and puts back the listeners that
+    /// stepped aside once they may take connections again.
+    pub fn timeout(&mut self) -> Option<Duration> {
+        if !self.prepared {
+            self.prepared = true;
+            match self.balance_before_poll() {
+                Ok(back) => self.comeback = back.map(|b| Instant::now() + b),
+                Err(e) => self.deferred = Some(e),
+            }
         }
-        if let Some(back) = self.balance_before_poll()? {
-            timeout = Some(timeout.map_or(back, |t| t.min(back)));
+        if self.again || self.full || self.deferred.is_some() || !self.queue.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let heartbeat = self.heartbeat.filter(|_| !self.gone).map(|_| self.next_heartbeat);
+        let due = match (heartbeat, self.comeback) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // The clock is read only when something is due.
+        due.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// One turn: the wait (up to `timeout`), then the runtime's work.
+    fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.prepared {
+            // Not prepared by `timeout`: put back the listeners due now.
+            if let Err(e) = self.balance_before_poll() {
+                self.deferred = Some(e);
+            }
+        }
+        self.prepared = false;
+        self.comeback = None;
+        if let Some(e) = self.deferred.take() {
+            events.clear();
+            return Err(e);
         }
         let polled = self.poll.poll(events, timeout);
         self.polls += 1;
         self.balance_after_poll();
         match polled {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                events.clear();
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
-        if let Some(interval) = self.heartbeat {
+        if let (Some(interval), false) = (self.heartbeat, self.gone) {
             let now = Instant::now();
             if now >= self.next_heartbeat {
                 self.next_heartbeat = now + interval;
@@ -220,8 +420,9 @@ impl Worker {
         // One pass: is the channel ready, and how much work came for the
         // application (readable events; a fresh connection's first writable
         // edge is not work).
-        let (mut ipc, mut readable) = (false, 0);
+        let (mut ipc, mut readable, mut n) = (false, 0, 0);
         for e in events.iter() {
+            n += 1;
             if e.token() == IPC_TOKEN {
                 ipc = true;
             } else if e.is_readable() {
@@ -229,6 +430,9 @@ impl Worker {
             }
         }
         self.idle_but_accepting = readable <= 1;
+        // A full `events` may have left readiness in the worker's poll that
+        // an outer loop is not told of again.
+        self.full = n == events.capacity();
         if self.again || ipc {
             self.again = false;
             self.service(None)?;
@@ -318,7 +522,7 @@ impl Worker {
                 Ok(())
             }
             Balance::Shared => {
-                self.poll.registry().register(listener, token, Interest::READABLE)?;
+                listener.register_plain(self.poll.registry(), token)?;
                 listener.turn.set_registered(Some(self.poll.as_raw_fd()));
                 self.turns.retain(|t| t.strong_count() > 0);
                 self.turns.push(Arc::downgrade(&listener.turn));
@@ -513,6 +717,7 @@ impl Worker {
         }
         let (fd, share, _) = self.share(addr, opts)?;
         let sock = UdpSocket::new(fd, share)?;
+        self.check_connected()?;
         self.channel.queue(&Message::Listening { address: sock.address().clone() }, Vec::new())?;
         self.flush()?;
         Ok(sock)
@@ -610,12 +815,12 @@ impl Worker {
     /// processes hold the same socket, so closing this descriptor alone
     /// would leave it registered.
     pub fn close<S: SharedServer>(&mut self, mut server: S) -> io::Result<()> {
-        let _ = self.poll.registry().deregister(&mut server);
+        let _ = server.leave_poll(self.poll.registry());
         let share = server.into_share();
         self.bells.retain(|b| b.is_open());
         if let Some(share) = share {
             self.release_index(&share.key, share.index);
-            if !self.leaving {
+            if !self.leaving && !self.gone {
                 self.channel.queue(&Message::Close { handle: share.handle }, Vec::new())?;
                 self.flush()?;
             }
@@ -626,8 +831,11 @@ impl Worker {
     /// Sends a message to the master, with descriptors attached (this
     /// process's copies close once sent). Never blocks: with more than
     /// 64 MiB queued it fails with `WouldBlock` and [`WorkerEvent::Drained`]
-    /// says when to retry.
+    /// says when to retry. Once the master is gone
+    /// ([`WorkerEvent::MasterGone`]) it fails with `NotConnected`, as do
+    /// [`Worker::ready`], [`Worker::disconnect`] and the listens.
     pub fn send(&mut self, payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        self.check_connected()?;
         let queued = self.channel.queued_bytes();
         if queued > 0 && queued + payload.len() > MAX_QUEUED {
             self.want_drained = true;
@@ -645,6 +853,7 @@ impl Worker {
     /// respawn it as a crash; a [`WorkerEvent::Disconnect`] follows, handled
     /// like the master's.
     pub fn disconnect(&mut self) -> io::Result<()> {
+        self.check_connected()?;
         if !self.leaving {
             self.leaving = true;
             self.channel.queue(&Message::Leaving, Vec::new())?;
@@ -666,6 +875,7 @@ impl Worker {
     ///   the old one held). Call it when the worker can serve: after its
     ///   last listen, with its caches warm.
     pub fn ready(&mut self) -> io::Result<()> {
+        self.check_connected()?;
         self.channel.queue(&Message::Ready, Vec::new())?;
         self.flush()
     }
@@ -674,7 +884,7 @@ impl Worker {
     /// closes the channel and exits the process with `code`.
     pub fn exit(mut self, code: i32) -> ! {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.channel.queued_bytes() > 0 && Instant::now() < deadline {
+        while !self.gone && self.channel.queued_bytes() > 0 && Instant::now() < deadline {
             // Errors only end the attempt: the exit code is the caller's.
             if self.channel.flush().is_err()
                 || self.wait_channel(PollFlags::POLLOUT, deadline).is_err()
@@ -687,6 +897,7 @@ impl Worker {
     }
 
     fn listening(&mut self, l: Listener) -> io::Result<Listener> {
+        self.check_connected()?;
         self.channel.queue(&Message::Listening { address: l.address().clone() }, Vec::new())?;
         self.flush()?;
         Ok(l)
@@ -702,6 +913,9 @@ impl Worker {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
         match self.channel.flush() {
             Ok(true) if self.want_drained => {
                 self.want_drained = false;
@@ -714,6 +928,7 @@ impl Worker {
     }
 
     fn request(&mut self, request: ListenRequest) -> io::Result<Reply> {
+        self.check_connected()?;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.channel.queue(&Message::Listen { seq, request }, Vec::new())?;
@@ -723,6 +938,7 @@ impl Worker {
             if let Some(reply) = self.service(Some(seq))? {
                 return Ok(reply);
             }
+            self.check_connected()?;
             let mut flags = PollFlags::POLLIN;
             if self.channel.queued_bytes() > 0 {
                 flags |= PollFlags::POLLOUT;
@@ -754,6 +970,9 @@ impl Worker {
     /// listen request if it arrived; everything else is queued as events.
     fn service(&mut self, want: Option<u32>) -> io::Result<Option<Reply>> {
         self.flush()?;
+        if self.gone {
+            return Ok(None);
+        }
         let mut reply = None;
         for _ in 0..READ_BUDGET {
             let status = match self.channel.read_some() {
@@ -806,28 +1025,78 @@ impl Worker {
             match status {
                 ReadStatus::Data => continue,
                 ReadStatus::WouldBlock => return Ok(reply),
-                ReadStatus::Eof => self.master_gone(),
+                ReadStatus::Eof => {
+                    self.master_gone();
+                    return Ok(reply);
+                }
             }
         }
         self.again = true;
         Ok(reply)
     }
 
-    fn master_gone(&mut self) -> ! {
-        if self.leaving {
-            log::info!("worker {}: channel closed while leaving; exiting", self.id);
-        } else {
-            log::info!("worker {}: the master is gone (channel closed); exiting", self.id);
+    /// The channel is over: queue [`WorkerEvent::MasterGone`] (once), and
+    /// stop touching the channel.
+    fn master_gone(&mut self) {
+        if self.gone {
+            return;
         }
-        std::process::exit(0)
+        self.gone = true;
+        if self.leaving {
+            log::info!("worker {}: channel closed while leaving", self.id);
+        } else {
+            log::info!("worker {}: the master is gone (channel closed)", self.id);
+        }
+        let _ = self.poll.registry().deregister(&mut self.channel);
+        self.channel.discard_writes();
+        self.again = false;
+        self.want_drained = false;
+        self.queue.push_back(WorkerEvent::MasterGone);
     }
 
-    fn channel_failed<T>(&mut self, e: io::Error) -> io::Result<T> {
+    /// `NotConnected` once the master is gone.
+    fn check_connected(&self) -> io::Result<()> {
+        if self.gone {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the master is gone (the worker's channel is closed)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn channel_failed<T: Default>(&mut self, e: io::Error) -> io::Result<T> {
         if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
             self.master_gone();
+            return Ok(T::default());
         }
         log::error!("worker {}: IPC channel error: {e}", self.id);
         Err(e)
+    }
+}
+
+impl AsRawFd for Worker {
+    /// The worker's own epoll instance, where its channel, its listeners
+    /// and their bells (and whatever the application registered through
+    /// [`Worker::registry`]) are registered: readable when the worker has
+    /// something to do. Wait on it in another loop, then call
+    /// [`Worker::process`] (see the [module docs](self#embedding)).
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}
+
+impl Source for Worker {
+    /// Registers the worker's descriptor ([`AsRawFd`]) in another poll,
+    /// readable; call [`Worker::process`] on its events.
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).deregister(r)
     }
 }
 
