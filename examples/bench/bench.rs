@@ -43,8 +43,9 @@ fn bin(name: &str) -> PathBuf {
     p.join(name)
 }
 
+/// The Node peer, next to this file.
 fn node_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node_echo.js")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bench/node_echo.js")
 }
 
 /// A server under test: how to start it.

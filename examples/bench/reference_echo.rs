@@ -7,13 +7,14 @@
 
 use std::io::{self, Write};
 
-use common::echo_conn::{serve, Conn};
+use echo_conn::{serve, Conn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use mio_cluster::Stream;
 use slab::Slab;
 
-mod common;
+#[path = "../common/echo_conn.rs"]
+mod echo_conn;
 
 const LISTENER: Token = Token(usize::MAX);
 

@@ -1,7 +1,7 @@
 // Node.js peer of mio-cluster's `echo` example, for side-by-side benchmarks:
 // a TCP echo server on N worker processes, built on Node's cluster module.
 //
-//   node bench/node_echo.js [--workers N] [--listen HOST:PORT]
+//   node examples/bench/node_echo.js [--workers N] [--listen HOST:PORT]
 //
 // Defaults: one worker per CPU (os.availableParallelism()), 127.0.0.1:7000;
 // port 0 picks one port that all workers share; IPv6 as [::1]:PORT.
