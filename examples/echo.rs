@@ -24,9 +24,9 @@
 use std::io;
 use std::time::Duration;
 
-use common::echo_conn::{serve, Conn};
+use common::echo_conn::{self, Conn};
 use common::Args;
-use mio::{Events, Interest, Token};
+use mio::{Events, Token};
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{ListenOptions, Worker, WorkerEvent};
 use slab::Slab;
@@ -76,16 +76,7 @@ fn worker(args: &Args) -> io::Result<()> {
                     retry_accept =
                         accept_some(&mut worker, listener.as_ref(), &mut conns, &mut stats)?
                 }
-                Token(key) => {
-                    let done = match conns.get_mut(key) {
-                        Some(conn) => serve(conn, &mut buf),
-                        None => continue,
-                    };
-                    if done {
-                        let mut conn = conns.remove(key);
-                        worker.registry().deregister(&mut conn.stream)?;
-                    }
-                }
+                Token(key) => echo_conn::ready(worker.registry(), &mut conns, key, &mut buf)?,
             }
         }
         while let Some(ev) = worker.next_event() {
@@ -148,15 +139,9 @@ fn accept_some(
     let mut taken = 0;
     let retry = loop {
         match worker.accept(listener) {
-            Ok(mut stream) => {
+            Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let entry = conns.vacant_entry();
-                worker.registry().register(
-                    &mut stream,
-                    Token(entry.key()),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                entry.insert(Conn { stream, pending: Vec::new() });
+                echo_conn::add(worker.registry(), conns, stream)?;
                 taken += 1;
             }
             // The queue is empty (or another worker took the connection, or

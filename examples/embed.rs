@@ -33,7 +33,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use echo_conn::{serve, Conn};
+use echo_conn::Conn;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use mio_cluster::master::STANDARD_SIGNALS;
@@ -355,16 +355,7 @@ fn worker(args: &Args) -> io::Result<()> {
             match event.token() {
                 IPC_TOKEN => {}
                 LISTENER => retry = accept(&mut worker, listener.as_ref(), &mut conns)?,
-                Token(key) => {
-                    let done = match conns.get_mut(key) {
-                        Some(conn) => serve(conn, &mut buf),
-                        None => continue,
-                    };
-                    if done {
-                        let mut conn = conns.remove(key);
-                        worker.registry().deregister(&mut conn.stream)?;
-                    }
-                }
+                Token(key) => echo_conn::ready(worker.registry(), &mut conns, key, &mut buf)?,
             }
         }
         while let Some(ev) = worker.next_event() {
@@ -391,14 +382,8 @@ fn accept(
     let Some(listener) = listener else { return Ok(false) };
     loop {
         match worker.accept(listener) {
-            Ok(mut stream) => {
-                let entry = conns.vacant_entry();
-                worker.registry().register(
-                    &mut stream,
-                    Token(entry.key()),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                entry.insert(Conn { stream, pending: Vec::new() });
+            Ok(stream) => {
+                echo_conn::add(worker.registry(), conns, stream)?;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}

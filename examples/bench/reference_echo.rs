@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use echo_conn::{serve, Conn};
+use echo_conn::Conn;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use mio_cluster::Stream;
@@ -42,23 +42,11 @@ fn main() -> io::Result<()> {
                 // Edge-triggered: accept until the queue is empty.
                 while let Ok((stream, _)) = listener.accept() {
                     let _ = stream.set_nodelay(true);
-                    let entry = conns.vacant_entry();
-                    let mut stream = Stream::from(stream);
-                    poll.registry().register(
-                        &mut stream,
-                        Token(entry.key()),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    entry.insert(Conn { stream, pending: Vec::new() });
+                    echo_conn::add(poll.registry(), &mut conns, Stream::from(stream))?;
                 }
                 continue;
             }
-            let key = event.token().0;
-            let Some(conn) = conns.get_mut(key) else { continue };
-            if serve(conn, &mut buf) {
-                let mut conn = conns.remove(key);
-                poll.registry().deregister(&mut conn.stream)?;
-            }
+            echo_conn::ready(poll.registry(), &mut conns, event.token().0, &mut buf)?;
         }
     }
 }
