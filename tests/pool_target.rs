@@ -9,33 +9,8 @@
 
 mod util;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use util::*;
-
-fn supervised(n: u32, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let n_s = n.to_string();
-    let mut all = vec![("FIXTURE_SUPERVISE", n_s.as_str())];
-    all.extend_from_slice(env);
-    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &all);
-    let mut addr = None;
-    for id in 1..=n {
-        addr = Some(field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap());
-    }
-    (m, addr.unwrap())
-}
-
-fn ids(m: &mut Proc) -> Vec<String> {
-    m.send("status");
-    let mut ids = Vec::new();
-    loop {
-        let l = m.expect_by("status row", WAIT, |l| l.starts_with("status"));
-        if l == "status-end" {
-            return ids;
-        }
-        ids.push(field(&l, "id").to_string());
-    }
-}
 
 #[test]
 fn a_worker_that_leaves_of_its_own_accord_is_replaced_while_it_finishes() {

@@ -59,14 +59,7 @@ fn a_hung_worker_is_gone_within_a_second_of_its_masters_death_and_frees_its_port
 
 #[test]
 fn a_uid_without_a_gid_gives_the_worker_that_users_groups_never_group_0() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: cannot switch users; skipped");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
-        eprintln!("no user nobody; skipped");
-        return;
-    };
+    let Some(nobody) = nobody() else { return };
     let mut m = Proc::fixture_env(&[], &[("FIXTURE_UID_ONLY", "nobody"), ("FIXTURE_CWD", "/")]);
     m.send("fork");
     m.expect("message id=1 hello");
@@ -94,14 +87,7 @@ fn a_uid_without_a_gid_gives_the_worker_that_users_groups_never_group_0() {
 #[test]
 fn a_worker_enters_its_working_directory_as_its_own_user() {
     use std::os::unix::fs::PermissionsExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: cannot switch users; skipped");
-        return;
-    }
-    if nix::unistd::User::from_name("nobody").ok().flatten().is_none() {
-        eprintln!("no user nobody; skipped");
-        return;
-    }
+    let Some(_) = nobody() else { return };
     // A directory only root may enter.
     let dir = std::env::temp_dir().join(format!("mio-cluster-private-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -22,18 +22,6 @@ fn roll_complete(m: &mut Proc) {
     assert_eq!(l, "rollcomplete");
 }
 
-fn ids(m: &mut Proc) -> Vec<String> {
-    m.send("status");
-    let mut ids = Vec::new();
-    loop {
-        let l = m.expect_by("status row", WAIT, |l| l.starts_with("status"));
-        if l == "status-end" {
-            return ids;
-        }
-        ids.push(field(&l, "id").to_string());
-    }
-}
-
 /// Index of the first line starting with `prefix`.
 fn at(lines: &[String], prefix: &str) -> usize {
     lines

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use util::*;
 
@@ -23,16 +23,6 @@ fn udp_client() -> UdpSocket {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c
-}
-
-fn unix_echo(path: &Path) -> std::io::Result<()> {
-    let mut s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"ping")?;
-    let mut back = [0u8; 4];
-    s.read_exact(&mut back)?;
-    assert_eq!(&back, b"ping");
-    Ok(())
 }
 
 #[test]

@@ -10,30 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use util::*;
 
-fn supervised(n: u32, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let n_s = n.to_string();
-    let mut all = vec![("FIXTURE_SUPERVISE", n_s.as_str())];
-    all.extend_from_slice(env);
-    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &all);
-    let mut addr = None;
-    for id in 1..=n {
-        addr = Some(field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap());
-    }
-    (m, addr.unwrap())
-}
-
-fn status(m: &mut Proc) -> Vec<String> {
-    m.send("status");
-    let mut rows = Vec::new();
-    loop {
-        let l = m.expect_by("status row", WAIT, |l| l.starts_with("status"));
-        if l == "status-end" {
-            return rows;
-        }
-        rows.push(l);
-    }
-}
-
 fn crash_file(name: &str) -> String {
     let p = std::env::temp_dir().join(format!("mio-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_file(&p);

@@ -7,27 +7,13 @@
 
 mod util;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use util::*;
-
-/// The user `nobody`, if this test runs as root and it exists.
-fn nobody() -> Option<nix::unistd::User> {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: workers cannot run as another user; skipped");
-        return None;
-    }
-    let user = nix::unistd::User::from_name("nobody").ok().flatten();
-    if user.is_none() {
-        eprintln!("no user nobody; skipped");
-    }
-    user
-}
 
 /// A fresh directory of root's, mode 0755, under the temp directory.
 fn tmpdir(name: &str) -> PathBuf {
@@ -72,16 +58,6 @@ fn master_as_nobody(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut all = vec![("FIXTURE_USER", "nobody"), ("FIXTURE_CWD", "/")];
     all.extend_from_slice(env);
     Proc::fixture_env(args, &all)
-}
-
-fn unix_echo(path: &Path) -> std::io::Result<()> {
-    let mut s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"ping")?;
-    let mut back = [0u8; 4];
-    s.read_exact(&mut back)?;
-    assert_eq!(&back, b"ping");
-    Ok(())
 }
 
 #[test]

@@ -27,14 +27,7 @@ fn per_fork_environment_and_working_directory_reach_the_worker() {
 
 #[test]
 fn a_worker_run_as_nobody_serves_a_socket_the_master_bound() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: cannot switch users; skipped");
-        return;
-    }
-    if nix::unistd::User::from_name("nobody").ok().flatten().is_none() {
-        eprintln!("no user nobody; skipped");
-        return;
-    }
+    let Some(_) = nobody() else { return };
     // The worker re-executes the fixture binary: nobody must be able to
     // read it, which holds for the usual 0755 target directories.
     let mut m = Proc::fixture_env(

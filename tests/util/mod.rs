@@ -264,3 +264,61 @@ pub fn conns_of(m: &mut Proc, ids: &[u32]) -> Vec<usize> {
         })
         .collect()
 }
+
+/// A fixture master that supervises `n` workers listening on a port of
+/// its choosing (`FIXTURE_SUPERVISE`, plus `env`), once all of them listen,
+/// with that port's address.
+pub fn supervised(n: u32, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let n_s = n.to_string();
+    let mut all = vec![("FIXTURE_SUPERVISE", n_s.as_str())];
+    all.extend_from_slice(env);
+    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &all);
+    let mut addr = None;
+    for id in 1..=n {
+        addr = Some(field(&m.expect(&format!("listening id={id}")), "addr").parse().unwrap());
+    }
+    (m, addr.unwrap())
+}
+
+/// A fixture master's `status` rows, one per worker.
+pub fn status(m: &mut Proc) -> Vec<String> {
+    m.send("status");
+    let mut rows = Vec::new();
+    loop {
+        let l = m.expect_by("status row", WAIT, |l| l.starts_with("status"));
+        if l == "status-end" {
+            return rows;
+        }
+        rows.push(l);
+    }
+}
+
+/// The ids of a fixture master's workers, from its `status` rows.
+pub fn ids(m: &mut Proc) -> Vec<String> {
+    status(m).iter().map(|r| field(r, "id").to_string()).collect()
+}
+
+/// The user `nobody`, if this test runs as root and it exists; otherwise
+/// `None`, and the reason on stderr (the caller skips).
+pub fn nobody() -> Option<nix::unistd::User> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: workers cannot run as another user; skipped");
+        return None;
+    }
+    let user = nix::unistd::User::from_name("nobody").ok().flatten();
+    if user.is_none() {
+        eprintln!("no user nobody; skipped");
+    }
+    user
+}
+
+/// One `ping` echoed over the Unix socket at `path`.
+pub fn unix_echo(path: &std::path::Path) -> std::io::Result<()> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"ping")?;
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back)?;
+    assert_eq!(&back, b"ping");
+    Ok(())
+}
