@@ -43,11 +43,7 @@ fn a_worker_in_an_outer_mio_loop_keeps_its_heartbeats_and_its_share_of_connectio
     let addr: SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
     m.expect("listening id=2");
     let mut held = Vec::new();
-    for _ in 0..20 {
-        let mut s = connect(addr).unwrap();
-        roundtrip(&mut s, b"x").unwrap();
-        held.push(s);
-    }
+    hold(addr, 20, &mut held);
     assert_eq!(conns_of(&mut m, &[1, 2]).iter().sum::<usize>(), 20);
     // Idle for four heartbeat timeouts: only the runtime's own deadline
     // (Worker::timeout) wakes the outer loop to send heartbeats.
@@ -56,11 +52,7 @@ fn a_worker_in_an_outer_mio_loop_keeps_its_heartbeats_and_its_share_of_connectio
     // already, so the next 10 connections mostly go to it.
     m.send("fork");
     m.expect("listening id=3");
-    for _ in 0..10 {
-        let mut s = connect(addr).unwrap();
-        roundtrip(&mut s, b"x").unwrap();
-        held.push(s);
-    }
+    hold(addr, 10, &mut held);
     let counts = conns_of(&mut m, &[1, 2, 3]);
     eprintln!("open connections by worker: {counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
@@ -128,11 +120,7 @@ fn a_stream_moved_to_std_counts_on_the_board_until_the_std_stream_is_dropped() {
     m.send("fork");
     let addr: SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
     let mut clients = Vec::new();
-    for _ in 0..3 {
-        let mut s = connect(addr).unwrap();
-        roundtrip(&mut s, b"x").unwrap();
-        clients.push(s);
-    }
+    hold(addr, 3, &mut clients);
     let report = |m: &mut Proc| {
         m.send("send 1 report");
         m.expect("message id=1 report")

@@ -15,22 +15,14 @@ fn a_worker_over_its_share_leaves_new_connections_to_a_newcomer() {
     let addr: std::net::SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
     m.expect("listening id=2");
     let mut held = Vec::new();
-    for _ in 0..20 {
-        let mut s = connect(addr).unwrap();
-        roundtrip(&mut s, b"x").unwrap();
-        held.push(s);
-    }
+    hold(addr, 20, &mut held);
     assert_eq!(conns_of(&mut m, &[1, 2]).iter().sum::<usize>(), 20);
     // A third worker joins with none; the next 10 connections, one at a
     // time, should mostly go to it: the two others hold their share (about
     // 10 each of 30) already. Taking turns alone would give it about 3.
     m.send("fork");
     m.expect("listening id=3");
-    for _ in 0..10 {
-        let mut s = connect(addr).unwrap();
-        roundtrip(&mut s, b"x").unwrap();
-        held.push(s);
-    }
+    hold(addr, 10, &mut held);
     let counts = conns_of(&mut m, &[1, 2, 3]);
     eprintln!("open connections by worker: {counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");

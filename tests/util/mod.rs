@@ -322,3 +322,13 @@ pub fn unix_echo(path: &std::path::Path) -> std::io::Result<()> {
     assert_eq!(&back, b"ping");
     Ok(())
 }
+
+/// `n` connections to `addr`, each echoed once (so a worker has accepted
+/// it), added to `held`, which keeps them open.
+pub fn hold(addr: SocketAddr, n: usize, held: &mut Vec<TcpStream>) {
+    for _ in 0..n {
+        let mut s = connect(addr).unwrap();
+        roundtrip(&mut s, b"x").unwrap();
+        held.push(s);
+    }
+}
