@@ -81,6 +81,7 @@
 
 mod credentials;
 mod registry;
+mod spawn;
 mod supervisor;
 mod token;
 mod unix_socket;
@@ -90,9 +91,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Signal;
@@ -105,7 +104,7 @@ use crate::ipc::Message;
 use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
-use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
+use crate::WorkerId;
 use credentials::Credentials;
 use registry::{FdLimits, SocketRegistry};
 pub use supervisor::{
@@ -629,137 +628,6 @@ impl Master {
             return self.fork_seated(env);
         }
         self.spawn(env, None)
-    }
-
-    fn spawn(
-        &mut self,
-        env: Vec<(OsString, OsString)>,
-        seat: Option<usize>,
-    ) -> io::Result<WorkerId> {
-        let creds = Credentials::resolve(self.settings.uid, self.settings.gid)?;
-        let (ours, theirs) = sys::socket::socketpair()?;
-        let id = self.next_id;
-        let mut cmd = Command::new(&self.settings.exec);
-        cmd.args(&self.settings.args)
-            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_WORKER_ID, id.to_string())
-            .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string())
-            .env(ENV_MASTER_PID, std::process::id().to_string());
-        if let Some(hb) = &self.settings.heartbeat {
-            cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
-            self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
-        } else {
-            // This master may itself run in a worker's child, which still
-            // has its parent's variables.
-            cmd.env_remove(crate::ENV_HEARTBEAT_MS);
-        }
-        for (mode, set) in [
-            (
-                self.settings.stdout,
-                Command::stdout as fn(&mut Command, std::process::Stdio) -> &mut Command,
-            ),
-            (self.settings.stderr, Command::stderr),
-        ] {
-            if mode == Output::Piped {
-                set(&mut cmd, std::process::Stdio::piped());
-            }
-        }
-        if self.settings.own_process_group {
-            cmd.process_group(0);
-        }
-        let setup = sys::process::ChildSetup {
-            creds: match &creds {
-                Some(c) => Some(sys::process::ChildCreds::new(c.uid, c.gid, &c.groups)?),
-                None => None,
-            },
-            death_signal: MASTER_DEATH_SIGNAL.as_raw(),
-            cwd: self.settings.cwd.as_deref().map(sys::process::c_path).transpose()?,
-        };
-        let (mut child, pidfd) = sys::process::spawn_worker(&mut cmd, theirs.as_raw_fd(), &setup)
-            .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("spawning worker {}: {e}", self.settings.exec.display()),
-            )
-        })?;
-        drop(theirs);
-        let pid = child.id();
-        self.next_id += 1;
-        // The channel, the pidfd, and the output pipes.
-        self.fds_received += 4;
-        let entry = self.workers.vacant_entry();
-        let slot = entry.key();
-        let mut channel = Channel::new(ours);
-        let registry = self.poll.registry();
-        let registered = registry
-            .register(
-                &mut channel,
-                Source::Channel(slot).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .and_then(|()| {
-                registry.register(
-                    &mut SourceFd(&pidfd.as_raw_fd()),
-                    Source::Exit(slot).token(),
-                    Interest::READABLE,
-                )
-            });
-        let mut output = [
-            child.stdout.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
-            child.stderr.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
-        ];
-        let registered = registered.and_then(|()| {
-            for (stream, pipe) in STREAMS.into_iter().zip(output.iter_mut()) {
-                if let Some(f) = pipe {
-                    sys::fd::set_nonblocking(f.as_fd())?;
-                    registry.register(
-                        &mut SourceFd(&f.as_raw_fd()),
-                        Source::Output(slot, stream).token(),
-                        Interest::READABLE,
-                    )?;
-                }
-            }
-            Ok(())
-        });
-        match &creds {
-            Some(c) => log::debug!("worker {id} (pid {pid}) runs as {}", c.describe()),
-            None => log::debug!("worker {id} (pid {pid}) runs as the master does"),
-        }
-        if let Err(e) = registered {
-            let _ = registry.deregister(&mut channel);
-            let _ = registry.deregister(&mut SourceFd(&pidfd.as_raw_fd()));
-            let _ = sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            // Reaped by us, or by the kernel if SIGCHLD is ignored (then
-            // ECHILD); no other child of ours was started meanwhile.
-            let _ = child.wait();
-            return Err(e);
-        }
-        entry.insert(WorkerEntry {
-            info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
-            pidfd,
-            channel: Some(channel),
-            kill_at: None,
-            want_drained: false,
-            seat,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            restarts: seat
-                .and_then(|s| self.supervisor.as_ref().map(|sv| sv.restarts(s)))
-                .unwrap_or(0),
-            last_heartbeat: None,
-            output,
-            forced: false,
-            creds,
-            refusals: LogLimit::default(),
-            untaken_fds: 0,
-            fd_paused: false,
-            life: Life::new(env),
-        });
-        self.ids.insert(id, slot);
-        log::debug!("forked worker {id} (pid {pid})");
-        self.queue.push_back(Event::Fork { id, pid });
-        Ok(id)
     }
 
     /// Sends `signal` to worker `id`, and nothing else. It goes through the
