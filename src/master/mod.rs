@@ -80,6 +80,7 @@
 //! ```
 
 mod credentials;
+mod output;
 mod registry;
 mod spawn;
 mod supervisor;
@@ -112,6 +113,8 @@ pub use supervisor::{
 };
 use supervisor::{Life, Roll, Supervisor};
 use token::Source;
+
+pub use output::{Output, OutputStream};
 
 /// Reads of one channel per reactor turn before other sources get a turn.
 const READ_BUDGET: usize = 16;
@@ -237,37 +240,6 @@ impl Default for Settings {
             gid: None,
             stdout: Output::Inherit,
             stderr: Output::Inherit,
-        }
-    }
-}
-
-/// Where a worker's stdout or stderr goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// The master's own.
-    Inherit,
-    /// A pipe the master reads in its reactor, delivered as [`Event::Output`].
-    Piped,
-}
-
-/// Which of a worker's output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// Its stdout.
-    Stdout,
-    /// Its stderr.
-    Stderr,
-}
-
-/// The streams in the order of [`WorkerEntry::output`].
-const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
-
-impl OutputStream {
-    /// Its index in [`WorkerEntry::output`].
-    fn pipe(self) -> usize {
-        match self {
-            OutputStream::Stdout => 0,
-            OutputStream::Stderr => 1,
         }
     }
 }
@@ -1212,40 +1184,6 @@ impl Master {
         self.hold_keys(slot);
         self.sockets.remove_worker(id);
         self.queue.push_back(Event::Disconnect { id });
-    }
-
-    /// Reads a worker's piped stdout or stderr, within a budget
-    /// unless `draining`.
-    fn read_output(&mut self, slot: usize, stream: OutputStream, draining: bool) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        let k = stream.pipe();
-        let Some(f) = w.output[k].as_mut() else { return };
-        let mut buf = [0u8; 16 * 1024];
-        let mut budget = READ_BUDGET;
-        loop {
-            if budget == 0 && !draining {
-                self.again_output.push((slot, stream));
-                return;
-            }
-            budget = budget.saturating_sub(1);
-            match std::io::Read::read(f, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.queue.push_back(Event::Output { id, stream, data: buf[..n].to_vec() })
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("reading worker {id}'s {stream:?}: {e}");
-                    break;
-                }
-            }
-        }
-        // End of file (or an error): stop watching it.
-        if let Some(f) = w.output[k].take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&f.as_raw_fd()));
-        }
     }
 
     /// The worker's pidfd is readable: reap it.

@@ -17,7 +17,6 @@ use mio::Interest;
 use super::credentials::Credentials;
 use super::supervisor::Life;
 use super::token::Source;
-use super::STREAMS;
 use super::{
     LogLimit, Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL,
 };
@@ -111,7 +110,8 @@ impl Spawned {
         self.pidfd.as_ref().expect("a Spawned has its pidfd until committed").as_fd()
     }
 
-    /// Its piped stdout and stderr (in the order of [`STREAMS`]), if any;
+    /// Its piped stdout and stderr (in the order of
+    /// [`STREAMS`](super::output::STREAMS)), if any;
     /// taken once.
     pub(super) fn take_output(&mut self) -> [Option<File>; 2] {
         let Some(child) = self.child.as_mut() else { return [None, None] };
@@ -231,17 +231,7 @@ impl Master {
             Source::Exit(slot).token(),
             Interest::READABLE,
         )?;
-        for (stream, pipe) in STREAMS.into_iter().zip(output.iter_mut()) {
-            if let Some(f) = pipe {
-                sys::fd::set_nonblocking(f.as_fd())?;
-                registry.register(
-                    &mut SourceFd(&f.as_raw_fd()),
-                    Source::Output(slot, stream).token(),
-                    Interest::READABLE,
-                )?;
-            }
-        }
-        Ok(())
+        self.register_output(slot, output)
     }
 }
 
