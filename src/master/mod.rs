@@ -79,7 +79,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod channels;
 mod credentials;
+mod dispatch;
 mod output;
 mod registry;
 mod spawn;
@@ -100,13 +102,15 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::channel::Channel;
 use crate::ipc::Message;
 use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
 use crate::WorkerId;
+use channels::FD_RETRY;
 use credentials::Credentials;
+use dispatch::LogLimit;
 use registry::{FdLimits, SocketRegistry};
 pub use supervisor::{
     Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
@@ -116,42 +120,11 @@ use token::Source;
 
 pub use output::{Output, OutputStream};
 
-/// Reads of one channel per reactor turn before other sources get a turn.
-const READ_BUDGET: usize = 16;
-/// Work done for one worker per reactor turn, in frames handled: 64 frames,
-/// or 16 listens (a registry look-up, a reply written, maybe a log line), or
-/// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
-/// worker with more to handle waits until every other source has had its
-/// turn; one whose turn ran out on listens rests as long as the turn took
-/// (see [`Master::end_turn`]).
-const WORK_BUDGET: usize = 64;
-/// The longest one worker's turn may take, whatever its frames cost.
-const TURN_TIME: Duration = Duration::from_millis(1);
-/// A worker whose turn ran out with at least this much of it spent on
-/// listens (4 listens, or 1 bind) rests before its next turn (see
-/// [`Master::end_turn`]).
-const REST_AFTER_LISTEN_WORK: usize = 16;
-/// The longest rest.
-const MAX_REST: Duration = Duration::from_millis(5);
-/// What a listen counts against [`WORK_BUDGET`].
-const LISTEN_WORK: usize = 4;
-/// What a listen that binds a socket counts against [`WORK_BUDGET`].
-const BIND_WORK: usize = 16;
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
 const FD_RESERVE: usize = 64;
-/// Channels are read only while this many descriptors (for the messages
-/// read) and half the reserve are free; a worker whose read waits for room
-/// is retried every [`FD_RETRY`].
-const READ_FD_ROOM: usize = 16;
-const FD_RETRY: Duration = Duration::from_millis(10);
-/// Stop reading a worker while this much is queued towards it.
-const PAUSE_READS_AT: usize = 1024 * 1024;
 /// A user message is refused (`WouldBlock`) past this much queued.
 const MAX_QUEUED: usize = 64 * 1024 * 1024;
-/// Stop handling a worker's requests while this many descriptors are queued
-/// towards it.
-const PAUSE_FDS_AT: usize = 64;
 /// A reactor turn this much later than its timeout means the master itself
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
@@ -427,34 +400,6 @@ struct WorkerEntry {
     life: Life,
 }
 
-/// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
-/// line, and then how many were left out.
-#[derive(Debug, Default)]
-struct LogLimit {
-    since: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    const PER_SECOND: u32 = 5;
-
-    /// Whether to log one more line now: `Some(n)` with the lines left out
-    /// since the last one logged, `None` to leave this one out.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
-            self.since = Some(now);
-            self.logged = 0;
-        }
-        if self.logged < Self::PER_SECOND {
-            self.logged += 1;
-            return Some(std::mem::take(&mut self.suppressed));
-        }
-        self.suppressed += 1;
-        None
-    }
-}
-
 impl WorkerEntry {
     fn signal(&self, signal: Signal) -> io::Result<()> {
         sys::process::pidfd_send_signal(self.pidfd.as_fd(), signal.as_raw())
@@ -503,10 +448,6 @@ pub struct Master {
     fds_received: usize,
     /// Workers whose channel waits for descriptors to be free.
     fd_starved: Vec<usize>,
-}
-
-fn is_peer_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
 impl Master {
@@ -703,40 +644,6 @@ impl Master {
         Some(event)
     }
 
-    /// The application took `n` descriptors of worker `id`'s messages: if
-    /// its channel waited for that, it is read again.
-    fn fds_taken(&mut self, id: WorkerId, n: usize) {
-        let Some(&slot) = self.ids.get(&id) else { return };
-        let w = &mut self.workers[slot];
-        w.untaken_fds = w.untaken_fds.saturating_sub(n);
-        if w.fd_paused && !self.over_fd_budget(slot) {
-            self.workers[slot].fd_paused = false;
-            if !self.again.contains(&slot) {
-                self.again.push(slot);
-            }
-        }
-    }
-
-    /// True if a channel read (and the descriptors it may bring) leaves the
-    /// master half its reserve. Counts the open descriptors again only when
-    /// the last count and what arrived since come close to the limit.
-    fn room_to_read(&mut self) -> bool {
-        let room = |open: usize| open + READ_FD_ROOM + FD_RESERVE / 2 <= self.fd_limit;
-        if room(self.fds_counted + self.fds_received) {
-            return true;
-        }
-        self.fds_received = 0;
-        self.fds_counted = sys::fd::count_open_fds().unwrap_or(self.fd_limit);
-        room(self.fds_counted)
-    }
-
-    /// True while worker `slot` holds descriptors in untaken messages and,
-    /// with its keys, costs the master its whole budget.
-    fn over_fd_budget(&self, slot: usize) -> bool {
-        let w = &self.workers[slot];
-        w.untaken_fds > 0 && w.untaken_fds + self.sockets.cost_of(w.info.id) >= self.fd_budget
-    }
-
     /// Runs reactor turns until an event is queued or `timeout` passes, and
     /// returns that event.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Event>> {
@@ -927,265 +834,6 @@ impl Master {
         }
     }
 
-    /// Writes what is queued to the worker, then reads and handles what it
-    /// sent, within a budget.
-    fn service_channel(&mut self, slot: usize) {
-        self.service_channel_with(slot, false)
-    }
-
-    /// With `draining` (the worker has exited), reads everything it left,
-    /// ignoring the budget and the pause.
-    fn service_channel_with(&mut self, slot: usize, draining: bool) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        let Some(ch) = w.channel.as_mut() else { return };
-        match ch.flush() {
-            Ok(true) if w.want_drained => {
-                w.want_drained = false;
-                self.queue.push_back(Event::Drained { id });
-            }
-            Ok(_) => {}
-            // The worker closed its end: nothing we queued will be read, but
-            // what it sent before is still to be delivered.
-            Err(e) if is_peer_gone(&e) => ch.discard_writes(),
-            Err(e) => return self.close_channel(slot, Some(e)),
-        }
-        let mut budget = READ_BUDGET;
-        let mut work = 0;
-        let mut listen_work = 0;
-        let started = Instant::now();
-        loop {
-            loop {
-                let w = &mut self.workers[slot];
-                let Some(ch) = w.channel.as_mut() else { return };
-                if !draining
-                    && (ch.queued_bytes() > PAUSE_READS_AT || ch.queued_fds() > PAUSE_FDS_AT)
-                {
-                    // The worker is not reading what we send; handle no more
-                    // of its requests until it does (a writable event resumes).
-                    return;
-                }
-                if (work >= WORK_BUDGET || started.elapsed() >= TURN_TIME) && !draining {
-                    // Its turn is over; the others go first.
-                    return self.end_turn(slot, started, listen_work);
-                }
-                match ch.next_frame() {
-                    Ok(Some((msg, fds))) => {
-                        let cost = self.handle(slot, msg, fds);
-                        if cost > 1 {
-                            listen_work += cost;
-                        }
-                        work += cost;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return self.close_channel(slot, Some(e)),
-                }
-            }
-            if budget == 0 && !draining {
-                return self.end_turn(slot, started, listen_work);
-            }
-            if !draining && self.over_fd_budget(slot) {
-                // Its descriptors wait for the application: read no more of
-                // them until it takes some (`fds_taken` resumes).
-                self.workers[slot].fd_paused = true;
-                return;
-            }
-            if !draining && !self.room_to_read() {
-                // Reading now could bring descriptors the master has no room
-                // for (and lose them): wait until some are closed.
-                if !self.fd_starved.contains(&slot) {
-                    self.fd_starved.push(slot);
-                }
-                return;
-            }
-            budget = budget.saturating_sub(1);
-            let Some(ch) = self.workers[slot].channel.as_mut() else { return };
-            match ch.read_some() {
-                Ok(ReadStatus::Data) => continue,
-                Ok(ReadStatus::WouldBlock) => return,
-                Ok(ReadStatus::Eof) => {
-                    let partial = ch.partial_bytes();
-                    let err = (partial > 0).then(|| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "channel closed in the middle of a frame ({partial} bytes of it)"
-                            ),
-                        )
-                    });
-                    return self.close_channel(slot, err);
-                }
-                Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
-                Err(e) => return self.close_channel(slot, Some(e)),
-            }
-        }
-    }
-
-    /// Worker `slot` has more to read after its turn, begun at `started`,
-    /// of which `listen_work` went to listens. Frames that are mostly
-    /// messages for the application are read again next turn, after the
-    /// others. A turn spent on listens is followed by a rest as long as the
-    /// turn (at most [`MAX_REST`]): a worker asking for listens without end
-    /// then has about half the master's time, instead of keeping it at 100%
-    /// while other processes (a worker starting, the application) wait for
-    /// a CPU. A worker with a listen or two in a turn that the scheduler cut
-    /// short (the turn's time is wall time) does not rest.
-    fn end_turn(&mut self, slot: usize, started: Instant, listen_work: usize) {
-        if listen_work >= REST_AFTER_LISTEN_WORK {
-            let now = Instant::now();
-            self.resting.push((slot, now + now.duration_since(started).min(MAX_REST)));
-        } else {
-            self.again.push(slot);
-        }
-    }
-
-    /// Handles one frame; returns the work it took (see [`WORK_BUDGET`]).
-    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
-        let bound = self.sockets.len();
-        let listen = matches!(msg, Message::Listen { .. });
-        self.handle_frame(slot, msg, fds);
-        if self.sockets.len() > bound {
-            // The socket, its board and its bell.
-            self.fds_received += 3;
-            BIND_WORK
-        } else if listen {
-            LISTEN_WORK
-        } else {
-            1
-        }
-    }
-
-    fn handle_frame(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        match msg {
-            Message::Online => {
-                if w.info.state == State::None {
-                    w.info.state = State::Online;
-                    self.queue.push_back(Event::Online { id });
-                    self.roll_progress();
-                }
-            }
-            Message::Listen { .. } if w.info.state == State::Dead => {}
-            Message::Listen { seq, request } => {
-                let reply = if w.info.exited_after_disconnect {
-                    Message::ListenErr {
-                        seq,
-                        errno: libc::ECONNABORTED,
-                        syscall: sys::Syscall::Address,
-                    }
-                } else {
-                    match self.sockets.listen(id, w.creds.as_ref(), &request, w.untaken_fds) {
-                        Ok(share) => {
-                            let mut fds = vec![share.socket];
-                            let seat = match share.board {
-                                Some(b) => {
-                                    fds.extend([b.board, b.bell]);
-                                    b.seat
-                                }
-                                None => crate::ipc::codec::NO_SEAT,
-                            };
-                            self.fds_received += fds.len();
-                            let reply = Message::ListenOk {
-                                seq,
-                                handle: share.handle,
-                                address: share.address,
-                                seat,
-                            };
-                            self.queue_to(slot, reply, fds);
-                            return;
-                        }
-                        Err(e) => {
-                            // A worker can make the master refuse it as
-                            // fast as it writes: a few lines a second, then
-                            // the count.
-                            if let Some(suppressed) = w.refusals.admit(Instant::now()) {
-                                log::warn!(
-                                    "worker {id}: listen {:?} {}:{} fd {}: {e}{}",
-                                    request.kind,
-                                    String::from_utf8_lossy(&request.address),
-                                    request.port,
-                                    request.fd,
-                                    match suppressed {
-                                        0 => String::new(),
-                                        n => format!(" ({n} more refusals not logged)"),
-                                    }
-                                );
-                            }
-                            Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
-                        }
-                    }
-                };
-                self.queue_to(slot, reply, Vec::new());
-            }
-            Message::Listening { address } => {
-                if w.info.state < State::Listening && w.info.state != State::Dead {
-                    w.info.state = State::Listening;
-                }
-                self.queue.push_back(Event::Listening { id, address });
-                self.on_listening(slot);
-            }
-            Message::Close { handle } => {
-                self.sockets.close(id, handle);
-            }
-            Message::Leaving => self.on_leaving(slot),
-            Message::Heartbeat => {
-                w.last_heartbeat = Some(Instant::now());
-                w.life.mark_ready();
-            }
-            Message::Ready => self.on_ready(slot),
-            Message::User { payload } => {
-                w.untaken_fds += fds.len();
-                self.fds_received += fds.len();
-                self.queue.push_back(Event::Message { id, payload, fds })
-            }
-            Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
-                let e =
-                    io::Error::new(io::ErrorKind::InvalidData, "worker sent a master-only message");
-                self.close_channel(slot, Some(e));
-            }
-        }
-    }
-
-    fn queue_to(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
-        if let Some(ch) = self.workers[slot].channel.as_mut() {
-            if let Err(e) = ch.queue(&msg, fds) {
-                return self.close_channel(slot, Some(e));
-            }
-            // Flushed at the end of this service_channel turn or the next.
-            if let Err(e) = ch.flush() {
-                self.close_channel(slot, Some(e));
-            }
-        }
-    }
-
-    /// Closes a worker's channel: it leaves every shared socket, and if it
-    /// does not exit within the disconnect timeout it is killed.
-    fn close_channel(&mut self, slot: usize, error: Option<io::Error>) {
-        let timeout = self.settings.disconnect_timeout;
-        let w = &mut self.workers[slot];
-        let Some(mut ch) = w.channel.take() else {
-            return;
-        };
-        let id = w.info.id;
-        match &error {
-            Some(e) => log::error!(
-                "worker {id} (pid {}): IPC channel error: {e}; closing its channel",
-                w.info.pid
-            ),
-            None => log::debug!("worker {id}: channel closed"),
-        }
-        let _ = self.poll.registry().deregister(&mut ch);
-        drop(ch);
-        if w.info.state != State::Dead {
-            w.info.state = State::Disconnected;
-            w.kill_at.get_or_insert(Instant::now() + timeout);
-        }
-        self.hold_keys(slot);
-        self.sockets.remove_worker(id);
-        self.queue.push_back(Event::Disconnect { id });
-    }
-
     /// The worker's pidfd is readable: reap it.
     fn reap(&mut self, slot: usize) {
         // The pidfd is readable: the process has exited. If it was reaped
@@ -1271,21 +919,5 @@ impl mio::event::Source for Master {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).deregister(registry)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_limit_lets_five_lines_a_second_through_then_counts_the_rest() {
-        let mut l = LogLimit::default();
-        let t0 = Instant::now();
-        let first: Vec<_> = (0..8).map(|_| l.admit(t0)).collect();
-        assert_eq!(first, [Some(0), Some(0), Some(0), Some(0), Some(0), None, None, None]);
-        // A second later: the next line says how many were left out.
-        assert_eq!(l.admit(t0 + Duration::from_millis(1000)), Some(3));
-        assert_eq!(l.admit(t0 + Duration::from_millis(1001)), Some(0));
     }
 }

@@ -15,11 +15,10 @@ use mio::unix::SourceFd;
 use mio::Interest;
 
 use super::credentials::Credentials;
+use super::dispatch::LogLimit;
 use super::supervisor::Life;
 use super::token::Source;
-use super::{
-    LogLimit, Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL,
-};
+use super::{Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL};
 use crate::ipc::channel::Channel;
 use crate::sys;
 use crate::{WorkerId, ENV_CHANNEL_FD, ENV_HEARTBEAT_MS, ENV_MASTER_PID, ENV_WORKER_ID};
