@@ -22,7 +22,7 @@ pub(super) const READ_BUDGET: usize = 16;
 /// worker with more to handle waits until every other source has had its
 /// turn; one whose turn ran out on listens rests as long as the turn took
 /// (see [`Master::end_turn`]).
-const WORK_BUDGET: usize = 64;
+pub(super) const WORK_BUDGET: usize = 64;
 /// The longest one worker's turn may take, whatever its frames cost.
 const TURN_TIME: Duration = Duration::from_millis(1);
 /// A worker whose turn ran out with at least this much of it spent on

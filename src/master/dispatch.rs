@@ -11,7 +11,8 @@ use crate::sys;
 
 /// What a listen counts against [`WORK_BUDGET`](super::channels::WORK_BUDGET).
 const LISTEN_WORK: usize = 4;
-/// What a listen that binds a socket counts against [`WORK_BUDGET`](super::channels::WORK_BUDGET).
+/// What a listen that binds a socket counts against
+/// [`WORK_BUDGET`](super::channels::WORK_BUDGET).
 const BIND_WORK: usize = 16;
 
 /// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
@@ -43,7 +44,8 @@ impl LogLimit {
 }
 
 impl Master {
-    /// Handles one frame; returns the work it took (see [`WORK_BUDGET`](super::channels::WORK_BUDGET)).
+    /// Handles one frame; returns the work it took (see
+    /// [`WORK_BUDGET`](super::channels::WORK_BUDGET)).
     pub(super) fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
         let bound = self.sockets.len();
         let listen = matches!(msg, Message::Listen { .. });

@@ -82,8 +82,10 @@
 mod channels;
 mod credentials;
 mod dispatch;
+mod event;
 mod output;
 mod registry;
+mod settings;
 mod spawn;
 mod supervisor;
 mod token;
@@ -91,10 +93,8 @@ mod unix_socket;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Signal;
@@ -104,7 +104,6 @@ use slab::Slab;
 
 use crate::ipc::channel::Channel;
 use crate::ipc::Message;
-use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
 use crate::WorkerId;
@@ -118,7 +117,9 @@ pub use supervisor::{
 use supervisor::{Life, Roll, Supervisor};
 use token::Source;
 
+pub use event::{Event, ExitStatus, State, WorkerInfo};
 pub use output::{Output, OutputStream};
+pub use settings::{Settings, MASTER_DEATH_SIGNAL};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
@@ -128,247 +129,6 @@ const MAX_QUEUED: usize = 64 * 1024 * 1024;
 /// A reactor turn this much later than its timeout means the master itself
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
-
-/// The signal every worker gets when the master dies, however it dies
-/// (`PR_SET_PDEATHSIG`, set after the worker's credentials are switched).
-///
-/// `SIGTERM`: a worker that does not handle it is gone at once, even with a
-/// busy or hung loop, so its sockets are free for the next master; one that
-/// handles it can finish its open connections first. (A worker whose loop
-/// runs also sees its channel close, as
-/// [`WorkerEvent::MasterGone`](crate::WorkerEvent::MasterGone).) The
-/// request belongs to the thread that forks: fork from the thread that runs
-/// the master.
-pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
-
-/// How workers are started and how the master behaves.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The program a worker runs (default: `/proc/self/exe`). A worker is
-    /// the master's own child: a wrapper named here must `exec` the worker
-    /// program, not run it as a child of its own.
-    pub exec: PathBuf,
-    /// Its arguments (default: this process's arguments, without `argv[0]`).
-    pub args: Vec<OsString>,
-    /// Extra environment for every worker.
-    pub env: Vec<(OsString, OsString)>,
-    /// Working directory of the workers (default: the master's).
-    pub cwd: Option<PathBuf>,
-    /// Signals the master reads through its reactor ([`Event::Signal`])
-    /// instead of their default action (default: none).
-    pub signals: Vec<Signal>,
-    /// How long a worker asked to disconnect (or whose channel closed) may
-    /// take to exit before it is sent `SIGKILL` (default: 30 s).
-    pub disconnect_timeout: Duration,
-    /// Start each worker in a process group of its own (default: true), so a
-    /// Ctrl-C in a terminal reaches only the master, which then shuts the
-    /// workers down gracefully instead of the kernel killing them all.
-    pub own_process_group: bool,
-    /// User id the workers run as (default: the master's). The master keeps
-    /// its own, so it can still bind privileged ports for them. Without
-    /// `gid`, a worker gets that user's primary group and supplementary
-    /// groups (`initgroups`), never the master's; a uid with no entry in the
-    /// password database needs a `gid`.
-    pub uid: Option<u32>,
-    /// Group id the workers run as (default: the master's). Alone, it is the
-    /// worker's only group; with `uid`, the user's supplementary groups are
-    /// added.
-    pub gid: Option<u32>,
-    /// Where the workers' stdout goes (default: inherited).
-    pub stdout: Output,
-    /// Where the workers' stderr goes (default: inherited).
-    pub stderr: Output,
-    /// Hung-worker detection (default: off). With it, each worker's runtime
-    /// sends a heartbeat from its own loop, and a worker silent for longer
-    /// than the timeout is killed (and, when supervised, replaced).
-    pub heartbeat: Option<Heartbeat>,
-    /// How many of the master's descriptors one worker may cost it
-    /// (default: 1024). Each key the worker holds counts what the master
-    /// keeps open for it (3 for a TCP or Unix server: the socket, its accept
-    /// board and bell; 1 for UDP), and so does every descriptor that came
-    /// with its messages and is still in [`Event::Message`]s not yet taken
-    /// by [`Master::next_event`]. A listen past the budget fails with
-    /// `EMFILE` for that worker alone; past it with messages, the master
-    /// stops reading that worker until the application takes its events
-    /// (the worker's sends queue on its side). One message may carry up to
-    /// 253 descriptors past the budget. The budget is lowered to half of
-    /// what `RLIMIT_NOFILE` leaves after the master's reserve of 64, so that
-    /// one worker can never bring the master to its limit.
-    pub fd_budget: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            exec: PathBuf::from("/proc/self/exe"),
-            args: std::env::args_os().skip(1).collect(),
-            env: Vec::new(),
-            cwd: None,
-            signals: Vec::new(),
-            disconnect_timeout: Duration::from_secs(30),
-            own_process_group: true,
-            heartbeat: None,
-            fd_budget: 1024,
-            uid: None,
-            gid: None,
-            stdout: Output::Inherit,
-            stderr: Output::Inherit,
-        }
-    }
-}
-
-/// Where a worker is in its life, in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    /// Forked; its runtime has not said it is up.
-    None,
-    /// Its runtime is up.
-    Online,
-    /// It listens on at least one server.
-    Listening,
-    /// Its channel is closed.
-    Disconnected,
-    /// It exited (reported once, in [`Event::Exit`]).
-    Dead,
-}
-
-/// How a worker ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-    /// It was reaped by someone else (for instance with `SIGCHLD` ignored).
-    Unknown,
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "code={c}"),
-            ExitStatus::Signal(s) => match Signal::try_from(*s) {
-                Ok(sig) => write!(f, "signal={}", sig.as_str()),
-                Err(_) => write!(f, "signal={s}"),
-            },
-            ExitStatus::Unknown => write!(f, "unknown"),
-        }
-    }
-}
-
-/// What happened, in order. Per worker: `Fork`, `Online`, `Listening` (once
-/// per server), then `Disconnect` and `Exit`.
-#[derive(Debug)]
-pub enum Event {
-    /// A worker process was started.
-    Fork {
-        /// The worker.
-        id: WorkerId,
-        /// Its process id.
-        pid: u32,
-    },
-    /// The worker's runtime is up (before its own code runs).
-    Online {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker listens on a server at this address.
-    Listening {
-        /// The worker.
-        id: WorkerId,
-        /// The bound address.
-        address: Address,
-    },
-    /// A message from a worker, with the descriptors that came with it.
-    Message {
-        /// The worker.
-        id: WorkerId,
-        /// The bytes it sent.
-        payload: Vec<u8>,
-        /// Descriptors it attached, now owned by the master.
-        fds: Vec<OwnedFd>,
-    },
-    /// A [`Master::send`] that returned `WouldBlock` can be retried: the
-    /// channel to this worker has drained.
-    Drained {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker's channel closed.
-    Disconnect {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker process ended.
-    Exit {
-        /// The worker.
-        id: WorkerId,
-        /// Its process id.
-        pid: u32,
-        /// Code or signal.
-        status: ExitStatus,
-        /// True if it was asked to leave (disconnect), false if it died.
-        exited_after_disconnect: bool,
-    },
-    /// A worker wrote to a piped stdout or stderr ([`Output::Piped`]).
-    Output {
-        /// The worker.
-        id: WorkerId,
-        /// Which stream.
-        stream: OutputStream,
-        /// What it wrote (as it arrived: not split into lines).
-        data: Vec<u8>,
-    },
-    /// The master received one of [`Settings::signals`].
-    Signal(Signal),
-    /// After [`Master::disconnect_all`] or [`Master::shutdown`]: every worker
-    /// has exited.
-    AllDisconnected {
-        /// How many had to be killed because they outlived the deadline.
-        forced: usize,
-    },
-    /// Supervision stopped respawning: workers kept dying soon after they
-    /// started ([`Policy::crash_limit`] times in a row).
-    CrashLoop {
-        /// The last worker that died.
-        id: WorkerId,
-        /// Consecutive early deaths.
-        crashes: u32,
-        /// How the last one ended.
-        status: ExitStatus,
-    },
-    /// A worker sent no heartbeat for longer than [`Heartbeat::timeout`];
-    /// it is being killed.
-    Unresponsive {
-        /// The worker.
-        id: WorkerId,
-        /// How long it was silent.
-        silent_for: Duration,
-    },
-    /// A rolling restart replaced every worker it set out to replace.
-    RollComplete,
-    /// A rolling restart stopped: the new worker did not come up. The old
-    /// workers that were not replaced yet keep serving.
-    RollFailed {
-        /// The new worker that failed.
-        id: WorkerId,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-/// What the master knows of one live worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// Its id (from 1, never reused).
-    pub id: WorkerId,
-    /// Its process id.
-    pub pid: u32,
-    /// Where it is in its life.
-    pub state: State,
-    /// True once it was asked, or asked itself, to leave.
-    pub exited_after_disconnect: bool,
-}
 
 struct WorkerEntry {
     info: WorkerInfo,
