@@ -9,13 +9,11 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use super::{Event, Master, State, FD_RESERVE};
-use crate::ipc::channel::ReadStatus;
+use crate::ipc::channel::{is_peer_gone, ReadStatus, ReadTurn};
 use crate::ipc::Message;
 use crate::sys;
 use crate::WorkerId;
 
-/// Reads of one channel per reactor turn before other sources get a turn.
-pub(super) const READ_BUDGET: usize = 16;
 /// Work done for one worker per reactor turn, in frames handled: 64 frames,
 /// or 16 listens (a registry look-up, a reply written, maybe a log line), or
 /// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
@@ -37,15 +35,6 @@ const MAX_REST: Duration = Duration::from_millis(5);
 const READ_FD_ROOM: usize = 16;
 /// How often a read waiting for descriptors to be free is retried.
 pub(super) const FD_RETRY: Duration = Duration::from_millis(10);
-/// Stop reading a worker while this much is queued towards it.
-const PAUSE_READS_AT: usize = 1024 * 1024;
-/// Stop handling a worker's requests while this many descriptors are queued
-/// towards it.
-const PAUSE_FDS_AT: usize = 64;
-
-fn is_peer_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
-}
 
 impl Master {
     /// The application took `n` descriptors of worker `id`'s messages: if
@@ -105,7 +94,7 @@ impl Master {
             Err(e) if is_peer_gone(&e) => ch.discard_writes(),
             Err(e) => return self.close_channel(slot, Some(e)),
         }
-        let mut budget = READ_BUDGET;
+        let mut reads = if draining { ReadTurn::unlimited() } else { ReadTurn::new() };
         let mut work = 0;
         let mut listen_work = 0;
         let started = Instant::now();
@@ -113,9 +102,7 @@ impl Master {
             loop {
                 let w = &mut self.workers[slot];
                 let Some(ch) = w.channel.as_mut() else { return };
-                if !draining
-                    && (ch.queued_bytes() > PAUSE_READS_AT || ch.queued_fds() > PAUSE_FDS_AT)
-                {
+                if !draining && ch.backed_up() {
                     // The worker is not reading what we send; handle no more
                     // of its requests until it does (a writable event resumes).
                     return;
@@ -136,7 +123,7 @@ impl Master {
                     Err(e) => return self.close_channel(slot, Some(e)),
                 }
             }
-            if budget == 0 && !draining {
+            if reads.spent() {
                 return self.end_turn(slot, started, listen_work);
             }
             if !draining && self.over_fd_budget(slot) {
@@ -153,21 +140,12 @@ impl Master {
                 }
                 return;
             }
-            budget = budget.saturating_sub(1);
             let Some(ch) = self.workers[slot].channel.as_mut() else { return };
-            match ch.read_some() {
+            match reads.read(ch) {
                 Ok(ReadStatus::Data) => continue,
                 Ok(ReadStatus::WouldBlock) => return,
                 Ok(ReadStatus::Eof) => {
-                    let partial = ch.partial_bytes();
-                    let err = (partial > 0).then(|| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "channel closed in the middle of a frame ({partial} bytes of it)"
-                            ),
-                        )
-                    });
+                    let err = ch.eof_error();
                     return self.close_channel(slot, err);
                 }
                 Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),

@@ -124,8 +124,6 @@ pub use settings::{Settings, MASTER_DEATH_SIGNAL};
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
 const FD_RESERVE: usize = 64;
-/// A user message is refused (`WouldBlock`) past this much queued.
-const MAX_QUEUED: usize = 64 * 1024 * 1024;
 /// A reactor turn this much later than its timeout means the master itself
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
@@ -364,7 +362,7 @@ impl Master {
                 format!("worker {id} is disconnected"),
             ));
         };
-        if ch.queued_bytes() > 0 && ch.queued_bytes() + payload.len() > MAX_QUEUED {
+        if ch.full_for(payload.len()) {
             w.want_drained = true;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,

@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use mio::unix::SourceFd;
 use mio::Interest;
 
-use super::channels::READ_BUDGET;
 use super::token::Source;
 use super::{Event, Master};
+use crate::ipc::channel::READ_BUDGET;
 use crate::sys;
 
 /// Where a worker's stdout or stderr goes.

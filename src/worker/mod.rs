@@ -155,7 +155,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::ipc::board::{Admission, Board, MAX_SEATS};
-use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::shm::{monotonic_ms, monotonic_ns};
@@ -170,8 +170,6 @@ pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSock
 pub const IPC_TOKEN: Token = Token(usize::MAX - 1);
 /// How long [`Worker::listen`] waits for the master's answer.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_BUDGET: usize = 16;
-const MAX_QUEUED: usize = 64 * 1024 * 1024;
 
 /// What the master (or the runtime) tells the worker's code.
 #[derive(Debug)]
@@ -837,7 +835,7 @@ impl Worker {
     pub fn send(&mut self, payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
         self.check_connected()?;
         let queued = self.channel.queued_bytes();
-        if queued > 0 && queued + payload.len() > MAX_QUEUED {
+        if self.channel.full_for(payload.len()) {
             self.want_drained = true;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -974,8 +972,9 @@ impl Worker {
             return Ok(None);
         }
         let mut reply = None;
-        for _ in 0..READ_BUDGET {
-            let status = match self.channel.read_some() {
+        let mut reads = ReadTurn::new();
+        while !reads.spent() {
+            let status = match reads.read(&mut self.channel) {
                 Ok(s) => s,
                 Err(e) => return self.channel_failed(e),
             };
@@ -1066,7 +1065,7 @@ impl Worker {
     }
 
     fn channel_failed<T: Default>(&mut self, e: io::Error) -> io::Result<T> {
-        if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+        if is_peer_gone(&e) {
             self.master_gone();
             return Ok(T::default());
         }
