@@ -4,7 +4,6 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use super::OutputStream;
 use crate::listen::Address;
 use crate::{Signal, WorkerId};
 
@@ -162,4 +161,13 @@ pub struct WorkerInfo {
     pub state: State,
     /// True once it was asked, or asked itself, to leave.
     pub exited_after_disconnect: bool,
+}
+
+/// Which of a worker's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
 }

@@ -1,4 +1,4 @@
-//! Workers' piped stdout and stderr ([`Output::Piped`]): read in the
+//! Workers' piped stdout and stderr ([`Output::Piped`](super::Output::Piped)): read in the
 //! master's reactor, within a budget, and delivered as [`Event::Output`].
 
 use std::fs::File;
@@ -9,27 +9,9 @@ use mio::unix::SourceFd;
 use mio::Interest;
 
 use super::token::Source;
-use super::{Event, Master};
+use super::{Event, Master, OutputStream};
 use crate::ipc::channel::READ_BUDGET;
 use crate::sys;
-
-/// Where a worker's stdout or stderr goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// The master's own.
-    Inherit,
-    /// A pipe the master reads in its reactor, delivered as [`Event::Output`].
-    Piped,
-}
-
-/// Which of a worker's output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// Its stdout.
-    Stdout,
-    /// Its stderr.
-    Stderr,
-}
 
 /// The streams in the order of [`WorkerEntry::output`](super::WorkerEntry::output).
 pub(super) const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];

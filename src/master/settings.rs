@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Heartbeat, Output};
+use super::Heartbeat;
 use crate::Signal;
 
 /// The signal every worker gets when the master dies, however it dies
@@ -95,4 +95,14 @@ impl Default for Settings {
             stderr: Output::Inherit,
         }
     }
+}
+
+/// Where a worker's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The master's own.
+    Inherit,
+    /// A pipe the master reads in its reactor, delivered as
+    /// [`Event::Output`](super::Event::Output).
+    Piped,
 }
