@@ -254,6 +254,42 @@ mod tests {
         }
     }
 
+    /// Starts `sleep 30` as a worker would be started.
+    fn sleeper() -> Spawned {
+        let (_ours, theirs) = sys::socket::socketpair().unwrap();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let setup = child_setup(&Settings::default(), None).unwrap();
+        Spawned::start(&mut cmd, theirs.as_raw_fd(), &setup).unwrap()
+    }
+
+    #[test]
+    fn a_started_worker_not_committed_is_killed_and_reaped_when_dropped() {
+        let child = sleeper();
+        // A second pidfd of the same process outlives the guard.
+        let pidfd = child.pidfd().try_clone_to_owned().unwrap();
+        assert!(sys::process::pidfd_reap(pidfd.as_fd()).unwrap().is_none(), "it runs");
+        drop(child);
+        // Reaped already: nothing is left to wait for.
+        let e = sys::process::pidfd_reap(pidfd.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECHILD));
+    }
+
+    #[test]
+    fn a_committed_worker_is_left_running_for_the_reactor_to_reap() {
+        let pidfd = sleeper().commit();
+        assert!(sys::process::pidfd_reap(pidfd.as_fd()).unwrap().is_none(), "it still runs");
+        sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match sys::process::pidfd_reap(pidfd.as_fd()).unwrap() {
+                Some(r) => break assert_eq!(r, sys::process::Reaped::Signal(libc::SIGKILL)),
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                None => panic!("the committed worker did not die of SIGKILL within 10 s"),
+            }
+        }
+    }
+
     #[test]
     fn a_worker_command_runs_the_settings_program_with_its_arguments() {
         let cmd = command(&settings(), &[], 1, 7, 42);
