@@ -226,6 +226,39 @@ fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95()
     stop(p);
 }
 
+#[test]
+fn tokio_hello_workers_keep_their_heartbeats_without_spinning_when_idle() {
+    // The master kills a worker silent for 0.4 s: only a loop that wakes
+    // for `Worker::timeout` (not just for readiness) keeps its workers.
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", "2", "--listen", "127.0.0.1:0", "--heartbeat-timeout", "0.4"]);
+    let mut p = Proc::start(cmd);
+    let addr: SocketAddr = field(&p.expect("ready "), "addr").parse().unwrap();
+    let before = workers_of(p.pid());
+    let ticks = |pids: &[u32]| -> u64 { pids.iter().map(|&pid| cpu_ticks(pid)).sum() };
+    let start = ticks(&before);
+    // Idle for 2 s, then 2 s with connections open and quiet.
+    std::thread::sleep(Duration::from_secs(2));
+    let conns: Vec<TcpStream> = (0..8).map(|_| connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(workers_of(p.pid()), before, "a worker was replaced:\n{}", p.stderr());
+    assert!(!p.stderr().contains("died"), "{}", p.stderr());
+    let spent = ticks(&before) - start;
+    // Heartbeats every 40 ms cost little; a loop that spins costs 4 s of
+    // CPU per worker here (ticks are 10 ms).
+    assert!(spent <= 40, "workers spent {spent} ticks of CPU in 4 quiet seconds");
+    drop(conns);
+    stop(p);
+}
+
+/// User plus system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // utime and stime: fields 14 and 15, 12 and 13 after the name.
+    let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+}
+
 /// Jain's fairness index: 1 when all shares are equal, 1/n when one takes
 /// everything.
 fn jain(counts: &[usize]) -> f64 {
