@@ -94,10 +94,11 @@
 //! ```
 //!
 //! With tokio (a current-thread runtime), the same steps around
-//! `AsyncFd<Worker>`:
+//! `AsyncFd<Worker>` (`examples/tokio_hello.rs` is the whole program):
 //!
 //! ```text
-//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! // SAFETY: the worker owns its epoll descriptor for as long as it lives.
+//! let worker = unsafe { AsyncFd::register_with_interest(Worker::new()?, Interest::READABLE) }?;
 //! loop {
 //!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
 //!     tokio::select! {
