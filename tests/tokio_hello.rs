@@ -272,8 +272,7 @@ fn jain(counts: &[usize]) -> f64 {
 /// connection (local port `server_port`, remote port the client's) is an
 /// established socket whose inode one worker holds among its descriptors.
 fn owners(master: u32, server_port: u16, conns: &[TcpStream]) -> HashMap<u32, usize> {
-    let client_ports: HashSet<u16> =
-        conns.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let client_ports: HashSet<u16> = conns.iter().map(|s| s.local_addr().unwrap().port()).collect();
     let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or(""), 16).ok();
     let mut inodes = HashSet::new();
     for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
