@@ -148,6 +148,24 @@ fn tokio_hello_says_connection_close_before_it_closes() {
 }
 
 #[test]
+fn tokio_hello_serves_on_a_unix_socket_too() {
+    let path = std::env::temp_dir().join(format!("tokio_hello_{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", "2", "--listen", &format!("unix:{}", path.display())]);
+    let mut p = Proc::start(cmd);
+    p.expect("ready ");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[GET, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat()).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), format!("{OK}{CLOSING}"));
+    stop(p);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn wrk_sees_no_socket_errors_from_tokio_hello_with_keep_alive_or_connection_close() {
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is not installed (apt-get install wrk): skipped");
