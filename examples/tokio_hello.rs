@@ -82,16 +82,14 @@ async fn serve_worker(args: &Args) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut sleep = pin!(tokio::time::sleep(Duration::ZERO));
     loop {
-        // Wait: for the worker's descriptor, its deadline, or (when
-        // leaving) the last connection's end.
+        // Wait: for the worker's descriptor, its deadline, or a
+        // connection's end.
         let timeout = worker.get_mut().timeout();
         if timeout != Some(Duration::ZERO) {
             if let Some(t) = timeout {
                 sleep.as_mut().reset(Instant::now() + t);
             }
-            let leaving = worker.get_ref().is_leaving();
-            poll_fn(|cx| wake_up(cx, &worker, timeout.map(|_| sleep.as_mut()), leaving, &open))
-                .await?;
+            poll_fn(|cx| wake_up(cx, &worker, timeout.map(|_| sleep.as_mut()), &open)).await?;
         }
         worker.get_mut().process(&mut events)?;
         for event in events.iter() {
@@ -147,13 +145,11 @@ async fn serve_worker(args: &Args) -> io::Result<()> {
 
 /// Ready when the worker's descriptor is readable (its readiness is
 /// cleared: [`Worker::process`] takes what is there, and whatever comes
-/// after wakes it again), when `sleep` ends, or when `leaving` and no
-/// connection is left.
+/// after wakes it again), when `sleep` ends, or when a connection ended.
 fn wake_up(
     cx: &mut Context<'_>,
     worker: &AsyncFd<Worker>,
     sleep: Option<Pin<&mut Sleep>>,
-    leaving: bool,
     open: &Open,
 ) -> Poll<io::Result<()>> {
     if let Poll::Ready(guard) = worker.poll_read_ready(cx) {
@@ -163,20 +159,25 @@ fn wake_up(
     if sleep.is_some_and(|s| s.poll(cx).is_ready()) {
         return Poll::Ready(Ok(()));
     }
-    if leaving {
-        if open.count.get() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        open.waker.set(Some(cx.waker().clone()));
+    if open.ended.replace(false) {
+        return Poll::Ready(Ok(()));
     }
+    open.waker.set(Some(cx.waker().clone()));
     Poll::Pending
 }
 
 /// The connections open in this worker's tasks, and the worker loop's
-/// waker while it waits for the last one to end.
+/// waker while it waits.
+///
+/// A connection's end wakes the loop: it may bring this worker back under
+/// its share of open connections, and the accept balance learns it from
+/// the next [`Worker::process`] and [`Worker::timeout`] (a listener that
+/// stepped aside comes back at once, not when its deadline passes). When
+/// leaving, the last one's end is the time to exit.
 #[derive(Default)]
 struct Open {
     count: Cell<usize>,
+    ended: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
@@ -190,10 +191,9 @@ struct Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.open.count.set(self.open.count.get() - 1);
-        if self.open.count.get() == 0 {
-            if let Some(w) = self.open.waker.take() {
-                w.wake();
-            }
+        self.open.ended.set(true);
+        if let Some(w) = self.open.waker.take() {
+            w.wake();
         }
     }
 }
