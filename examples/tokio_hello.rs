@@ -85,7 +85,11 @@ async fn serve_worker(args: &Args) -> io::Result<()> {
         // Wait: for the worker's descriptor, its deadline, or a
         // connection's end.
         let timeout = worker.get_mut().timeout();
-        if timeout != Some(Duration::ZERO) {
+        if timeout == Some(Duration::ZERO) {
+            // Work is queued in the worker: no wait, but the connections'
+            // tasks get their turn first.
+            tokio::task::yield_now().await;
+        } else {
             if let Some(t) = timeout {
                 sleep.as_mut().reset(Instant::now() + t);
             }
