@@ -94,10 +94,11 @@
 //! ```
 //!
 //! With tokio (a current-thread runtime), the same steps around
-//! `AsyncFd<Worker>`:
+//! `AsyncFd<Worker>` (`examples/tokio_hello.rs` is the whole program):
 //!
 //! ```text
-//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! // SAFETY: the worker owns its epoll descriptor for as long as it lives.
+//! let worker = unsafe { AsyncFd::register_with_interest(Worker::new()?, Interest::READABLE) }?;
 //! loop {
 //!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
 //!     tokio::select! {
@@ -137,6 +138,13 @@
 //! [`Stream::into_std`] gives the connection as a std stream, and a
 //! [`ConnGuard`] that keeps it counted as one of this worker's open
 //! connections on the accept board until it is dropped.
+//!
+//! Dropping a guard does not wake the worker's descriptor. A listener that
+//! stepped aside (this worker over its share) comes back at the next
+//! [`Worker::process`] and [`Worker::timeout`] that find the worker under
+//! its share, or after [`Worker::timeout`]'s deadline (up to 2 ms): wake
+//! the loop when a connection ends, as `examples/tokio_hello.rs` does, or
+//! short connections wait out that deadline.
 
 mod listener;
 
