@@ -46,6 +46,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod balance;
 mod debug;
 // The wire format is not part of the stable API: only the fuzz target and
 // the crate's own tests (the `fuzzing` feature) reach it.

@@ -3,11 +3,10 @@
 //! [`codec`] is pure: it turns [`Message`]s into bytes and bytes back into
 //! messages, with no I/O, so the fuzz target and the tests call it directly.
 //! The private `channel` module moves those bytes and the file descriptors attached to them
-//! over a Unix socket pair without ever blocking. The private `board` module is
-//! the other way master and workers share state: a page of shared memory per
-//! listening socket that the workers balance their accepting on.
+//! over a Unix socket pair without ever blocking. (The other way master and
+//! workers share state, the accept boards, is in the private `balance`
+//! module.)
 
-pub(crate) mod board;
 pub(crate) mod channel;
 pub mod codec;
 

@@ -9,11 +9,10 @@ use slab::Slab;
 
 use super::credentials::Credentials;
 use super::unix_socket::{self, SocketFile};
-use crate::ipc::board::{Board, MAX_SEATS};
+use crate::balance::seats::{BoardShare, Seats};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
 use crate::sys::fd::{self, dup_raw, Identity};
-use crate::sys::shm::eventfd;
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::sys::{SysError, Syscall};
 use crate::WorkerId;
@@ -53,82 +52,6 @@ struct Handle {
     /// The accept board of a stream socket (none for UDP, or if the memfd
     /// could not be made: then workers accept without balancing).
     board: Option<Seats>,
-}
-
-/// An accept board, its bell, and who sits where.
-struct Seats {
-    board: Board,
-    fd: OwnedFd,
-    bell: OwnedFd,
-    taken: Vec<SeatUse>,
-}
-
-/// Who a seat belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SeatUse {
-    Free,
-    Held(WorkerId),
-    /// Its worker left the key but may still be running (asked to
-    /// disconnect) and writing to the seat: not given out until it exits.
-    Retired(WorkerId),
-}
-
-/// A worker's seat on a board, with the descriptors it needs.
-pub(crate) struct BoardShare {
-    pub seat: u32,
-    pub board: OwnedFd,
-    pub bell: OwnedFd,
-}
-
-impl Seats {
-    fn new() -> Option<Seats> {
-        match Board::create().and_then(|(board, fd)| Ok((board, fd, eventfd()?))) {
-            Ok((board, fd, bell)) => Some(Seats { board, fd, bell, taken: Vec::new() }),
-            Err(e) => {
-                log::warn!("accept board: {e}; workers will accept without balancing");
-                None
-            }
-        }
-    }
-
-    /// A seat for `worker` and duplicates of the board and its bell, if a
-    /// seat is left (and the duplicates can be made).
-    fn take(&mut self, worker: WorkerId) -> Option<BoardShare> {
-        let (board, bell) = (self.fd.try_clone().ok()?, self.bell.try_clone().ok()?);
-        let seat = match self.taken.iter().position(|t| *t == SeatUse::Free) {
-            Some(i) => i,
-            None if self.taken.len() < MAX_SEATS as usize => {
-                self.taken.push(SeatUse::Free);
-                self.taken.len() - 1
-            }
-            None => return None,
-        };
-        self.taken[seat] = SeatUse::Held(worker);
-        self.board.open_seat(seat as u32, self.taken.len() as u32);
-        Some(BoardShare { seat: seat as u32, board, bell })
-    }
-
-    /// `worker` left the key. If it closed its listener (`closed`), it no
-    /// longer writes to the seat, which is free at once; otherwise (asked to
-    /// leave) the seat is retired until the worker exits.
-    fn leave(&mut self, worker: WorkerId, closed: bool) {
-        for (i, t) in self.taken.iter_mut().enumerate() {
-            if *t == SeatUse::Held(worker) {
-                *t = if closed { SeatUse::Free } else { SeatUse::Retired(worker) };
-                self.board.reset_seat(i as u32);
-            }
-        }
-    }
-
-    /// `worker` exited: its retired seats are free.
-    fn exited(&mut self, worker: WorkerId) {
-        for (i, t) in self.taken.iter_mut().enumerate() {
-            if matches!(*t, SeatUse::Held(w) | SeatUse::Retired(w) if w == worker) {
-                *t = SeatUse::Free;
-                self.board.reset_seat(i as u32);
-            }
-        }
-    }
 }
 
 impl Drop for Handle {
@@ -453,25 +376,4 @@ fn parse_ip(address: &[u8], port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope.parse().ok()?)));
     }
     Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, port))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seat_is_given_again_only_once_its_worker_can_no_longer_write_to_it() {
-        let mut seats = Seats::new().expect("memfd and eventfd");
-        let (a, b, c): (WorkerId, WorkerId, WorkerId) = (1, 2, 3);
-        assert_eq!(seats.take(a).unwrap().seat, 0);
-        assert_eq!(seats.take(b).unwrap().seat, 1);
-        // Asked to leave: `a` may still be running and writing to seat 0.
-        seats.leave(a, false);
-        assert_eq!(seats.take(c).unwrap().seat, 2);
-        seats.exited(a);
-        assert_eq!(seats.take(4).unwrap().seat, 0);
-        // Closed its listener: it no longer writes, the seat is free at once.
-        seats.leave(b, true);
-        assert_eq!(seats.take(5).unwrap().seat, 1);
-    }
 }

@@ -4,14 +4,13 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use super::balance::{Seat, SeatGuard, Turn};
 use super::IndexKey;
+use crate::balance::{Seat, SeatGuard, Turn};
 use crate::listen::{Address, Balance, Kind};
 
 /// A worker's share of a registry key: what to name when leaving it.
@@ -137,7 +136,7 @@ impl Listener {
     /// without a seat on a board): the [`Stream`]s accepted and not yet
     /// dropped, and the [`ConnGuard`]s of those given to another runtime.
     pub fn connections(&self) -> Option<u32> {
-        self.turn.seat.as_ref().filter(|s| s.is_open()).map(|s| s.open_connections())
+        self.turn.connections()
     }
 
     /// The socket, for another runtime to adopt (`std::net::TcpListener::from`
@@ -184,9 +183,7 @@ fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
 
 impl SharedServer for Listener {
     fn into_share(self) -> Option<Share> {
-        if let Some(seat) = &self.turn.seat {
-            seat.close();
-        }
+        self.turn.close_seat();
         self.share
     }
 }
@@ -204,26 +201,10 @@ impl Listener {
     /// which mio does not know of. (Closing the descriptor would not: other
     /// processes hold the same socket, so epoll keeps the entry.)
     pub(super) fn deregister_from(&mut self, r: &Registry) -> io::Result<()> {
-        self.turn.set_registered(None);
-        match self.turn.token() {
-            Some(_) => {
-                self.turn.set_token(None);
-                if let Some(seat) = self.turn.seat.as_ref() {
-                    // Not accepting: not counted, and deaf to the bell.
-                    seat.set_state(0);
-                    if seat.bell_registered.swap(false, Ordering::Relaxed) {
-                        let _ = r.deregister(&mut mio::unix::SourceFd(&seat.bell_fd()));
-                    }
-                }
-                // Out of the poll already if it stepped aside.
-                if self.turn.aside_since().is_some() {
-                    self.turn.set_aside(None);
-                    return Ok(());
-                }
-                crate::sys::epoll::remove(r.as_raw_fd(), self.as_raw_fd())
-            }
-            None => self.source().deregister(r),
+        if self.turn.leave_poll(r)? {
+            return Ok(());
         }
+        self.source().deregister(r)
     }
 
     /// A plain (edge-triggered) registration, for [`Balance::Shared`].

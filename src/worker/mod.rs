@@ -94,10 +94,11 @@
 //! ```
 //!
 //! With tokio (a current-thread runtime), the same steps around
-//! `AsyncFd<Worker>`:
+//! `AsyncFd<Worker>` (`examples/tokio_hello.rs` is the whole program):
 //!
 //! ```text
-//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! // SAFETY: the worker owns its epoll descriptor for as long as it lives.
+//! let worker = unsafe { AsyncFd::register_with_interest(Worker::new()?, Interest::READABLE) }?;
 //! loop {
 //!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
 //!     tokio::select! {
@@ -137,16 +138,21 @@
 //! [`Stream::into_std`] gives the connection as a std stream, and a
 //! [`ConnGuard`] that keeps it counted as one of this worker's open
 //! connections on the accept board until it is dropped.
+//!
+//! Dropping a guard does not wake the worker's descriptor. A listener that
+//! stepped aside (this worker over its share) comes back at the next
+//! [`Worker::process`] and [`Worker::timeout`] that find the worker under
+//! its share, or after [`Worker::timeout`]'s deadline (up to 2 ms): wake
+//! the loop when a connection ends, as `examples/tokio_hello.rs` does, or
+//! short connections wait out that deadline.
 
-mod balance;
 mod listener;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -154,14 +160,12 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::ipc::board::{Admission, Board, MAX_SEATS};
+use crate::balance::{Balancer, BoardFds, Seat};
 use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
-use crate::sys::shm::{monotonic_ms, monotonic_ns};
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::{worker_env, WorkerId};
-use balance::{Seat, Turn, STEP_ASIDE_MAX};
 
 pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket};
 
@@ -210,6 +214,9 @@ struct IndexSet {
 /// The worker's side of the cluster. See the [module docs](self).
 pub struct Worker {
     id: WorkerId,
+    /// Before `poll`, so that it detaches the listeners before the poll
+    /// closes.
+    balance: Balancer,
     poll: Poll,
     channel: Channel,
     seq: u32,
@@ -223,16 +230,6 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// Listen requests given up on (timed out) whose reply may still come.
     abandoned: Vec<u32>,
-    /// The last poll brought the application at most one readable event
-    /// (the listener's): the worker is idle but for accepting.
-    idle_but_accepting: bool,
-    /// Listeners registered by `register_listener` (those that take turns or
-    /// sit on a board, and shared ones: all are detached when this drops).
-    turns: Vec<Weak<Turn>>,
-    /// Seats whose bell is registered (with [`IPC_TOKEN`]) in the poll.
-    bells: Vec<Arc<Seat>>,
-    /// How many times `poll` returned.
-    polls: u64,
     /// The channel reached its end (or the peer reset it): the master is
     /// gone, and [`WorkerEvent::MasterGone`] was queued.
     gone: bool,
@@ -246,9 +243,6 @@ pub struct Worker {
     /// An error of the work done in [`Worker::timeout`], for the next turn.
     deferred: Option<io::Error>,
 }
-
-/// A seat on an accept board: its number, the board, the bell.
-type BoardFds = (u32, OwnedFd, OwnedFd);
 
 enum Reply {
     Ok { handle: u32, fd: OwnedFd, board: Option<BoardFds> },
@@ -280,6 +274,7 @@ impl Worker {
         )?;
         let mut w = Worker {
             id: env.id,
+            balance: Balancer::new(poll.as_raw_fd()),
             poll,
             channel,
             seq: 0,
@@ -291,10 +286,6 @@ impl Worker {
             heartbeat: env.heartbeat_ms.map(Duration::from_millis),
             next_heartbeat: Instant::now(),
             abandoned: Vec::new(),
-            idle_but_accepting: true,
-            turns: Vec::new(),
-            bells: Vec::new(),
-            polls: 0,
             gone: false,
             prepared: false,
             comeback: None,
@@ -365,7 +356,7 @@ impl Worker {
     pub fn timeout(&mut self) -> Option<Duration> {
         if !self.prepared {
             self.prepared = true;
-            match self.balance_before_poll() {
+            match self.balance.before_poll() {
                 Ok(back) => self.comeback = back.map(|b| Instant::now() + b),
                 Err(e) => self.deferred = Some(e),
             }
@@ -386,7 +377,7 @@ impl Worker {
     fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if !self.prepared {
             // Not prepared by `timeout`: put back the listeners due now.
-            if let Err(e) = self.balance_before_poll() {
+            if let Err(e) = self.balance.before_poll() {
                 self.deferred = Some(e);
             }
         }
@@ -397,8 +388,7 @@ impl Worker {
             return Err(e);
         }
         let polled = self.poll.poll(events, timeout);
-        self.polls += 1;
-        self.balance_after_poll();
+        self.balance.after_poll();
         match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -427,7 +417,7 @@ impl Worker {
                 readable += 1;
             }
         }
-        self.idle_but_accepting = readable <= 1;
+        self.balance.set_idle_but_accepting(readable <= 1);
         // A full `events` may have left readiness in the worker's poll that
         // an outer loop is not told of again.
         self.full = n == events.capacity();
@@ -435,9 +425,8 @@ impl Worker {
             self.again = false;
             self.service(None)?;
         }
-        if ipc && !self.bells.is_empty() {
+        if ipc && self.balance.maybe_rung() {
             // Maybe a bell: the next poll looks at the board at once.
-            self.bells.retain(|seat| seat.is_open());
             self.again = true;
         }
         Ok(())
@@ -477,18 +466,10 @@ impl Worker {
             ));
         }
         let (fd, share, board) = self.share(addr, opts)?;
-        let seat = match board {
-            Some((seat, board, bell)) if opts.balance == Balance::Even && seat < MAX_SEATS => {
-                match Board::open(board.as_fd()) {
-                    Ok(b) => Some(Seat::new(b, seat, bell)),
-                    Err(e) => {
-                        log::warn!("worker {}: accept board of {addr}: {e}", self.id);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
+        let seat = Seat::join(board, opts.balance).unwrap_or_else(|e| {
+            log::warn!("worker {}: accept board of {addr}: {e}", self.id);
+            None
+        });
         self.listening(Listener::new(fd, addr.kind(), share, opts.balance, seat)?)
     }
 
@@ -500,33 +481,10 @@ impl Worker {
     /// [`IPC_TOKEN`]); with [`Balance::Shared`] it is a plain edge-triggered
     /// registration. Take connections with [`Worker::accept`].
     pub fn register_listener(&mut self, listener: &mut Listener, token: Token) -> io::Result<()> {
-        match listener.turn.balance {
-            Balance::Even | Balance::Exclusive { .. } => {
-                let epfd = self.poll.as_raw_fd();
-                crate::sys::epoll::add_exclusive(epfd, listener.as_raw_fd(), token.0)?;
-                listener.turn.set_token(Some(token.0));
-                listener.turn.set_registered(Some(epfd));
-                self.turns.retain(|t| t.strong_count() > 0);
-                self.turns.push(Arc::downgrade(&listener.turn));
-                self.bells.retain(|b| b.is_open());
-                if let Some(seat) = listener.turn.seat.as_ref() {
-                    if !seat.bell_registered.swap(true, Ordering::Relaxed) {
-                        // Edge-triggered: each ring is reported once.
-                        let bell = &mut SourceFd(&seat.bell_fd());
-                        self.poll.registry().register(bell, IPC_TOKEN, Interest::READABLE)?;
-                        self.bells.push(seat.clone());
-                    }
-                }
-                Ok(())
-            }
-            Balance::Shared => {
-                listener.register_plain(self.poll.registry(), token)?;
-                listener.turn.set_registered(Some(self.poll.as_raw_fd()));
-                self.turns.retain(|t| t.strong_count() > 0);
-                self.turns.push(Arc::downgrade(&listener.turn));
-                Ok(())
-            }
+        if listener.turn.balance == Balance::Shared {
+            listener.register_plain(self.poll.registry(), token)?;
         }
+        self.balance.register(self.poll.registry(), &listener.turn, token)
     }
 
     /// Accepts one connection from `listener` the way its balance says;
@@ -543,164 +501,7 @@ impl Worker {
     ///   pause during a burst) and returns `WouldBlock`.
     /// - [`Balance::Shared`]: every queued connection.
     pub fn accept(&mut self, listener: &Listener) -> io::Result<Stream> {
-        let turn = &listener.turn;
-        let would_block = || Err(io::ErrorKind::WouldBlock.into());
-        let pause = match turn.balance {
-            Balance::Shared => return listener.accept_raw(None),
-            Balance::Exclusive { pause } => {
-                // One connection per wake-up.
-                if turn.taken_in.load(Ordering::Relaxed) == self.polls {
-                    self.rearm(turn, pause)?;
-                    return would_block();
-                }
-                pause
-            }
-            // Without a seat (a socket of this worker's own, or no board to
-            // be had), only the turns.
-            Balance::Even => Duration::ZERO,
-        };
-        let seat = turn.seat.as_ref();
-        if let Some(seat) = seat {
-            let now = monotonic_ns();
-            let forced = turn.forced.swap(false, Ordering::Relaxed);
-            if !forced && seat.admit(monotonic_ms(now)) != Admission::Take {
-                self.step_aside(turn, seat, now)?;
-                return would_block();
-            }
-        }
-        match listener.accept_raw(seat) {
-            Ok(s) => {
-                turn.taken_in.store(self.polls, Ordering::Relaxed);
-                Ok(s)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(seat) = seat.filter(|s| s.pending().load(Ordering::Relaxed) != 0) {
-                    seat.pending().store(0, Ordering::Relaxed);
-                }
-                // Took the wake-up's connections: to the back of the queue,
-                // so the next one wakes another worker.
-                if turn.taken_in.load(Ordering::Relaxed) == self.polls {
-                    self.rearm(turn, pause)?;
-                }
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Moves an exclusive registration to the back of the socket's queue of
-    /// waiting workers, so the next connection wakes another one. If
-    /// connections are still queued (a burst) and `pause` is not zero, it
-    /// steps aside for `pause` while out of the queue, so that workers woken
-    /// for them get a chance to take them before this one does.
-    fn rearm(&self, turn: &Turn, pause: Duration) -> io::Result<()> {
-        let Some(token) = turn.token() else { return Ok(()) };
-        if turn.aside_since().is_some() {
-            return Ok(());
-        }
-        let epfd = self.poll.as_raw_fd();
-        if !pause.is_zero() && crate::sys::epoll::readable_now(turn.fd) {
-            crate::sys::epoll::remove(epfd, turn.fd)?;
-            // A burst onto idle workers (this worker had nothing to do but
-            // accept): step aside so the others take their share. A busy
-            // worker does not pause: then every worker is busy and pausing
-            // would only cost connections per second.
-            if self.idle_but_accepting {
-                std::thread::sleep(pause)
-            } else {
-                let _ = nix::sched::sched_yield();
-            }
-            crate::sys::epoll::add_exclusive(epfd, turn.fd, token)
-        } else {
-            crate::sys::epoll::rearm_exclusive(epfd, turn.fd, token)
-        }
-    }
-
-    /// Over its share: out of the socket's queue (until [`Worker::poll`]
-    /// puts it back), and, if connections wait, a note on the board for the
-    /// workers under their share to take them, and the bell rung if they
-    /// all sleep.
-    fn step_aside(&self, turn: &Turn, seat: &Seat, now: u64) -> io::Result<()> {
-        if let (Some(_), None) = (turn.token(), turn.aside_since()) {
-            crate::sys::epoll::remove(self.poll.as_raw_fd(), turn.fd)?;
-            turn.set_aside(Some(now));
-        }
-        if crate::sys::epoll::readable_now(turn.fd) {
-            seat.pending().store(1, Ordering::Relaxed);
-            // The note first, then who is awake: a worker marks itself
-            // asleep before it reads the note (see `balance_before_poll`),
-            // so one of the two sees the other.
-            fence(Ordering::SeqCst);
-            let now_ms = monotonic_ms(now);
-            if seat.admit(now_ms) == (Admission::StepAside { ring: true }) {
-                seat.ring(now_ms);
-            }
-        }
-        Ok(())
-    }
-
-    /// Before waiting: puts back listeners that stepped aside once this
-    /// worker is under its share again (or after [`STEP_ASIDE_MAX`]), lets a
-    /// worker under its share see connections another stepped aside from,
-    /// and marks its seats asleep. Returns how soon a listener must come back.
-    fn balance_before_poll(&mut self) -> io::Result<Option<Duration>> {
-        if self.turns.is_empty() {
-            return Ok(None);
-        }
-        let now = monotonic_ns();
-        let epfd = self.poll.as_raw_fd();
-        let mut back: Option<Duration> = None;
-        for turn in self.turns.iter().filter_map(Weak::upgrade) {
-            let (Some(seat), Some(token)) = (turn.seat.as_ref(), turn.token()) else { continue };
-            // Asleep first, then the note: see `step_aside`.
-            seat.set_state(Board::asleep(monotonic_ms(now)));
-            fence(Ordering::SeqCst);
-            let pending = seat.pending().load(Ordering::Relaxed);
-            let aside = turn.aside_since();
-            // The board is read only when something waits on it: reading
-            // every seat each turn would pull the other workers' lines.
-            let under = (aside.is_some() || pending != 0)
-                && seat.admit(monotonic_ms(now)) == Admission::Take;
-            if let Some(since) = aside {
-                let away = Duration::from_nanos(now.saturating_sub(since));
-                if under || away >= STEP_ASIDE_MAX {
-                    crate::sys::epoll::add_exclusive(epfd, turn.fd, token)?;
-                    turn.set_aside(None);
-                    // Back after 2 ms with connections still waiting: the
-                    // workers under their share did not come for them.
-                    let waiting = !under && crate::sys::epoll::readable_now(turn.fd);
-                    turn.forced.store(waiting, Ordering::Relaxed);
-                } else {
-                    let left = STEP_ASIDE_MAX - away;
-                    back = Some(back.map_or(left, |b| b.min(left)));
-                }
-            } else if pending != 0 && under {
-                // Delete and add: the add reports the queued connections,
-                // which this worker's poll was not woken for.
-                crate::sys::epoll::rearm_exclusive(epfd, turn.fd, token)?;
-                if !crate::sys::epoll::readable_now(turn.fd) {
-                    seat.pending().store(0, Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(back)
-    }
-
-    /// After waiting: marks the seats awake (running since now).
-    fn balance_after_poll(&mut self) {
-        if self.turns.is_empty() {
-            return;
-        }
-        let state = Board::awake(monotonic_ms(monotonic_ns()));
-        self.turns.retain(|t| match t.upgrade() {
-            Some(turn) => {
-                if let (Some(seat), Some(_)) = (turn.seat.as_ref(), turn.token()) {
-                    seat.set_state(state);
-                }
-                true
-            }
-            None => false,
-        });
+        self.balance.accept(&listener.turn, |seat| listener.accept_raw(seat))
     }
 
     /// Binds a UDP address through the master (every worker receives on the
@@ -815,7 +616,7 @@ impl Worker {
     pub fn close<S: SharedServer>(&mut self, mut server: S) -> io::Result<()> {
         let _ = server.leave_poll(self.poll.registry());
         let share = server.into_share();
-        self.bells.retain(|b| b.is_open());
+        self.balance.forget_closed();
         if let Some(share) = share {
             self.release_index(&share.key, share.index);
             if !self.leaving && !self.gone {
@@ -1096,16 +897,6 @@ impl Source for Worker {
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).deregister(r)
-    }
-}
-
-impl Drop for Worker {
-    /// Listeners that outlive the worker have no poll to be taken out of
-    /// (and its descriptor number may be reused).
-    fn drop(&mut self) {
-        for turn in self.turns.iter().filter_map(Weak::upgrade) {
-            turn.detach();
-        }
     }
 }
 

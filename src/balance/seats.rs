@@ -1,0 +1,108 @@
+//! The master's side of accept balance: one shared stream socket's accept
+//! board, its bell, and who sits where. The registry keeps one per socket
+//! and gives each worker that listens on it a seat.
+
+use std::os::fd::OwnedFd;
+
+use super::board::{Board, MAX_SEATS};
+use crate::sys::shm::eventfd;
+use crate::WorkerId;
+
+/// An accept board, its bell, and who sits where.
+pub(crate) struct Seats {
+    board: Board,
+    fd: OwnedFd,
+    bell: OwnedFd,
+    taken: Vec<SeatUse>,
+}
+
+/// Who a seat belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeatUse {
+    Free,
+    Held(WorkerId),
+    /// Its worker left the key but may still be running (asked to
+    /// disconnect) and writing to the seat: not given out until it exits.
+    Retired(WorkerId),
+}
+
+/// A worker's seat on a board, with the descriptors it needs.
+pub(crate) struct BoardShare {
+    pub seat: u32,
+    pub board: OwnedFd,
+    pub bell: OwnedFd,
+}
+
+impl Seats {
+    /// A new board and bell, or `None` (logged) if they cannot be made:
+    /// then the socket's workers accept without balancing.
+    pub(crate) fn new() -> Option<Seats> {
+        match Board::create().and_then(|(board, fd)| Ok((board, fd, eventfd()?))) {
+            Ok((board, fd, bell)) => Some(Seats { board, fd, bell, taken: Vec::new() }),
+            Err(e) => {
+                log::warn!("accept board: {e}; workers will accept without balancing");
+                None
+            }
+        }
+    }
+
+    /// A seat for `worker` and duplicates of the board and its bell, if a
+    /// seat is left (and the duplicates can be made).
+    pub(crate) fn take(&mut self, worker: WorkerId) -> Option<BoardShare> {
+        let (board, bell) = (self.fd.try_clone().ok()?, self.bell.try_clone().ok()?);
+        let seat = match self.taken.iter().position(|t| *t == SeatUse::Free) {
+            Some(i) => i,
+            None if self.taken.len() < MAX_SEATS as usize => {
+                self.taken.push(SeatUse::Free);
+                self.taken.len() - 1
+            }
+            None => return None,
+        };
+        self.taken[seat] = SeatUse::Held(worker);
+        self.board.open_seat(seat as u32, self.taken.len() as u32);
+        Some(BoardShare { seat: seat as u32, board, bell })
+    }
+
+    /// `worker` left the key. If it closed its listener (`closed`), it no
+    /// longer writes to the seat, which is free at once; otherwise (asked to
+    /// leave) the seat is retired until the worker exits.
+    pub(crate) fn leave(&mut self, worker: WorkerId, closed: bool) {
+        for (i, t) in self.taken.iter_mut().enumerate() {
+            if *t == SeatUse::Held(worker) {
+                *t = if closed { SeatUse::Free } else { SeatUse::Retired(worker) };
+                self.board.reset_seat(i as u32);
+            }
+        }
+    }
+
+    /// `worker` exited: its retired seats are free.
+    pub(crate) fn exited(&mut self, worker: WorkerId) {
+        for (i, t) in self.taken.iter_mut().enumerate() {
+            if matches!(*t, SeatUse::Held(w) | SeatUse::Retired(w) if w == worker) {
+                *t = SeatUse::Free;
+                self.board.reset_seat(i as u32);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seat_is_given_again_only_once_its_worker_can_no_longer_write_to_it() {
+        let mut seats = Seats::new().expect("memfd and eventfd");
+        let (a, b, c): (WorkerId, WorkerId, WorkerId) = (1, 2, 3);
+        assert_eq!(seats.take(a).unwrap().seat, 0);
+        assert_eq!(seats.take(b).unwrap().seat, 1);
+        // Asked to leave: `a` may still be running and writing to seat 0.
+        seats.leave(a, false);
+        assert_eq!(seats.take(c).unwrap().seat, 2);
+        seats.exited(a);
+        assert_eq!(seats.take(4).unwrap().seat, 0);
+        // Closed its listener: it no longer writes, the seat is free at once.
+        seats.leave(b, true);
+        assert_eq!(seats.take(5).unwrap().seat, 1);
+    }
+}
