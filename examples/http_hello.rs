@@ -15,6 +15,7 @@
 
 use std::io::{self, Read, Write};
 
+use common::http::Session;
 use common::Args;
 use mio::{Events, Interest, Token};
 use mio_cluster::worker::IPC_TOKEN;
@@ -32,20 +33,14 @@ fn main() {
     );
 }
 
-const BODY: &[u8] = b"Hello world\n";
 const LISTENER: Token = Token(usize::MAX - 2);
 
 struct Conn {
     stream: Stream,
-    /// Bytes of a request not yet complete.
-    input: Vec<u8>,
+    /// Its requests so far.
+    session: Session,
     /// Responses not yet written.
     output: Vec<u8>,
-    /// The last response said `Connection: close`: once it is written, the
-    /// connection ends and no further request on it is read.
-    close_after: bool,
-    /// Body bytes of the current request still to skip.
-    skip: usize,
 }
 
 fn worker(args: &Args) -> io::Result<()> {
@@ -79,10 +74,8 @@ fn worker(args: &Args) -> io::Result<()> {
                         )?;
                         entry.insert(Conn {
                             stream,
-                            input: Vec::new(),
+                            session: Session::default(),
                             output: Vec::new(),
-                            close_after: false,
-                            skip: 0,
                         });
                     }
                 }
@@ -132,111 +125,22 @@ fn serve(conn: &mut Conn, buf: &mut [u8]) -> bool {
                 Err(_) => return true,
             }
         }
-        if conn.close_after {
+        if conn.session.closing() {
             close_gently(conn, buf);
             return true;
         }
         match conn.stream.read(buf) {
             Ok(0) => return true,
-            Ok(n) => {
-                conn.input.extend_from_slice(&buf[..n]);
-                // Answer every complete request in the buffer (pipelining),
-                // up to one that ends the connection.
-                while !conn.close_after {
-                    let skipped = conn.skip.min(conn.input.len());
-                    conn.input.drain(..skipped);
-                    conn.skip -= skipped;
-                    if conn.skip > 0 {
-                        break;
-                    }
-                    let Some(end) = find(&conn.input, b"\r\n\r\n") else { break };
-                    let head = parse_head(&conn.input[..end]);
-                    conn.input.drain(..end + 4);
-                    conn.skip = head.body;
-                    respond(&mut conn.output, &head);
-                    conn.close_after = !head.keep_alive;
-                }
-                if conn.input.len() > 64 * 1024 {
-                    return true; // no request head is that long
-                }
-            }
+            // Answer every complete request in the buffer (pipelining), up
+            // to one that ends the connection; a head over MAX_HEAD drops it.
+            Ok(n) if !conn.session.feed(&buf[..n], &mut conn.output) => return true,
+            Ok(_) => {}
             // All read: wait for the next readable event.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return true,
         }
     }
-}
-
-/// What the server needs of a request head.
-struct Head {
-    /// Whether the connection stays open after the response: HTTP/1.1
-    /// unless `Connection: close`, HTTP/1.0 only with
-    /// `Connection: keep-alive`. A head that does not parse closes it.
-    keep_alive: bool,
-    /// Body bytes that follow the head (`Content-Length`).
-    body: usize,
-    /// The status to answer with: 200, or 400 for a head it cannot frame.
-    status: u16,
-    /// The response's protocol version: the request's, or 1.1.
-    version: &'static str,
-}
-
-/// Parses a request head (without its final blank line).
-fn parse_head(raw: &[u8]) -> Head {
-    let bad = Head { keep_alive: false, body: 0, status: 400, version: "HTTP/1.1" };
-    let Ok(text) = std::str::from_utf8(raw) else { return bad };
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
-    let version = match request_line.rsplit(' ').next() {
-        Some("HTTP/1.1") => "HTTP/1.1",
-        Some("HTTP/1.0") => "HTTP/1.0",
-        _ => return bad,
-    };
-    let (mut close, mut keep_alive, mut body) = (false, false, 0);
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { return bad };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                close |= token.eq_ignore_ascii_case("close");
-                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            match value.parse() {
-                Ok(n) => body = n,
-                Err(_) => return bad,
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // A chunked body cannot be skipped without decoding it: refuse
-            // it and close rather than misread the body as requests.
-            return Head { version, ..bad };
-        }
-    }
-    let keep_alive = !close && (version == "HTTP/1.1" || keep_alive);
-    Head { keep_alive, body, status: 200, version }
-}
-
-/// Appends the response to `head`: says `Connection: close` when the
-/// connection ends after it, and `Connection: keep-alive` to an HTTP/1.0
-/// client whose connection stays open.
-fn respond(out: &mut Vec<u8>, head: &Head) {
-    let (status, body): (&str, &[u8]) = match head.status {
-        200 => ("200 OK", BODY),
-        _ => ("400 Bad Request", b"bad request\n"),
-    };
-    let connection = match (head.keep_alive, head.version) {
-        (false, _) => "Connection: close\r\n",
-        (true, "HTTP/1.0") => "Connection: keep-alive\r\n",
-        (true, _) => "",
-    };
-    let _ = write!(
-        out,
-        "{} {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}\r\n",
-        head.version,
-        body.len()
-    );
-    out.extend_from_slice(body);
 }
 
 /// Ends a connection after its last response: sends FIN first and reads
@@ -249,8 +153,4 @@ fn close_gently(conn: &mut Conn, buf: &mut [u8]) {
         _ => Ok(()),
     };
     while matches!(conn.stream.read(buf), Ok(n) if n > 0) {}
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod echo_conn;
+pub mod http;
 
 use std::collections::HashSet;
 use std::io::{self, Write};

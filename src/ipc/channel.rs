@@ -20,6 +20,57 @@ const COALESCE: usize = 64 * 1024;
 /// is sending descriptors no frame announces.
 const MAX_PENDING_FDS: usize = 2 * MAX_FDS;
 
+/// Reads of one channel per turn of its loop before other sources get a
+/// turn (see [`ReadTurn`]).
+pub(crate) const READ_BUDGET: usize = 16;
+/// A user message is refused (`WouldBlock`) past this much queued (see
+/// [`Channel::full_for`]).
+pub(crate) const MAX_QUEUED: usize = 64 * 1024 * 1024;
+/// Stop handling the peer's requests while this much is queued towards it.
+const PAUSE_READS_AT: usize = 1024 * 1024;
+/// Stop handling the peer's requests while this many descriptors are
+/// queued towards it.
+const PAUSE_FDS_AT: usize = 64;
+
+/// True if `e` says the peer closed its end (it is gone; what it sent
+/// before is still to be read).
+pub(crate) fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+}
+
+/// The reads one channel gets in one turn of its loop: [`READ_BUDGET`], or
+/// no limit (draining a peer that has exited).
+#[derive(Debug)]
+pub(crate) struct ReadTurn {
+    left: Option<usize>,
+}
+
+impl ReadTurn {
+    /// A turn of [`READ_BUDGET`] reads.
+    pub(crate) fn new() -> ReadTurn {
+        ReadTurn { left: Some(READ_BUDGET) }
+    }
+
+    /// A turn without a limit.
+    pub(crate) fn unlimited() -> ReadTurn {
+        ReadTurn { left: None }
+    }
+
+    /// True once every read of the turn is spent: more may be ready, for
+    /// the next turn.
+    pub(crate) fn spent(&self) -> bool {
+        self.left == Some(0)
+    }
+
+    /// One read of the turn ([`Channel::read_some`]).
+    pub(crate) fn read(&mut self, ch: &mut Channel) -> io::Result<ReadStatus> {
+        if let Some(left) = self.left.as_mut() {
+            *left = left.saturating_sub(1);
+        }
+        ch.read_some()
+    }
+}
+
 /// What a read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadStatus {
@@ -114,6 +165,31 @@ impl Channel {
     pub(crate) fn discard_writes(&mut self) {
         self.wq.clear();
         self.wq_bytes = 0;
+    }
+
+    /// True while the peer is not reading what is sent to it: handle no
+    /// more of its requests until it does (a writable event resumes).
+    pub(crate) fn backed_up(&self) -> bool {
+        self.queued_bytes() > PAUSE_READS_AT || self.queued_fds() > PAUSE_FDS_AT
+    }
+
+    /// True if a message of `len` more bytes is to be refused with
+    /// `WouldBlock`: something is queued, and with it more than
+    /// [`MAX_QUEUED`].
+    pub(crate) fn full_for(&self, len: usize) -> bool {
+        self.queued_bytes() > 0 && self.queued_bytes() + len > MAX_QUEUED
+    }
+
+    /// After [`ReadStatus::Eof`]: the error if the peer closed its end in
+    /// the middle of a frame, `None` for a clean close.
+    pub(crate) fn eof_error(&self) -> Option<io::Error> {
+        let partial = self.partial_bytes();
+        (partial > 0).then(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("channel closed in the middle of a frame ({partial} bytes of it)"),
+            )
+        })
     }
 
     /// Bytes queued and not yet written.
@@ -235,5 +311,63 @@ impl Source for Channel {
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         self.sock.deregister(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::socket::socketpair;
+
+    fn pair() -> (Channel, Channel) {
+        let (a, b) = socketpair().unwrap();
+        (Channel::new(a), Channel::new(b))
+    }
+
+    #[test]
+    fn a_read_turn_allows_its_budget_of_reads_and_an_unlimited_one_never_runs_out() {
+        let (mut ours, _theirs) = pair();
+        let mut turn = ReadTurn::new();
+        for _ in 0..READ_BUDGET {
+            assert!(!turn.spent());
+            assert_eq!(turn.read(&mut ours).unwrap(), ReadStatus::WouldBlock);
+        }
+        assert!(turn.spent());
+        let mut unlimited = ReadTurn::unlimited();
+        for _ in 0..2 * READ_BUDGET {
+            unlimited.read(&mut ours).unwrap();
+        }
+        assert!(!unlimited.spent());
+    }
+
+    #[test]
+    fn a_channel_refuses_a_message_only_past_its_limit_with_something_queued() {
+        let (mut ours, _theirs) = pair();
+        assert!(!ours.full_for(MAX_QUEUED + 1), "an empty queue takes any one message");
+        ours.queue(&Message::Online, Vec::new()).unwrap();
+        let queued = ours.queued_bytes();
+        assert!(!ours.full_for(MAX_QUEUED - queued));
+        assert!(ours.full_for(MAX_QUEUED - queued + 1));
+        assert!(!ours.backed_up());
+    }
+
+    #[test]
+    fn a_peer_closing_in_the_middle_of_a_frame_is_an_error_and_between_frames_is_not() {
+        let (mut ours, theirs) = pair();
+        drop(theirs);
+        assert_eq!(ours.read_some().unwrap(), ReadStatus::Eof);
+        assert!(ours.eof_error().is_none());
+
+        let (mut ours, mut theirs) = pair();
+        let mut frame = Vec::new();
+        codec::encode(&Message::Online, 0, &mut frame);
+        let half = &frame[..frame.len() - 1];
+        std::io::Write::write_all(&mut theirs.sock, half).unwrap();
+        drop(theirs);
+        assert_eq!(ours.read_some().unwrap(), ReadStatus::Data);
+        assert!(ours.next_frame().unwrap().is_none());
+        assert_eq!(ours.read_some().unwrap(), ReadStatus::Eof);
+        let e = ours.eof_error().expect("a partial frame is an error");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -79,20 +79,22 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod channels;
 mod credentials;
+mod dispatch;
+mod event;
+mod output;
 mod registry;
+mod settings;
+mod spawn;
 mod supervisor;
 mod token;
 mod unix_socket;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Signal;
@@ -100,13 +102,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::channel::Channel;
 use crate::ipc::Message;
-use crate::listen::Address;
 use crate::sys;
 use crate::sys::signal::Signals;
-use crate::{WorkerId, ENV_CHANNEL_FD, ENV_MASTER_PID, ENV_WORKER_ID};
+use crate::WorkerId;
+use channels::FD_RETRY;
 use credentials::Credentials;
+use dispatch::LogLimit;
 use registry::{FdLimits, SocketRegistry};
 pub use supervisor::{
     Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
@@ -114,317 +117,15 @@ pub use supervisor::{
 use supervisor::{Life, Roll, Supervisor};
 use token::Source;
 
-/// Reads of one channel per reactor turn before other sources get a turn.
-const READ_BUDGET: usize = 16;
-/// Work done for one worker per reactor turn, in frames handled: 64 frames,
-/// or 16 listens (a registry look-up, a reply written, maybe a log line), or
-/// 4 listens that bind a socket; and never longer than [`TURN_TIME`]. A
-/// worker with more to handle waits until every other source has had its
-/// turn; one whose turn ran out on listens rests as long as the turn took
-/// (see [`Master::end_turn`]).
-const WORK_BUDGET: usize = 64;
-/// The longest one worker's turn may take, whatever its frames cost.
-const TURN_TIME: Duration = Duration::from_millis(1);
-/// A worker whose turn ran out with at least this much of it spent on
-/// listens (4 listens, or 1 bind) rests before its next turn (see
-/// [`Master::end_turn`]).
-const REST_AFTER_LISTEN_WORK: usize = 16;
-/// The longest rest.
-const MAX_REST: Duration = Duration::from_millis(5);
-/// What a listen counts against [`WORK_BUDGET`].
-const LISTEN_WORK: usize = 4;
-/// What a listen that binds a socket counts against [`WORK_BUDGET`].
-const BIND_WORK: usize = 16;
+pub use event::{Event, ExitStatus, OutputStream, State, WorkerInfo};
+pub use settings::{Output, Settings, MASTER_DEATH_SIGNAL};
+
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
 const FD_RESERVE: usize = 64;
-/// Channels are read only while this many descriptors (for the messages
-/// read) and half the reserve are free; a worker whose read waits for room
-/// is retried every [`FD_RETRY`].
-const READ_FD_ROOM: usize = 16;
-const FD_RETRY: Duration = Duration::from_millis(10);
-/// Stop reading a worker while this much is queued towards it.
-const PAUSE_READS_AT: usize = 1024 * 1024;
-/// A user message is refused (`WouldBlock`) past this much queued.
-const MAX_QUEUED: usize = 64 * 1024 * 1024;
-/// Stop handling a worker's requests while this many descriptors are queued
-/// towards it.
-const PAUSE_FDS_AT: usize = 64;
 /// A reactor turn this much later than its timeout means the master itself
 /// was not running.
 const STALL: Duration = Duration::from_millis(500);
-
-/// The signal every worker gets when the master dies, however it dies
-/// (`PR_SET_PDEATHSIG`, set after the worker's credentials are switched).
-///
-/// `SIGTERM`: a worker that does not handle it is gone at once, even with a
-/// busy or hung loop, so its sockets are free for the next master; one that
-/// handles it can finish its open connections first. (A worker whose loop
-/// runs also sees its channel close, as
-/// [`WorkerEvent::MasterGone`](crate::WorkerEvent::MasterGone).) The
-/// request belongs to the thread that forks: fork from the thread that runs
-/// the master.
-pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
-
-/// How workers are started and how the master behaves.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The program a worker runs (default: `/proc/self/exe`). A worker is
-    /// the master's own child: a wrapper named here must `exec` the worker
-    /// program, not run it as a child of its own.
-    pub exec: PathBuf,
-    /// Its arguments (default: this process's arguments, without `argv[0]`).
-    pub args: Vec<OsString>,
-    /// Extra environment for every worker.
-    pub env: Vec<(OsString, OsString)>,
-    /// Working directory of the workers (default: the master's).
-    pub cwd: Option<PathBuf>,
-    /// Signals the master reads through its reactor ([`Event::Signal`])
-    /// instead of their default action (default: none).
-    pub signals: Vec<Signal>,
-    /// How long a worker asked to disconnect (or whose channel closed) may
-    /// take to exit before it is sent `SIGKILL` (default: 30 s).
-    pub disconnect_timeout: Duration,
-    /// Start each worker in a process group of its own (default: true), so a
-    /// Ctrl-C in a terminal reaches only the master, which then shuts the
-    /// workers down gracefully instead of the kernel killing them all.
-    pub own_process_group: bool,
-    /// User id the workers run as (default: the master's). The master keeps
-    /// its own, so it can still bind privileged ports for them. Without
-    /// `gid`, a worker gets that user's primary group and supplementary
-    /// groups (`initgroups`), never the master's; a uid with no entry in the
-    /// password database needs a `gid`.
-    pub uid: Option<u32>,
-    /// Group id the workers run as (default: the master's). Alone, it is the
-    /// worker's only group; with `uid`, the user's supplementary groups are
-    /// added.
-    pub gid: Option<u32>,
-    /// Where the workers' stdout goes (default: inherited).
-    pub stdout: Output,
-    /// Where the workers' stderr goes (default: inherited).
-    pub stderr: Output,
-    /// Hung-worker detection (default: off). With it, each worker's runtime
-    /// sends a heartbeat from its own loop, and a worker silent for longer
-    /// than the timeout is killed (and, when supervised, replaced).
-    pub heartbeat: Option<Heartbeat>,
-    /// How many of the master's descriptors one worker may cost it
-    /// (default: 1024). Each key the worker holds counts what the master
-    /// keeps open for it (3 for a TCP or Unix server: the socket, its accept
-    /// board and bell; 1 for UDP), and so does every descriptor that came
-    /// with its messages and is still in [`Event::Message`]s not yet taken
-    /// by [`Master::next_event`]. A listen past the budget fails with
-    /// `EMFILE` for that worker alone; past it with messages, the master
-    /// stops reading that worker until the application takes its events
-    /// (the worker's sends queue on its side). One message may carry up to
-    /// 253 descriptors past the budget. The budget is lowered to half of
-    /// what `RLIMIT_NOFILE` leaves after the master's reserve of 64, so that
-    /// one worker can never bring the master to its limit.
-    pub fd_budget: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            exec: PathBuf::from("/proc/self/exe"),
-            args: std::env::args_os().skip(1).collect(),
-            env: Vec::new(),
-            cwd: None,
-            signals: Vec::new(),
-            disconnect_timeout: Duration::from_secs(30),
-            own_process_group: true,
-            heartbeat: None,
-            fd_budget: 1024,
-            uid: None,
-            gid: None,
-            stdout: Output::Inherit,
-            stderr: Output::Inherit,
-        }
-    }
-}
-
-/// Where a worker's stdout or stderr goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// The master's own.
-    Inherit,
-    /// A pipe the master reads in its reactor, delivered as [`Event::Output`].
-    Piped,
-}
-
-/// Which of a worker's output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// Its stdout.
-    Stdout,
-    /// Its stderr.
-    Stderr,
-}
-
-/// The streams in the order of [`WorkerEntry::output`].
-const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
-
-impl OutputStream {
-    /// Its index in [`WorkerEntry::output`].
-    fn pipe(self) -> usize {
-        match self {
-            OutputStream::Stdout => 0,
-            OutputStream::Stderr => 1,
-        }
-    }
-}
-
-/// Where a worker is in its life, in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    /// Forked; its runtime has not said it is up.
-    None,
-    /// Its runtime is up.
-    Online,
-    /// It listens on at least one server.
-    Listening,
-    /// Its channel is closed.
-    Disconnected,
-    /// It exited (reported once, in [`Event::Exit`]).
-    Dead,
-}
-
-/// How a worker ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-    /// It was reaped by someone else (for instance with `SIGCHLD` ignored).
-    Unknown,
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "code={c}"),
-            ExitStatus::Signal(s) => match Signal::try_from(*s) {
-                Ok(sig) => write!(f, "signal={}", sig.as_str()),
-                Err(_) => write!(f, "signal={s}"),
-            },
-            ExitStatus::Unknown => write!(f, "unknown"),
-        }
-    }
-}
-
-/// What happened, in order. Per worker: `Fork`, `Online`, `Listening` (once
-/// per server), then `Disconnect` and `Exit`.
-#[derive(Debug)]
-pub enum Event {
-    /// A worker process was started.
-    Fork {
-        /// The worker.
-        id: WorkerId,
-        /// Its process id.
-        pid: u32,
-    },
-    /// The worker's runtime is up (before its own code runs).
-    Online {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker listens on a server at this address.
-    Listening {
-        /// The worker.
-        id: WorkerId,
-        /// The bound address.
-        address: Address,
-    },
-    /// A message from a worker, with the descriptors that came with it.
-    Message {
-        /// The worker.
-        id: WorkerId,
-        /// The bytes it sent.
-        payload: Vec<u8>,
-        /// Descriptors it attached, now owned by the master.
-        fds: Vec<OwnedFd>,
-    },
-    /// A [`Master::send`] that returned `WouldBlock` can be retried: the
-    /// channel to this worker has drained.
-    Drained {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker's channel closed.
-    Disconnect {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker process ended.
-    Exit {
-        /// The worker.
-        id: WorkerId,
-        /// Its process id.
-        pid: u32,
-        /// Code or signal.
-        status: ExitStatus,
-        /// True if it was asked to leave (disconnect), false if it died.
-        exited_after_disconnect: bool,
-    },
-    /// A worker wrote to a piped stdout or stderr ([`Output::Piped`]).
-    Output {
-        /// The worker.
-        id: WorkerId,
-        /// Which stream.
-        stream: OutputStream,
-        /// What it wrote (as it arrived: not split into lines).
-        data: Vec<u8>,
-    },
-    /// The master received one of [`Settings::signals`].
-    Signal(Signal),
-    /// After [`Master::disconnect_all`] or [`Master::shutdown`]: every worker
-    /// has exited.
-    AllDisconnected {
-        /// How many had to be killed because they outlived the deadline.
-        forced: usize,
-    },
-    /// Supervision stopped respawning: workers kept dying soon after they
-    /// started ([`Policy::crash_limit`] times in a row).
-    CrashLoop {
-        /// The last worker that died.
-        id: WorkerId,
-        /// Consecutive early deaths.
-        crashes: u32,
-        /// How the last one ended.
-        status: ExitStatus,
-    },
-    /// A worker sent no heartbeat for longer than [`Heartbeat::timeout`];
-    /// it is being killed.
-    Unresponsive {
-        /// The worker.
-        id: WorkerId,
-        /// How long it was silent.
-        silent_for: Duration,
-    },
-    /// A rolling restart replaced every worker it set out to replace.
-    RollComplete,
-    /// A rolling restart stopped: the new worker did not come up. The old
-    /// workers that were not replaced yet keep serving.
-    RollFailed {
-        /// The new worker that failed.
-        id: WorkerId,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-/// What the master knows of one live worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// Its id (from 1, never reused).
-    pub id: WorkerId,
-    /// Its process id.
-    pub pid: u32,
-    /// Where it is in its life.
-    pub state: State,
-    /// True once it was asked, or asked itself, to leave.
-    pub exited_after_disconnect: bool,
-}
 
 struct WorkerEntry {
     info: WorkerInfo,
@@ -454,34 +155,6 @@ struct WorkerEntry {
     fd_paused: bool,
     /// What supervision remembers of it (its environment, its readiness).
     life: Life,
-}
-
-/// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
-/// line, and then how many were left out.
-#[derive(Debug, Default)]
-struct LogLimit {
-    since: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    const PER_SECOND: u32 = 5;
-
-    /// Whether to log one more line now: `Some(n)` with the lines left out
-    /// since the last one logged, `None` to leave this one out.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
-            self.since = Some(now);
-            self.logged = 0;
-        }
-        if self.logged < Self::PER_SECOND {
-            self.logged += 1;
-            return Some(std::mem::take(&mut self.suppressed));
-        }
-        self.suppressed += 1;
-        None
-    }
 }
 
 impl WorkerEntry {
@@ -532,10 +205,6 @@ pub struct Master {
     fds_received: usize,
     /// Workers whose channel waits for descriptors to be free.
     fd_starved: Vec<usize>,
-}
-
-fn is_peer_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
 impl Master {
@@ -631,137 +300,6 @@ impl Master {
         self.spawn(env, None)
     }
 
-    fn spawn(
-        &mut self,
-        env: Vec<(OsString, OsString)>,
-        seat: Option<usize>,
-    ) -> io::Result<WorkerId> {
-        let creds = Credentials::resolve(self.settings.uid, self.settings.gid)?;
-        let (ours, theirs) = sys::socket::socketpair()?;
-        let id = self.next_id;
-        let mut cmd = Command::new(&self.settings.exec);
-        cmd.args(&self.settings.args)
-            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_WORKER_ID, id.to_string())
-            .env(ENV_CHANNEL_FD, theirs.as_raw_fd().to_string())
-            .env(ENV_MASTER_PID, std::process::id().to_string());
-        if let Some(hb) = &self.settings.heartbeat {
-            cmd.env(crate::ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
-            self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
-        } else {
-            // This master may itself run in a worker's child, which still
-            // has its parent's variables.
-            cmd.env_remove(crate::ENV_HEARTBEAT_MS);
-        }
-        for (mode, set) in [
-            (
-                self.settings.stdout,
-                Command::stdout as fn(&mut Command, std::process::Stdio) -> &mut Command,
-            ),
-            (self.settings.stderr, Command::stderr),
-        ] {
-            if mode == Output::Piped {
-                set(&mut cmd, std::process::Stdio::piped());
-            }
-        }
-        if self.settings.own_process_group {
-            cmd.process_group(0);
-        }
-        let setup = sys::process::ChildSetup {
-            creds: match &creds {
-                Some(c) => Some(sys::process::ChildCreds::new(c.uid, c.gid, &c.groups)?),
-                None => None,
-            },
-            death_signal: MASTER_DEATH_SIGNAL.as_raw(),
-            cwd: self.settings.cwd.as_deref().map(sys::process::c_path).transpose()?,
-        };
-        let (mut child, pidfd) = sys::process::spawn_worker(&mut cmd, theirs.as_raw_fd(), &setup)
-            .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("spawning worker {}: {e}", self.settings.exec.display()),
-            )
-        })?;
-        drop(theirs);
-        let pid = child.id();
-        self.next_id += 1;
-        // The channel, the pidfd, and the output pipes.
-        self.fds_received += 4;
-        let entry = self.workers.vacant_entry();
-        let slot = entry.key();
-        let mut channel = Channel::new(ours);
-        let registry = self.poll.registry();
-        let registered = registry
-            .register(
-                &mut channel,
-                Source::Channel(slot).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .and_then(|()| {
-                registry.register(
-                    &mut SourceFd(&pidfd.as_raw_fd()),
-                    Source::Exit(slot).token(),
-                    Interest::READABLE,
-                )
-            });
-        let mut output = [
-            child.stdout.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
-            child.stderr.take().map(|p| std::fs::File::from(OwnedFd::from(p))),
-        ];
-        let registered = registered.and_then(|()| {
-            for (stream, pipe) in STREAMS.into_iter().zip(output.iter_mut()) {
-                if let Some(f) = pipe {
-                    sys::fd::set_nonblocking(f.as_fd())?;
-                    registry.register(
-                        &mut SourceFd(&f.as_raw_fd()),
-                        Source::Output(slot, stream).token(),
-                        Interest::READABLE,
-                    )?;
-                }
-            }
-            Ok(())
-        });
-        match &creds {
-            Some(c) => log::debug!("worker {id} (pid {pid}) runs as {}", c.describe()),
-            None => log::debug!("worker {id} (pid {pid}) runs as the master does"),
-        }
-        if let Err(e) = registered {
-            let _ = registry.deregister(&mut channel);
-            let _ = registry.deregister(&mut SourceFd(&pidfd.as_raw_fd()));
-            let _ = sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            // Reaped by us, or by the kernel if SIGCHLD is ignored (then
-            // ECHILD); no other child of ours was started meanwhile.
-            let _ = child.wait();
-            return Err(e);
-        }
-        entry.insert(WorkerEntry {
-            info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
-            pidfd,
-            channel: Some(channel),
-            kill_at: None,
-            want_drained: false,
-            seat,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            restarts: seat
-                .and_then(|s| self.supervisor.as_ref().map(|sv| sv.restarts(s)))
-                .unwrap_or(0),
-            last_heartbeat: None,
-            output,
-            forced: false,
-            creds,
-            refusals: LogLimit::default(),
-            untaken_fds: 0,
-            fd_paused: false,
-            life: Life::new(env),
-        });
-        self.ids.insert(id, slot);
-        log::debug!("forked worker {id} (pid {pid})");
-        self.queue.push_back(Event::Fork { id, pid });
-        Ok(id)
-    }
-
     /// Sends `signal` to worker `id`, and nothing else. It goes through the
     /// worker's pidfd, so it can never reach another process that reused the
     /// pid.
@@ -823,7 +361,7 @@ impl Master {
                 format!("worker {id} is disconnected"),
             ));
         };
-        if ch.queued_bytes() > 0 && ch.queued_bytes() + payload.len() > MAX_QUEUED {
+        if ch.full_for(payload.len()) {
             w.want_drained = true;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -861,40 +399,6 @@ impl Master {
             }
         }
         Some(event)
-    }
-
-    /// The application took `n` descriptors of worker `id`'s messages: if
-    /// its channel waited for that, it is read again.
-    fn fds_taken(&mut self, id: WorkerId, n: usize) {
-        let Some(&slot) = self.ids.get(&id) else { return };
-        let w = &mut self.workers[slot];
-        w.untaken_fds = w.untaken_fds.saturating_sub(n);
-        if w.fd_paused && !self.over_fd_budget(slot) {
-            self.workers[slot].fd_paused = false;
-            if !self.again.contains(&slot) {
-                self.again.push(slot);
-            }
-        }
-    }
-
-    /// True if a channel read (and the descriptors it may bring) leaves the
-    /// master half its reserve. Counts the open descriptors again only when
-    /// the last count and what arrived since come close to the limit.
-    fn room_to_read(&mut self) -> bool {
-        let room = |open: usize| open + READ_FD_ROOM + FD_RESERVE / 2 <= self.fd_limit;
-        if room(self.fds_counted + self.fds_received) {
-            return true;
-        }
-        self.fds_received = 0;
-        self.fds_counted = sys::fd::count_open_fds().unwrap_or(self.fd_limit);
-        room(self.fds_counted)
-    }
-
-    /// True while worker `slot` holds descriptors in untaken messages and,
-    /// with its keys, costs the master its whole budget.
-    fn over_fd_budget(&self, slot: usize) -> bool {
-        let w = &self.workers[slot];
-        w.untaken_fds > 0 && w.untaken_fds + self.sockets.cost_of(w.info.id) >= self.fd_budget
     }
 
     /// Runs reactor turns until an event is queued or `timeout` passes, and
@@ -1087,299 +591,6 @@ impl Master {
         }
     }
 
-    /// Writes what is queued to the worker, then reads and handles what it
-    /// sent, within a budget.
-    fn service_channel(&mut self, slot: usize) {
-        self.service_channel_with(slot, false)
-    }
-
-    /// With `draining` (the worker has exited), reads everything it left,
-    /// ignoring the budget and the pause.
-    fn service_channel_with(&mut self, slot: usize, draining: bool) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        let Some(ch) = w.channel.as_mut() else { return };
-        match ch.flush() {
-            Ok(true) if w.want_drained => {
-                w.want_drained = false;
-                self.queue.push_back(Event::Drained { id });
-            }
-            Ok(_) => {}
-            // The worker closed its end: nothing we queued will be read, but
-            // what it sent before is still to be delivered.
-            Err(e) if is_peer_gone(&e) => ch.discard_writes(),
-            Err(e) => return self.close_channel(slot, Some(e)),
-        }
-        let mut budget = READ_BUDGET;
-        let mut work = 0;
-        let mut listen_work = 0;
-        let started = Instant::now();
-        loop {
-            loop {
-                let w = &mut self.workers[slot];
-                let Some(ch) = w.channel.as_mut() else { return };
-                if !draining
-                    && (ch.queued_bytes() > PAUSE_READS_AT || ch.queued_fds() > PAUSE_FDS_AT)
-                {
-                    // The worker is not reading what we send; handle no more
-                    // of its requests until it does (a writable event resumes).
-                    return;
-                }
-                if (work >= WORK_BUDGET || started.elapsed() >= TURN_TIME) && !draining {
-                    // Its turn is over; the others go first.
-                    return self.end_turn(slot, started, listen_work);
-                }
-                match ch.next_frame() {
-                    Ok(Some((msg, fds))) => {
-                        let cost = self.handle(slot, msg, fds);
-                        if cost > 1 {
-                            listen_work += cost;
-                        }
-                        work += cost;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return self.close_channel(slot, Some(e)),
-                }
-            }
-            if budget == 0 && !draining {
-                return self.end_turn(slot, started, listen_work);
-            }
-            if !draining && self.over_fd_budget(slot) {
-                // Its descriptors wait for the application: read no more of
-                // them until it takes some (`fds_taken` resumes).
-                self.workers[slot].fd_paused = true;
-                return;
-            }
-            if !draining && !self.room_to_read() {
-                // Reading now could bring descriptors the master has no room
-                // for (and lose them): wait until some are closed.
-                if !self.fd_starved.contains(&slot) {
-                    self.fd_starved.push(slot);
-                }
-                return;
-            }
-            budget = budget.saturating_sub(1);
-            let Some(ch) = self.workers[slot].channel.as_mut() else { return };
-            match ch.read_some() {
-                Ok(ReadStatus::Data) => continue,
-                Ok(ReadStatus::WouldBlock) => return,
-                Ok(ReadStatus::Eof) => {
-                    let partial = ch.partial_bytes();
-                    let err = (partial > 0).then(|| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "channel closed in the middle of a frame ({partial} bytes of it)"
-                            ),
-                        )
-                    });
-                    return self.close_channel(slot, err);
-                }
-                Err(e) if is_peer_gone(&e) => return self.close_channel(slot, None),
-                Err(e) => return self.close_channel(slot, Some(e)),
-            }
-        }
-    }
-
-    /// Worker `slot` has more to read after its turn, begun at `started`,
-    /// of which `listen_work` went to listens. Frames that are mostly
-    /// messages for the application are read again next turn, after the
-    /// others. A turn spent on listens is followed by a rest as long as the
-    /// turn (at most [`MAX_REST`]): a worker asking for listens without end
-    /// then has about half the master's time, instead of keeping it at 100%
-    /// while other processes (a worker starting, the application) wait for
-    /// a CPU. A worker with a listen or two in a turn that the scheduler cut
-    /// short (the turn's time is wall time) does not rest.
-    fn end_turn(&mut self, slot: usize, started: Instant, listen_work: usize) {
-        if listen_work >= REST_AFTER_LISTEN_WORK {
-            let now = Instant::now();
-            self.resting.push((slot, now + now.duration_since(started).min(MAX_REST)));
-        } else {
-            self.again.push(slot);
-        }
-    }
-
-    /// Handles one frame; returns the work it took (see [`WORK_BUDGET`]).
-    fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
-        let bound = self.sockets.len();
-        let listen = matches!(msg, Message::Listen { .. });
-        self.handle_frame(slot, msg, fds);
-        if self.sockets.len() > bound {
-            // The socket, its board and its bell.
-            self.fds_received += 3;
-            BIND_WORK
-        } else if listen {
-            LISTEN_WORK
-        } else {
-            1
-        }
-    }
-
-    fn handle_frame(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        match msg {
-            Message::Online => {
-                if w.info.state == State::None {
-                    w.info.state = State::Online;
-                    self.queue.push_back(Event::Online { id });
-                    self.roll_progress();
-                }
-            }
-            Message::Listen { .. } if w.info.state == State::Dead => {}
-            Message::Listen { seq, request } => {
-                let reply = if w.info.exited_after_disconnect {
-                    Message::ListenErr {
-                        seq,
-                        errno: libc::ECONNABORTED,
-                        syscall: sys::Syscall::Address,
-                    }
-                } else {
-                    match self.sockets.listen(id, w.creds.as_ref(), &request, w.untaken_fds) {
-                        Ok(share) => {
-                            let mut fds = vec![share.socket];
-                            let seat = match share.board {
-                                Some(b) => {
-                                    fds.extend([b.board, b.bell]);
-                                    b.seat
-                                }
-                                None => crate::ipc::codec::NO_SEAT,
-                            };
-                            self.fds_received += fds.len();
-                            let reply = Message::ListenOk {
-                                seq,
-                                handle: share.handle,
-                                address: share.address,
-                                seat,
-                            };
-                            self.queue_to(slot, reply, fds);
-                            return;
-                        }
-                        Err(e) => {
-                            // A worker can make the master refuse it as
-                            // fast as it writes: a few lines a second, then
-                            // the count.
-                            if let Some(suppressed) = w.refusals.admit(Instant::now()) {
-                                log::warn!(
-                                    "worker {id}: listen {:?} {}:{} fd {}: {e}{}",
-                                    request.kind,
-                                    String::from_utf8_lossy(&request.address),
-                                    request.port,
-                                    request.fd,
-                                    match suppressed {
-                                        0 => String::new(),
-                                        n => format!(" ({n} more refusals not logged)"),
-                                    }
-                                );
-                            }
-                            Message::ListenErr { seq, errno: e.errno, syscall: e.syscall }
-                        }
-                    }
-                };
-                self.queue_to(slot, reply, Vec::new());
-            }
-            Message::Listening { address } => {
-                if w.info.state < State::Listening && w.info.state != State::Dead {
-                    w.info.state = State::Listening;
-                }
-                self.queue.push_back(Event::Listening { id, address });
-                self.on_listening(slot);
-            }
-            Message::Close { handle } => {
-                self.sockets.close(id, handle);
-            }
-            Message::Leaving => self.on_leaving(slot),
-            Message::Heartbeat => {
-                w.last_heartbeat = Some(Instant::now());
-                w.life.mark_ready();
-            }
-            Message::Ready => self.on_ready(slot),
-            Message::User { payload } => {
-                w.untaken_fds += fds.len();
-                self.fds_received += fds.len();
-                self.queue.push_back(Event::Message { id, payload, fds })
-            }
-            Message::ListenOk { .. } | Message::ListenErr { .. } | Message::Disconnect => {
-                let e =
-                    io::Error::new(io::ErrorKind::InvalidData, "worker sent a master-only message");
-                self.close_channel(slot, Some(e));
-            }
-        }
-    }
-
-    fn queue_to(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) {
-        if let Some(ch) = self.workers[slot].channel.as_mut() {
-            if let Err(e) = ch.queue(&msg, fds) {
-                return self.close_channel(slot, Some(e));
-            }
-            // Flushed at the end of this service_channel turn or the next.
-            if let Err(e) = ch.flush() {
-                self.close_channel(slot, Some(e));
-            }
-        }
-    }
-
-    /// Closes a worker's channel: it leaves every shared socket, and if it
-    /// does not exit within the disconnect timeout it is killed.
-    fn close_channel(&mut self, slot: usize, error: Option<io::Error>) {
-        let timeout = self.settings.disconnect_timeout;
-        let w = &mut self.workers[slot];
-        let Some(mut ch) = w.channel.take() else {
-            return;
-        };
-        let id = w.info.id;
-        match &error {
-            Some(e) => log::error!(
-                "worker {id} (pid {}): IPC channel error: {e}; closing its channel",
-                w.info.pid
-            ),
-            None => log::debug!("worker {id}: channel closed"),
-        }
-        let _ = self.poll.registry().deregister(&mut ch);
-        drop(ch);
-        if w.info.state != State::Dead {
-            w.info.state = State::Disconnected;
-            w.kill_at.get_or_insert(Instant::now() + timeout);
-        }
-        self.hold_keys(slot);
-        self.sockets.remove_worker(id);
-        self.queue.push_back(Event::Disconnect { id });
-    }
-
-    /// Reads a worker's piped stdout or stderr, within a budget
-    /// unless `draining`.
-    fn read_output(&mut self, slot: usize, stream: OutputStream, draining: bool) {
-        let w = &mut self.workers[slot];
-        let id = w.info.id;
-        let k = stream.pipe();
-        let Some(f) = w.output[k].as_mut() else { return };
-        let mut buf = [0u8; 16 * 1024];
-        let mut budget = READ_BUDGET;
-        loop {
-            if budget == 0 && !draining {
-                self.again_output.push((slot, stream));
-                return;
-            }
-            budget = budget.saturating_sub(1);
-            match std::io::Read::read(f, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.queue.push_back(Event::Output { id, stream, data: buf[..n].to_vec() })
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("reading worker {id}'s {stream:?}: {e}");
-                    break;
-                }
-            }
-        }
-        // End of file (or an error): stop watching it.
-        if let Some(f) = w.output[k].take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&f.as_raw_fd()));
-        }
-    }
-
     /// The worker's pidfd is readable: reap it.
     fn reap(&mut self, slot: usize) {
         // The pidfd is readable: the process has exited. If it was reaped
@@ -1465,21 +676,5 @@ impl mio::event::Source for Master {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).deregister(registry)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_limit_lets_five_lines_a_second_through_then_counts_the_rest() {
-        let mut l = LogLimit::default();
-        let t0 = Instant::now();
-        let first: Vec<_> = (0..8).map(|_| l.admit(t0)).collect();
-        assert_eq!(first, [Some(0), Some(0), Some(0), Some(0), Some(0), None, None, None]);
-        // A second later: the next line says how many were left out.
-        assert_eq!(l.admit(t0 + Duration::from_millis(1000)), Some(3));
-        assert_eq!(l.admit(t0 + Duration::from_millis(1001)), Some(0));
     }
 }

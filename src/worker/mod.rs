@@ -94,10 +94,11 @@
 //! ```
 //!
 //! With tokio (a current-thread runtime), the same steps around
-//! `AsyncFd<Worker>`:
+//! `AsyncFd<Worker>` (`examples/tokio_hello.rs` is the whole program):
 //!
 //! ```text
-//! let worker = AsyncFd::with_interest(Worker::new()?, Interest::READABLE)?;
+//! // SAFETY: the worker owns its epoll descriptor for as long as it lives.
+//! let worker = unsafe { AsyncFd::register_with_interest(Worker::new()?, Interest::READABLE) }?;
 //! loop {
 //!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
 //!     tokio::select! {
@@ -137,6 +138,13 @@
 //! [`Stream::into_std`] gives the connection as a std stream, and a
 //! [`ConnGuard`] that keeps it counted as one of this worker's open
 //! connections on the accept board until it is dropped.
+//!
+//! Dropping a guard does not wake the worker's descriptor. A listener that
+//! stepped aside (this worker over its share) comes back at the next
+//! [`Worker::process`] and [`Worker::timeout`] that find the worker under
+//! its share, or after [`Worker::timeout`]'s deadline (up to 2 ms): wake
+//! the loop when a connection ends, as `examples/tokio_hello.rs` does, or
+//! short connections wait out that deadline.
 
 mod listener;
 
@@ -153,7 +161,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::balance::{Balancer, BoardFds, Seat};
-use crate::ipc::channel::{Channel, ReadStatus};
+use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::socket::{self, BindOptions, Transport};
@@ -166,8 +174,6 @@ pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSock
 pub const IPC_TOKEN: Token = Token(usize::MAX - 1);
 /// How long [`Worker::listen`] waits for the master's answer.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_BUDGET: usize = 16;
-const MAX_QUEUED: usize = 64 * 1024 * 1024;
 
 /// What the master (or the runtime) tells the worker's code.
 #[derive(Debug)]
@@ -630,7 +636,7 @@ impl Worker {
     pub fn send(&mut self, payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
         self.check_connected()?;
         let queued = self.channel.queued_bytes();
-        if queued > 0 && queued + payload.len() > MAX_QUEUED {
+        if self.channel.full_for(payload.len()) {
             self.want_drained = true;
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -767,8 +773,9 @@ impl Worker {
             return Ok(None);
         }
         let mut reply = None;
-        for _ in 0..READ_BUDGET {
-            let status = match self.channel.read_some() {
+        let mut reads = ReadTurn::new();
+        while !reads.spent() {
+            let status = match reads.read(&mut self.channel) {
                 Ok(s) => s,
                 Err(e) => return self.channel_failed(e),
             };
@@ -859,7 +866,7 @@ impl Worker {
     }
 
     fn channel_failed<T: Default>(&mut self, e: io::Error) -> io::Result<T> {
-        if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+        if is_peer_gone(&e) {
             self.master_gone();
             return Ok(T::default());
         }

@@ -1,0 +1,173 @@
+//! What the master reports: its events, and what it knows of a worker.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::listen::Address;
+use crate::{Signal, WorkerId};
+
+/// Where a worker is in its life, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// Forked; its runtime has not said it is up.
+    None,
+    /// Its runtime is up.
+    Online,
+    /// It listens on at least one server.
+    Listening,
+    /// Its channel is closed.
+    Disconnected,
+    /// It exited (reported once, in [`Event::Exit`]).
+    Dead,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// It was reaped by someone else (for instance with `SIGCHLD` ignored).
+    Unknown,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "code={c}"),
+            ExitStatus::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "signal={}", sig.as_str()),
+                Err(_) => write!(f, "signal={s}"),
+            },
+            ExitStatus::Unknown => write!(f, "unknown"),
+        }
+    }
+}
+
+/// What happened, in order. Per worker: `Fork`, `Online`, `Listening` (once
+/// per server), then `Disconnect` and `Exit`.
+#[derive(Debug)]
+pub enum Event {
+    /// A worker process was started.
+    Fork {
+        /// The worker.
+        id: WorkerId,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The worker's runtime is up (before its own code runs).
+    Online {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker listens on a server at this address.
+    Listening {
+        /// The worker.
+        id: WorkerId,
+        /// The bound address.
+        address: Address,
+    },
+    /// A message from a worker, with the descriptors that came with it.
+    Message {
+        /// The worker.
+        id: WorkerId,
+        /// The bytes it sent.
+        payload: Vec<u8>,
+        /// Descriptors it attached, now owned by the master.
+        fds: Vec<OwnedFd>,
+    },
+    /// A [`Master::send`](super::Master::send) that returned `WouldBlock`
+    /// can be retried: the channel to this worker has drained.
+    Drained {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker's channel closed.
+    Disconnect {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker process ended.
+    Exit {
+        /// The worker.
+        id: WorkerId,
+        /// Its process id.
+        pid: u32,
+        /// Code or signal.
+        status: ExitStatus,
+        /// True if it was asked to leave (disconnect), false if it died.
+        exited_after_disconnect: bool,
+    },
+    /// A worker wrote to a piped stdout or stderr
+    /// ([`Output::Piped`](super::Output::Piped)).
+    Output {
+        /// The worker.
+        id: WorkerId,
+        /// Which stream.
+        stream: OutputStream,
+        /// What it wrote (as it arrived: not split into lines).
+        data: Vec<u8>,
+    },
+    /// The master received one of [`Settings::signals`](super::Settings::signals).
+    Signal(Signal),
+    /// After [`Master::disconnect_all`](super::Master::disconnect_all) or
+    /// [`Master::shutdown`](super::Master::shutdown): every worker has
+    /// exited.
+    AllDisconnected {
+        /// How many had to be killed because they outlived the deadline.
+        forced: usize,
+    },
+    /// Supervision stopped respawning: workers kept dying soon after they
+    /// started ([`Policy::crash_limit`](super::Policy::crash_limit) times in a row).
+    CrashLoop {
+        /// The last worker that died.
+        id: WorkerId,
+        /// Consecutive early deaths.
+        crashes: u32,
+        /// How the last one ended.
+        status: ExitStatus,
+    },
+    /// A worker sent no heartbeat for longer than
+    /// [`Heartbeat::timeout`](super::Heartbeat::timeout); it is being
+    /// killed.
+    Unresponsive {
+        /// The worker.
+        id: WorkerId,
+        /// How long it was silent.
+        silent_for: Duration,
+    },
+    /// A rolling restart replaced every worker it set out to replace.
+    RollComplete,
+    /// A rolling restart stopped: the new worker did not come up. The old
+    /// workers that were not replaced yet keep serving.
+    RollFailed {
+        /// The new worker that failed.
+        id: WorkerId,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// What the master knows of one live worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its id (from 1, never reused).
+    pub id: WorkerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it is in its life.
+    pub state: State,
+    /// True once it was asked, or asked itself, to leave.
+    pub exited_after_disconnect: bool,
+}
+
+/// Which of a worker's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
+}

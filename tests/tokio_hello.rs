@@ -1,0 +1,320 @@
+//! The `tokio_hello` example: the worker runtime embedded in tokio's
+//! current-thread runtime keeps echo's conventions, HTTP/1.1's connection
+//! rules, one thread per process, and the accept balance.
+
+mod util;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+use util::*;
+
+fn start(workers: usize) -> (Proc, SocketAddr) {
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", &workers.to_string(), "--listen", "127.0.0.1:0"]);
+    let mut p = Proc::start(cmd);
+    let ready = p.expect("ready ");
+    let addr = field(&ready, "addr").parse().unwrap();
+    (p, addr)
+}
+
+fn stop(mut p: Proc) {
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
+
+/// The master's children: its workers.
+fn workers_of(master: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Asserts `Threads: 1` in the master and in each of its `workers` workers.
+fn assert_one_thread_each(master: u32, workers: usize) {
+    let pids = workers_of(master);
+    assert_eq!(pids.len(), workers, "workers of {master}: {pids:?}");
+    for pid in std::iter::once(master).chain(pids) {
+        assert_eq!(threads_of(pid), 1, "threads of pid {pid} (master {master})");
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+const OK: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello world\n";
+const CLOSING: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
+                       Connection: close\r\n\r\nHello world\n";
+
+/// Sends `request` on a new connection and reads until the server closes,
+/// or for at most 5 s (a server that keeps the connection open fails the
+/// read with a timeout).
+fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    let mut s = connect(addr)?;
+    s.write_all(request)?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[test]
+fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", "3", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5"]);
+    let mut p = Proc::start(cmd);
+    let ready = p.expect("ready ");
+    // Exactly echo's line: `ready addr=<bound address> workers=<N> pid=<master pid>`.
+    let words: Vec<&str> = ready.split(' ').collect();
+    assert_eq!(words.len(), 4, "{ready}");
+    let addr: SocketAddr = field(&ready, "addr").parse().unwrap();
+    assert_ne!(addr.port(), 0, "{ready}");
+    assert_eq!(words[2], "workers=3", "{ready}");
+    assert_eq!(words[3], format!("pid={}", p.pid()), "{ready}");
+    // Serving, and then a connection still open at SIGTERM: it is
+    // finished, not cut, and every process exits 0.
+    let mut s = connect(addr).unwrap();
+    s.write_all(GET).unwrap();
+    let mut got = vec![0u8; OK.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), OK);
+    p.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), CLOSING);
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+    assert!(!p.stderr().contains("died"), "{}", p.stderr());
+}
+
+#[test]
+fn tokio_hello_answers_keep_alive_and_pipelined_requests() {
+    let (p, addr) = start(2);
+    let mut s = connect(addr).unwrap();
+    // Three requests on one connection, two of them pipelined.
+    s.write_all(GET).unwrap();
+    s.write_all(&[GET, GET].concat()).unwrap();
+    let mut got = vec![0u8; OK.len() * 3];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), OK.repeat(3));
+    // Connection: close is honoured, and said in the response.
+    s.write_all(b"GET / HTTP/1.1\r\nconnection:  Close\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), CLOSING);
+    stop(p);
+}
+
+#[test]
+fn tokio_hello_says_connection_close_before_it_closes() {
+    let (p, addr) = start(2);
+    // HTTP/1.0 without keep-alive: the response says close, then EOF.
+    let got = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(got, CLOSING.replace("HTTP/1.1", "HTTP/1.0"));
+    // Pipelined requests after a `Connection: close` one are not answered.
+    let get = "GET / HTTP/1.1\r\n\r\n";
+    let got =
+        exchange(addr, format!("{get}GET / HTTP/1.1\r\nConnection: close\r\n\r\n{get}").as_bytes())
+            .unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    assert!(got.ends_with(CLOSING), "{got}");
+    // HTTP/1.0 with keep-alive stays open and says so.
+    let mut s = connect(addr).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let want = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
+                    Connection: keep-alive\r\n\r\nHello world\n";
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    drop(s);
+    // A body is skipped, not read as the next request.
+    let body = "GET / HTTP/1.1\r\n\r\n";
+    let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let got =
+        exchange(addr, format!("{post}GET / HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    // A chunked body cannot be skipped: 400 and close.
+    let got =
+        exchange(addr, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+    assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+    stop(p);
+}
+
+#[test]
+fn tokio_hello_serves_on_a_unix_socket_too() {
+    let path = std::env::temp_dir().join(format!("tokio_hello_{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", "2", "--listen", &format!("unix:{}", path.display())]);
+    let mut p = Proc::start(cmd);
+    p.expect("ready ");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[GET, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat()).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), format!("{OK}{CLOSING}"));
+    stop(p);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn wrk_sees_no_socket_errors_from_tokio_hello_with_keep_alive_or_connection_close() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is not installed (apt-get install wrk): skipped");
+        return;
+    }
+    let (p, addr) = start(2);
+    let url = format!("http://{addr}/");
+    for extra in [&[][..], &["-H", "Connection: close"][..]] {
+        let out = Command::new("timeout")
+            .args(["20", "wrk", "-t1", "-c16", "-d2s"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk {extra:?}: {text}");
+        let requests: u64 = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+        assert!(requests > 100, "wrk {extra:?}: only {requests} requests:\n{text}");
+        assert!(!text.contains("Socket errors"), "wrk {extra:?}:\n{text}");
+        assert!(!text.contains("Non-2xx"), "wrk {extra:?}:\n{text}");
+        eprintln!("wrk {extra:?}: {requests} requests, no socket errors");
+    }
+    // Thousands of connections later, still one thread everywhere.
+    assert_one_thread_each(p.pid(), 2);
+    stop(p);
+}
+
+#[test]
+fn every_tokio_hello_process_has_one_thread_while_it_serves() {
+    let (p, addr) = start(3);
+    assert_one_thread_each(p.pid(), 3);
+    // Connections spread over the workers (the balance test shows how), each
+    // served by a task on tokio: the runtime's I/O, timers and tasks run on
+    // the process's only thread.
+    let mut conns: Vec<TcpStream> = (0..24).map(|_| connect(addr).unwrap()).collect();
+    for s in &mut conns {
+        s.write_all(GET).unwrap();
+    }
+    for s in &mut conns {
+        let mut got = vec![0u8; OK.len()];
+        s.read_exact(&mut got).unwrap();
+    }
+    let served = owners(p.pid(), addr.port(), &conns);
+    assert_eq!(served.values().filter(|&&n| n > 0).count(), 3, "{served:?}");
+    assert_one_thread_each(p.pid(), 3);
+    drop(conns);
+    stop(p);
+}
+
+#[test]
+fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95() {
+    let (p, addr) = start(4);
+    // A burst: 64 connections opened back to back (the kernel queues them
+    // before any worker accepts), then one request on each, answered.
+    let mut conns: Vec<TcpStream> = (0..64).map(|_| connect(addr).unwrap()).collect();
+    for s in &mut conns {
+        s.write_all(GET).unwrap();
+    }
+    for s in &mut conns {
+        let mut got = vec![0u8; OK.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), OK);
+    }
+    let counts: Vec<usize> = owners(p.pid(), addr.port(), &conns).into_values().collect();
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 64, "every connection has a worker: {counts:?}");
+    let j = jain(&counts);
+    eprintln!("64 connections over 4 workers: {counts:?}, Jain index {j:.3}");
+    assert!(j >= 0.95, "shares {counts:?}: Jain index {j:.3} < 0.95");
+    assert_one_thread_each(p.pid(), 4);
+    drop(conns);
+    stop(p);
+}
+
+#[test]
+fn tokio_hello_workers_keep_their_heartbeats_without_spinning_when_idle() {
+    // The master kills a worker silent for 0.4 s: only a loop that wakes
+    // for `Worker::timeout` (not just for readiness) keeps its workers.
+    let mut cmd = Command::new(example("tokio_hello"));
+    cmd.args(["--workers", "2", "--listen", "127.0.0.1:0", "--heartbeat-timeout", "0.4"]);
+    let mut p = Proc::start(cmd);
+    let addr: SocketAddr = field(&p.expect("ready "), "addr").parse().unwrap();
+    let before = workers_of(p.pid());
+    let ticks = |pids: &[u32]| -> u64 { pids.iter().map(|&pid| cpu_ticks(pid)).sum() };
+    let start = ticks(&before);
+    // Idle for 2 s, then 2 s with connections open and quiet.
+    std::thread::sleep(Duration::from_secs(2));
+    let conns: Vec<TcpStream> = (0..8).map(|_| connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(workers_of(p.pid()), before, "a worker was replaced:\n{}", p.stderr());
+    assert!(!p.stderr().contains("died"), "{}", p.stderr());
+    let spent = ticks(&before) - start;
+    // Heartbeats every 40 ms cost little; a loop that spins costs 4 s of
+    // CPU per worker here (ticks are 10 ms).
+    assert!(spent <= 40, "workers spent {spent} ticks of CPU in 4 quiet seconds");
+    drop(conns);
+    stop(p);
+}
+
+/// User plus system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // utime and stime: fields 14 and 15, 12 and 13 after the name.
+    let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+}
+
+/// Jain's fairness index: 1 when all shares are equal, 1/n when one takes
+/// everything.
+fn jain(counts: &[usize]) -> f64 {
+    let sum: f64 = counts.iter().sum::<usize>() as f64;
+    let sq: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    sum * sum / (counts.len() as f64 * sq)
+}
+
+/// How many of `conns` each worker of `master` serves, by worker pid, found
+/// through /proc as `examples/loadgen.rs` does: the server side of each
+/// connection (local port `server_port`, remote port the client's) is an
+/// established socket whose inode one worker holds among its descriptors.
+fn owners(master: u32, server_port: u16, conns: &[TcpStream]) -> HashMap<u32, usize> {
+    let client_ports: HashSet<u16> = conns.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or(""), 16).ok();
+    let mut inodes = HashSet::new();
+    for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local, remote, state (01: established), ..., inode.
+        if f.len() >= 10
+            && port(f[1]) == Some(server_port)
+            && port(f[2]).is_some_and(|p| client_ports.contains(&p))
+            && f[3] == "01"
+            && f[9] != "0"
+        {
+            inodes.insert(format!("socket:[{}]", f[9]));
+        }
+    }
+    assert_eq!(inodes.len(), conns.len(), "server sides found in /proc/net/tcp");
+    workers_of(master)
+        .into_iter()
+        .map(|pid| {
+            let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| inodes.contains(&*t.to_string_lossy()))
+                .count();
+            (pid, held)
+        })
+        .collect()
+}
