@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -42,76 +42,14 @@ fn udp_echo_echoes_datagrams() {
 #[test]
 fn http_hello_answers_keep_alive_and_pipelined_requests() {
     let (p, addr) = start("http_hello", &["--workers", "2", "--listen", "127.0.0.1:0"]);
-    let mut s = connect(addr).unwrap();
-    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    // Three requests on one connection, two of them pipelined.
-    s.write_all(req).unwrap();
-    s.write_all(&[&req[..], &req[..]].concat()).unwrap();
-    let one =
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello world\n";
-    let mut got = vec![0u8; one.len() * 3];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, [&one[..], &one[..], &one[..]].concat());
-    // Connection: close is honoured, and said in the response.
-    s.write_all(b"GET / HTTP/1.1\r\nconnection:  Close\r\n\r\n").unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert_eq!(String::from_utf8_lossy(&rest), CLOSING);
+    assert_http_keep_alive_and_pipelining(addr);
     stop(p);
-}
-
-const CLOSING: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
-                       Connection: close\r\n\r\nHello world\n";
-
-/// Sends `request` on a new connection and reads until the server closes,
-/// or for at most 5 s (a server that keeps the connection open fails the
-/// read with a timeout).
-fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
-    let mut s = connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(request)?;
-    let mut got = Vec::new();
-    s.read_to_end(&mut got)?;
-    Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
 #[test]
 fn http_hello_says_connection_close_before_it_closes() {
     let (p, addr) = start("http_hello", &["--workers", "2", "--listen", "127.0.0.1:0"]);
-    // HTTP/1.0 without keep-alive: the response says close, then EOF.
-    let got = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    assert_eq!(got, CLOSING.replace("HTTP/1.1", "HTTP/1.0"));
-    // Pipelined requests after a `Connection: close` one are not answered.
-    let get = "GET / HTTP/1.1\r\n\r\n";
-    let got =
-        exchange(addr, format!("{get}GET / HTTP/1.1\r\nConnection: close\r\n\r\n{get}").as_bytes())
-            .unwrap();
-    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
-    assert!(got.ends_with(CLOSING), "{got}");
-    // HTTP/1.0 with keep-alive stays open and says so.
-    let mut s = connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    for _ in 0..2 {
-        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
-        let want = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
-                    Connection: keep-alive\r\n\r\nHello world\n";
-        let mut got = vec![0u8; want.len()];
-        s.read_exact(&mut got).unwrap();
-        assert_eq!(String::from_utf8_lossy(&got), want);
-    }
-    drop(s);
-    // A body is skipped, not read as the next request.
-    let body = "GET / HTTP/1.1\r\n\r\n";
-    let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let got =
-        exchange(addr, format!("{post}GET / HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
-    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
-    // A chunked body cannot be skipped: 400 and close.
-    let got =
-        exchange(addr, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
-    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
-    assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+    assert_http_close_rules(addr);
     stop(p);
 }
 

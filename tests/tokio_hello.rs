@@ -43,23 +43,6 @@ fn assert_one_thread_each(master: u32, workers: usize) {
     }
 }
 
-const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-const OK: &str =
-    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello world\n";
-const CLOSING: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
-                       Connection: close\r\n\r\nHello world\n";
-
-/// Sends `request` on a new connection and reads until the server closes,
-/// or for at most 5 s (a server that keeps the connection open fails the
-/// read with a timeout).
-fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
-    let mut s = connect(addr)?;
-    s.write_all(request)?;
-    let mut got = Vec::new();
-    s.read_to_end(&mut got)?;
-    Ok(String::from_utf8_lossy(&got).into_owned())
-}
-
 #[test]
 fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
     let mut cmd = Command::new(example("tokio_hello"));
@@ -76,16 +59,16 @@ fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
     // Serving, and then a connection still open at SIGTERM: it is
     // finished, not cut, and every process exits 0.
     let mut s = connect(addr).unwrap();
-    s.write_all(GET).unwrap();
-    let mut got = vec![0u8; OK.len()];
+    s.write_all(HTTP_GET).unwrap();
+    let mut got = vec![0u8; HTTP_OK.len()];
     s.read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), OK);
+    assert_eq!(String::from_utf8_lossy(&got), HTTP_OK);
     p.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
-    assert_eq!(String::from_utf8_lossy(&rest), CLOSING);
+    assert_eq!(String::from_utf8_lossy(&rest), HTTP_CLOSING);
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
     assert!(!p.stderr().contains("died"), "{}", p.stderr());
 }
@@ -93,57 +76,14 @@ fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
 #[test]
 fn tokio_hello_answers_keep_alive_and_pipelined_requests() {
     let (p, addr) = start(2);
-    let mut s = connect(addr).unwrap();
-    // Three requests on one connection, two of them pipelined.
-    s.write_all(GET).unwrap();
-    s.write_all(&[GET, GET].concat()).unwrap();
-    let mut got = vec![0u8; OK.len() * 3];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), OK.repeat(3));
-    // Connection: close is honoured, and said in the response.
-    s.write_all(b"GET / HTTP/1.1\r\nconnection:  Close\r\n\r\n").unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert_eq!(String::from_utf8_lossy(&rest), CLOSING);
+    assert_http_keep_alive_and_pipelining(addr);
     stop(p);
 }
 
 #[test]
 fn tokio_hello_says_connection_close_before_it_closes() {
     let (p, addr) = start(2);
-    // HTTP/1.0 without keep-alive: the response says close, then EOF.
-    let got = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    assert_eq!(got, CLOSING.replace("HTTP/1.1", "HTTP/1.0"));
-    // Pipelined requests after a `Connection: close` one are not answered.
-    let get = "GET / HTTP/1.1\r\n\r\n";
-    let got =
-        exchange(addr, format!("{get}GET / HTTP/1.1\r\nConnection: close\r\n\r\n{get}").as_bytes())
-            .unwrap();
-    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
-    assert!(got.ends_with(CLOSING), "{got}");
-    // HTTP/1.0 with keep-alive stays open and says so.
-    let mut s = connect(addr).unwrap();
-    for _ in 0..2 {
-        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
-        let want = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
-                    Connection: keep-alive\r\n\r\nHello world\n";
-        let mut got = vec![0u8; want.len()];
-        s.read_exact(&mut got).unwrap();
-        assert_eq!(String::from_utf8_lossy(&got), want);
-    }
-    drop(s);
-    // A body is skipped, not read as the next request.
-    let body = "GET / HTTP/1.1\r\n\r\n";
-    let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let got =
-        exchange(addr, format!("{post}GET / HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
-    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
-    // A chunked body cannot be skipped: 400 and close.
-    let got =
-        exchange(addr, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
-    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
-    assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+    assert_http_close_rules(addr);
     stop(p);
 }
 
@@ -157,10 +97,10 @@ fn tokio_hello_serves_on_a_unix_socket_too() {
     p.expect("ready ");
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&[GET, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat()).unwrap();
+    s.write_all(&[HTTP_GET, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat()).unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), format!("{OK}{CLOSING}"));
+    assert_eq!(String::from_utf8_lossy(&got), format!("{HTTP_OK}{HTTP_CLOSING}"));
     stop(p);
     let _ = std::fs::remove_file(&path);
 }
@@ -206,10 +146,10 @@ fn every_tokio_hello_process_has_one_thread_while_it_serves() {
     // the process's only thread.
     let mut conns: Vec<TcpStream> = (0..24).map(|_| connect(addr).unwrap()).collect();
     for s in &mut conns {
-        s.write_all(GET).unwrap();
+        s.write_all(HTTP_GET).unwrap();
     }
     for s in &mut conns {
-        let mut got = vec![0u8; OK.len()];
+        let mut got = vec![0u8; HTTP_OK.len()];
         s.read_exact(&mut got).unwrap();
     }
     let served = owners(p.pid(), addr.port(), &conns);
@@ -226,12 +166,12 @@ fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95()
     // before any worker accepts), then one request on each, answered.
     let mut conns: Vec<TcpStream> = (0..64).map(|_| connect(addr).unwrap()).collect();
     for s in &mut conns {
-        s.write_all(GET).unwrap();
+        s.write_all(HTTP_GET).unwrap();
     }
     for s in &mut conns {
-        let mut got = vec![0u8; OK.len()];
+        let mut got = vec![0u8; HTTP_OK.len()];
         s.read_exact(&mut got).unwrap();
-        assert_eq!(String::from_utf8_lossy(&got), OK);
+        assert_eq!(String::from_utf8_lossy(&got), HTTP_OK);
     }
     let counts: Vec<usize> = owners(p.pid(), addr.port(), &conns).into_values().collect();
     assert_eq!(counts.len(), 4, "{counts:?}");

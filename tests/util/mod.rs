@@ -332,3 +332,85 @@ pub fn hold(addr: SocketAddr, n: usize, held: &mut Vec<TcpStream>) {
         held.push(s);
     }
 }
+
+/// `http_hello`'s and `tokio_hello`'s answer (examples/common/http.rs).
+pub const HTTP_OK: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello world\n";
+/// The same answer, when the server closes the connection after it.
+pub const HTTP_CLOSING: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
+                                Connection: close\r\n\r\nHello world\n";
+/// A keep-alive request.
+pub const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Sends `request` on a new connection and reads until the server closes,
+/// or for at most 5 s (a server that keeps the connection open fails the
+/// read with a timeout).
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    let mut s = connect(addr)?;
+    s.write_all(request)?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// The hello-world server at `addr` answers three requests on one
+/// connection, two of them pipelined, then honours `Connection: close`
+/// and says so.
+pub fn assert_http_keep_alive_and_pipelining(addr: SocketAddr) {
+    let mut s = connect(addr).unwrap();
+    s.write_all(HTTP_GET).unwrap();
+    s.write_all(&[HTTP_GET, HTTP_GET].concat()).unwrap();
+    let mut got = vec![0u8; HTTP_OK.len() * 3];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), HTTP_OK.repeat(3));
+    s.write_all(b"GET / HTTP/1.1\r\nconnection:  Close\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), HTTP_CLOSING);
+}
+
+/// The hello-world server at `addr` says `Connection: close` in the
+/// response before it closes (HTTP/1.0, a request that asks, a body it
+/// cannot skip), keeps HTTP/1.0 keep-alive connections open, and skips a
+/// body with a length.
+pub fn assert_http_close_rules(addr: SocketAddr) {
+    // HTTP/1.0 without keep-alive: the response says close, then EOF.
+    let got = http_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(got, HTTP_CLOSING.replace("HTTP/1.1", "HTTP/1.0"));
+    // Pipelined requests after a `Connection: close` one are not answered.
+    let get = "GET / HTTP/1.1\r\n\r\n";
+    let got = http_exchange(
+        addr,
+        format!("{get}GET / HTTP/1.1\r\nConnection: close\r\n\r\n{get}").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    assert!(got.ends_with(HTTP_CLOSING), "{got}");
+    // HTTP/1.0 with keep-alive stays open and says so.
+    let mut s = connect(addr).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let want = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
+                    Connection: keep-alive\r\n\r\nHello world\n";
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    drop(s);
+    // A body is skipped, not read as the next request.
+    let body = "GET / HTTP/1.1\r\n\r\n";
+    let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let got = http_exchange(
+        addr,
+        format!("{post}GET / HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    // A chunked body cannot be skipped: 400 and close.
+    let got =
+        http_exchange(addr, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .unwrap();
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+    assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+}
