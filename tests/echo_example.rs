@@ -24,20 +24,12 @@ fn ready(p: &mut Proc, workers: usize) -> SocketAddr {
     field(&line, "addr").parse().unwrap()
 }
 
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn ready_line_then_echo_then_sigterm_exits_0() {
     let mut p = echo(&["--workers", "3", "--listen", "127.0.0.1:0"]);
     let addr = ready(&mut p, 3);
     assert_ne!(addr.port(), 0);
-    assert_eq!(children(p.pid()).len(), 3);
+    assert_eq!(workers_of(p.pid()).len(), 3);
     let mut held = connect(addr).unwrap();
     roundtrip(&mut held, b"hello").unwrap();
     for _ in 0..20 {
@@ -89,17 +81,17 @@ fn ipv6_and_fd_addresses_are_accepted() {
 fn a_dead_worker_is_replaced_and_serving_never_stops() {
     let mut p = echo(&["--workers", "2", "--listen", "127.0.0.1:0"]);
     let addr = ready(&mut p, 2);
-    let before = children(p.pid());
+    let before = workers_of(p.pid());
     signal(before[0], "KILL");
     echo_once(addr).unwrap();
     assert!(
         eventually(WAIT, || {
-            let now = children(p.pid());
+            let now = workers_of(p.pid());
             now.len() == 2 && !now.contains(&before[0])
         }),
         "no replacement for {}: {:?}",
         before[0],
-        children(p.pid())
+        workers_of(p.pid())
     );
     assert!(eventually(WAIT, || p.stderr().matches("listening on").count() >= 3), "{}", p.stderr());
     echo_once(addr).unwrap();

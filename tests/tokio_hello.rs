@@ -25,15 +25,6 @@ fn stop(mut p: Proc) {
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }
 
-/// The master's children: its workers.
-fn workers_of(master: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
-}
-
 /// Asserts `Threads: 1` in the master and in each of its `workers` workers.
 fn assert_one_thread_each(master: u32, workers: usize) {
     let pids = workers_of(master);

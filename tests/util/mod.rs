@@ -414,3 +414,12 @@ pub fn assert_http_close_rules(addr: SocketAddr) {
     assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
     assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
 }
+
+/// A master's children: its workers (`/proc/PID/task/PID/children`).
+pub fn workers_of(master: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
