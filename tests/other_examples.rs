@@ -55,31 +55,11 @@ fn http_hello_says_connection_close_before_it_closes() {
 
 #[test]
 fn wrk_sees_no_socket_errors_with_keep_alive_or_with_connection_close() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("wrk is not installed (apt-get install wrk): skipped");
+    if !wrk_installed() {
         return;
     }
     let (p, addr) = start("http_hello", &["--workers", "2", "--listen", "127.0.0.1:0"]);
-    let url = format!("http://{addr}/");
-    for extra in [&[][..], &["-H", "Connection: close"][..]] {
-        let out = Command::new("timeout")
-            .args(["20", "wrk", "-t1", "-c16", "-d2s"])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "wrk {extra:?}: {text}");
-        let requests: u64 = text
-            .lines()
-            .find_map(|l| l.trim().split_once(" requests in "))
-            .and_then(|(n, _)| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
-        assert!(requests > 100, "wrk {extra:?}: only {requests} requests:\n{text}");
-        assert!(!text.contains("Socket errors"), "wrk {extra:?}:\n{text}");
-        assert!(!text.contains("Non-2xx"), "wrk {extra:?}:\n{text}");
-        eprintln!("wrk {extra:?}: {requests} requests, no socket errors");
-    }
+    assert_wrk_sees_no_errors(addr);
     stop(p);
 }
 

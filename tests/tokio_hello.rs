@@ -98,31 +98,11 @@ fn tokio_hello_serves_on_a_unix_socket_too() {
 
 #[test]
 fn wrk_sees_no_socket_errors_from_tokio_hello_with_keep_alive_or_connection_close() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("wrk is not installed (apt-get install wrk): skipped");
+    if !wrk_installed() {
         return;
     }
     let (p, addr) = start(2);
-    let url = format!("http://{addr}/");
-    for extra in [&[][..], &["-H", "Connection: close"][..]] {
-        let out = Command::new("timeout")
-            .args(["20", "wrk", "-t1", "-c16", "-d2s"])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "wrk {extra:?}: {text}");
-        let requests: u64 = text
-            .lines()
-            .find_map(|l| l.trim().split_once(" requests in "))
-            .and_then(|(n, _)| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
-        assert!(requests > 100, "wrk {extra:?}: only {requests} requests:\n{text}");
-        assert!(!text.contains("Socket errors"), "wrk {extra:?}:\n{text}");
-        assert!(!text.contains("Non-2xx"), "wrk {extra:?}:\n{text}");
-        eprintln!("wrk {extra:?}: {requests} requests, no socket errors");
-    }
+    assert_wrk_sees_no_errors(addr);
     // Thousands of connections later, still one thread everywhere.
     assert_one_thread_each(p.pid(), 2);
     stop(p);

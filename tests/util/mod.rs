@@ -423,3 +423,38 @@ pub fn workers_of(master: u32) -> Vec<u32> {
         .map(|p| p.parse().unwrap())
         .collect()
 }
+
+/// True if `wrk` can run; says why the caller skips otherwise.
+pub fn wrk_installed() -> bool {
+    let ok = Command::new("wrk").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("wrk is not installed (apt-get install wrk): skipped");
+    }
+    ok
+}
+
+/// Runs `wrk` for 2 s against the HTTP server at `addr`, with keep-alive and
+/// with `Connection: close`: each run must serve over 100 requests with no
+/// socket error and no non-2xx answer.
+pub fn assert_wrk_sees_no_errors(addr: SocketAddr) {
+    let url = format!("http://{addr}/");
+    for extra in [&[][..], &["-H", "Connection: close"][..]] {
+        let out = Command::new("timeout")
+            .args(["20", "wrk", "-t1", "-c16", "-d2s"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk {extra:?}: {text}");
+        let requests: u64 = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+        assert!(requests > 100, "wrk {extra:?}: only {requests} requests:\n{text}");
+        assert!(!text.contains("Socket errors"), "wrk {extra:?}:\n{text}");
+        assert!(!text.contains("Non-2xx"), "wrk {extra:?}:\n{text}");
+        eprintln!("wrk {extra:?}: {requests} requests, no socket errors");
+    }
+}
