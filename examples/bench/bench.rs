@@ -6,7 +6,18 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--duration SECS] [--rounds N] [--quick]
+//!     [--only KEY,KEY..] [--skip-extras]
 //! ```
+//!
+//! `--only` keeps the listed servers of the main table (keys: `ours1`,
+//! `ours2`, `ours4`, `ours4-shared`, `ours4-exclusive`, `node2-none`,
+//! `node2-rr`, `node4-none`, `node4-rr`, `reference`); `--skip-extras` stops
+//! after the main table, its ratios and the memory table.
+//!
+//! Server CPU: the utime + stime of every process of the server's tree
+//! (master and workers, from `/proc/<pid>/stat`), read just before and just
+//! after each load run, divided by the requests (echo) or the connections
+//! (connect) the load generator completed; in microseconds.
 //!
 //! It builds the other examples first (`cargo build --release --examples`).
 //! Every process it starts talks on 127.0.0.1 only and is stopped at the end.
@@ -22,6 +33,8 @@ struct Opts {
     duration: f64,
     rounds: usize,
     quick: bool,
+    only: Option<Vec<String>>,
+    skip_extras: bool,
 }
 
 fn opts() -> Opts {
@@ -34,6 +47,12 @@ fn opts() -> Opts {
         duration: get("--duration").unwrap_or(if quick { 2.0 } else { 10.0 }),
         rounds: get("--rounds").map(|r: f64| r as usize).unwrap_or(3),
         quick,
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(|k| k.trim().to_string()).collect()),
+        skip_extras: args.iter().any(|a| a == "--skip-extras"),
     }
 }
 
@@ -51,6 +70,8 @@ fn node_script() -> PathBuf {
 /// A server under test: how to start it.
 #[derive(Clone)]
 struct Server {
+    /// Short name for `--only`.
+    key: String,
     name: String,
     cmd: Vec<String>,
     env: Vec<(String, String)>,
@@ -61,11 +82,17 @@ fn ours(workers: usize, extra: &[&str]) -> Server {
     cmd.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
     cmd.extend(extra.iter().map(|s| s.to_string()));
     let plural = if workers == 1 { "worker" } else { "workers" };
-    Server { name: format!("mio-cluster, {workers} {plural}"), cmd, env: vec![] }
+    Server {
+        key: format!("ours{workers}"),
+        name: format!("mio-cluster, {workers} {plural}"),
+        cmd,
+        env: vec![],
+    }
 }
 
 fn node(workers: usize, policy: &str) -> Server {
     Server {
+        key: format!("node{workers}-{policy}"),
         name: format!(
             "Node cluster {policy}, {workers} worker{}",
             if workers == 1 { "" } else { "s" }
@@ -84,6 +111,7 @@ fn node(workers: usize, policy: &str) -> Server {
 
 fn reference() -> Server {
     Server {
+        key: "reference".into(),
         name: "one process, mio, no cluster".into(),
         cmd: vec![
             bin("reference_echo").display().to_string(),
@@ -181,6 +209,77 @@ fn status_field(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every process of the tree rooted at `pid` (itself, its children, theirs..).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        // Children of every thread (Node's master has several).
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let f = t.path().join("children");
+                for c in std::fs::read_to_string(f).unwrap_or_default().split_whitespace() {
+                    if let Ok(c) = c.parse() {
+                        if !all.contains(&c) {
+                            all.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// utime + stime of one process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// CPU time of the server's whole tree, per process, in ticks.
+fn tree_cpu(pid: u32) -> BTreeMap<u32, u64> {
+    tree(pid).into_iter().map(|p| (p, cpu_ticks(p))).collect()
+}
+
+/// Seconds of CPU the tree spent between two readings (processes that
+/// appeared in between count from zero).
+fn cpu_spent(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> f64 {
+    let ticks: u64 =
+        after.iter().map(|(p, t)| t.saturating_sub(before.get(p).copied().unwrap_or(0))).sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100);
+    ticks as f64 / hz as f64
+}
+
+/// Runs the load generator and measures the server's CPU over it: the
+/// fields, plus `cpu_us_per` (server CPU per completed request, in µs).
+fn load_cpu(
+    addr: &str,
+    mode: &str,
+    secs: f64,
+    spread_pid: Option<u32>,
+    server: u32,
+) -> BTreeMap<String, String> {
+    let before = tree_cpu(server);
+    let mut m = load(addr, mode, secs, spread_pid);
+    let after = tree_cpu(server);
+    let done = m.get("requests").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    if done > 0.0 {
+        m.insert("cpu_us_per".into(), format!("{}", cpu_spent(&before, &after) * 1e6 / done));
+    }
+    m
+}
+
 /// Runs the load generator; returns its `key=value` fields.
 fn load(addr: &str, mode: &str, secs: f64, spread_pid: Option<u32>) -> BTreeMap<String, String> {
     load_ramped(addr, mode, secs, spread_pid, 0.0)
@@ -233,6 +332,8 @@ struct Samples {
     cps: Vec<f64>,
     jain: Vec<f64>,
     errors: Vec<f64>,
+    cpu_req: Vec<f64>,
+    cpu_conn: Vec<f64>,
 }
 
 fn main() {
@@ -253,7 +354,10 @@ fn main() {
         ours(4, &["--balance", "exclusive"]),
     ];
     servers[3].name = "mio-cluster, 4 workers, shared wake-ups".into();
+    servers[3].key = "ours4-shared".into();
     servers[4].name = "mio-cluster, 4 workers, exclusive wake-ups only".into();
+    servers[4].key = "ours4-exclusive".into();
+    let (shared, exclusive) = (servers[3].clone(), servers[4].clone());
     if has_node {
         for w in [2, 4] {
             servers.push(node(w, "none"));
@@ -261,6 +365,10 @@ fn main() {
         }
     }
     servers.push(reference());
+    if let Some(only) = &o.only {
+        servers.retain(|s| only.contains(&s.key));
+        assert!(!servers.is_empty(), "--only {only:?} names no server");
+    }
     println!(
         "# mio-cluster benchmark: {} rounds of {} s per measurement, 64 connections, 64-byte messages, {} CPUs",
         o.rounds,
@@ -273,8 +381,8 @@ fn main() {
         for s in &servers {
             let r = start(s, &[("RUST_LOG", "warn")]);
             std::thread::sleep(Duration::from_millis(300));
-            let e = load(&r.addr, "echo", o.duration, Some(r.pid));
-            let c = load(&r.addr, "connect", o.duration, None);
+            let e = load_cpu(&r.addr, "echo", o.duration, Some(r.pid), r.pid);
+            let c = load_cpu(&r.addr, "connect", o.duration, None, r.pid);
             let entry = samples.entry(s.name.clone()).or_default();
             let f = |m: &BTreeMap<String, String>, k: &str| {
                 m.get(k).and_then(|v| v.parse::<f64>().ok())
@@ -282,6 +390,8 @@ fn main() {
             entry.rps.extend(f(&e, "rps"));
             entry.p99.extend(f(&e, "p99_us"));
             entry.cps.extend(f(&c, "rps"));
+            entry.cpu_req.extend(f(&e, "cpu_us_per"));
+            entry.cpu_conn.extend(f(&c, "cpu_us_per"));
             entry.errors.push(f(&e, "errors").unwrap_or(0.0) + f(&c, "errors").unwrap_or(0.0));
             if children(r.pid).len() > 1 {
                 entry.jain.extend(f(&e, "jain"));
@@ -296,33 +406,38 @@ fn main() {
                 rss.insert(s.name.clone(), (status_field(r.pid, "VmRSS:"), per));
             }
             eprintln!(
-                "round {} {}: echo {} rps, p99 {} us, connect {} /s, jain {}",
+                "round {} {}: echo {} rps, p99 {} us, connect {} /s, jain {}, cpu {} us/req {} us/conn",
                 round + 1,
                 s.name,
                 e.get("rps").map_or("?", |v| v),
                 e.get("p99_us").map_or("?", |v| v),
                 c.get("rps").map_or("?", |v| v),
-                e.get("jain").map_or("-", |v| v)
+                e.get("jain").map_or("-", |v| v),
+                f(&e, "cpu_us_per").map_or("?".into(), |v| format!("{v:.2}")),
+                f(&c, "cpu_us_per").map_or("?".into(), |v| format!("{v:.1}")),
             );
             stop(r);
         }
     }
-    println!("\n| server | echo req/s | p99 latency (us) | new connections/s | Jain index, 64 conns (each run) | errors |");
-    println!("|---|---|---|---|---|---|");
-    let mut med: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    println!("\n| server | echo req/s | p99 latency (us) | new connections/s | Jain index, 64 conns (each run) | errors | server CPU per request (us) | server CPU per connection (us) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut med: BTreeMap<String, (f64, f64, f64, f64, f64)> = BTreeMap::new();
     for s in &servers {
         let x = &samples[&s.name];
         let (rps, p99, cps) = (median(x.rps.clone()), median(x.p99.clone()), median(x.cps.clone()));
-        med.insert(s.name.clone(), (rps, p99, cps));
+        let (cpu_req, cpu_conn) = (median(x.cpu_req.clone()), median(x.cpu_conn.clone()));
+        med.insert(s.name.clone(), (rps, p99, cps, cpu_req, cpu_conn));
         let jain: Vec<String> = x.jain.iter().map(|j| format!("{j:.2}")).collect();
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.1} |",
             s.name,
             rps,
             p99,
             cps,
             if jain.is_empty() { "-".into() } else { jain.join(" ") },
-            x.errors.iter().sum::<f64>()
+            x.errors.iter().sum::<f64>(),
+            cpu_req,
+            cpu_conn
         );
     }
     let get = |n: &str| med.get(n).copied();
@@ -350,11 +465,29 @@ fn main() {
     row("new connections/s, ours / Node round-robin", &|w| {
         Some(ours_at(w)?.2 / node_at(w, "rr")?.2)
     });
+    // CPU: lower is better; Node's best is its cheaper policy.
+    row("server CPU per request, ours / single-process reference (lower is better)", &|w| {
+        Some(ours_at(w)?.3 / reference?.3)
+    });
+    row("server CPU per request, ours / Node's best (lower is better)", &|w| {
+        let best = node_at(w, "none")?.3.min(node_at(w, "rr")?.3);
+        Some(ours_at(w)?.3 / best)
+    });
+    row("server CPU per connection, ours / single-process reference (lower is better)", &|w| {
+        Some(ours_at(w)?.4 / reference?.4)
+    });
+    row("server CPU per connection, ours / Node's best (lower is better)", &|w| {
+        let best = node_at(w, "none")?.4.min(node_at(w, "rr")?.4);
+        Some(ours_at(w)?.4 / best)
+    });
 
     println!("\n| memory after the echo load (VmRSS) | master | per worker |");
     println!("|---|---|---|");
     for (name, (m, w)) in &rss {
         println!("| {name} | {:.1} MiB | {:.1} MiB |", *m as f64 / 1024.0, *w as f64 / 1024.0);
+    }
+    if o.skip_extras {
+        return;
     }
 
     // How 64 persistent connections spread over 4 workers: all at once (a
@@ -362,7 +495,7 @@ fn main() {
     let spread_runs = 5;
     println!("\n| 64 connections over 4 workers, Jain index per run ({spread_runs} runs) | all at once | 1 ms apart |");
     println!("|---|---|---|");
-    let mut who = vec![ours(4, &[]), servers[4].clone(), servers[3].clone()];
+    let mut who = vec![ours(4, &[]), exclusive.clone(), shared.clone()];
     if has_node {
         who.push(node(4, "none"));
         who.push(node(4, "rr"));
@@ -389,7 +522,7 @@ fn main() {
     // accept, under the connect load (each worker logs its counts on exit).
     println!("\n| 4 workers, one client connecting in a loop, 5 s | listener wake-ups | of them empty | accepted |");
     println!("|---|---|---|---|");
-    for s in [ours(4, &[]), servers[4].clone(), servers[3].clone()] {
+    for s in [ours(4, &[]), exclusive, shared] {
         let r = start(&s, &[("RUST_LOG", "info")]);
         std::thread::sleep(Duration::from_millis(300));
         // One client at a time: every connection finds the workers idle,
