@@ -50,13 +50,7 @@ fn a_worker_in_an_outer_mio_loop_keeps_its_heartbeats_and_its_share_of_connectio
     std::thread::sleep(Duration::from_millis(1600));
     // A newcomer: the two others hold their share (about 10 each of 30)
     // already, so the next 10 connections mostly go to it.
-    m.send("fork");
-    m.expect("listening id=3");
-    hold(addr, 10, &mut held);
-    let counts = conns_of(&mut m, &[1, 2, 3]);
-    eprintln!("open connections by worker: {counts:?}");
-    assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
-    assert!(counts[2] >= 6, "the newcomer took {} of 10: {counts:?}", counts[2]);
+    assert_newcomer_takes_its_share(&mut m, addr, &mut held);
     let lines = m.drain(Duration::from_millis(100));
     assert!(
         !lines.iter().any(|l| l.starts_with("unresponsive") || l.starts_with("exit")),

@@ -20,11 +20,5 @@ fn a_worker_over_its_share_leaves_new_connections_to_a_newcomer() {
     // A third worker joins with none; the next 10 connections, one at a
     // time, should mostly go to it: the two others hold their share (about
     // 10 each of 30) already. Taking turns alone would give it about 3.
-    m.send("fork");
-    m.expect("listening id=3");
-    hold(addr, 10, &mut held);
-    let counts = conns_of(&mut m, &[1, 2, 3]);
-    eprintln!("open connections by worker: {counts:?}");
-    assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
-    assert!(counts[2] >= 6, "the newcomer took {} of 10: {counts:?}", counts[2]);
+    assert_newcomer_takes_its_share(&mut m, addr, &mut held);
 }

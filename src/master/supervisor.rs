@@ -546,19 +546,10 @@ impl Master {
     /// during a shutdown, nor for a worker a roll or a smaller target is
     /// removing (those have no seat any more).
     pub(super) fn leave_seat(&mut self, slot: usize) {
-        let w = &mut self.workers[slot];
-        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
-        if self.disconnecting_all {
-            return;
-        }
-        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
-        else {
-            return;
-        };
-        let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) else { return };
-        hold(&mut self.sockets, seat, id, sv.policy.backoff_max + sv.policy.start_timeout);
+        let Some((id, ix)) = self.hold_keys(slot) else { return };
+        self.workers[slot].seat = None;
+        let Some(seat) = self.supervisor.as_mut().map(|sv| &mut sv.seats[ix]) else { return };
         seat.worker = None;
-        w.seat = None;
         let rolling = self.roll.as_ref().and_then(|r| r.step.as_ref()).map(|s| (s.old, s.seat));
         if rolling == Some((id, Some(ix))) {
             // The roll's new worker is about to take this seat.
@@ -589,20 +580,19 @@ impl Master {
     /// it died, or is about to be killed) and its seat is to be filled
     /// again: the seat keeps its sockets open for the next worker, so a
     /// pool of one refuses nothing while it is replaced.
-    pub(super) fn hold_keys(&mut self, slot: usize) {
+    /// Returns the worker's id and seat when the seat is to be filled again
+    /// (none during a shutdown, a crash loop, or without respawning).
+    pub(super) fn hold_keys(&mut self, slot: usize) -> Option<(WorkerId, usize)> {
         let w = &self.workers[slot];
-        let (id, Some(ix)) = (w.info.id, w.seat) else { return };
+        let (id, Some(ix)) = (w.info.id, w.seat) else { return None };
         if self.disconnecting_all {
-            return;
+            return None;
         }
-        let Some(sv) = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)
-        else {
-            return;
-        };
+        let sv = self.supervisor.as_mut().filter(|sv| !sv.stopped && sv.policy.respawn)?;
         let longest = sv.policy.backoff_max + sv.policy.start_timeout;
-        if let Some(seat) = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id)) {
-            hold(&mut self.sockets, seat, id, longest);
-        }
+        let seat = sv.seats.get_mut(ix).filter(|s| s.worker == Some(id))?;
+        hold(&mut self.sockets, seat, id, longest);
+        Some((id, ix))
     }
 
     /// A worker listened: if it fills a seat, the sockets the seat kept for

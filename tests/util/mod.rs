@@ -458,3 +458,16 @@ pub fn assert_wrk_sees_no_errors(addr: SocketAddr) {
         eprintln!("wrk {extra:?}: {requests} requests, no socket errors");
     }
 }
+
+/// Workers 1 and 2 hold 20 connections in `held`, about 10 each: forks
+/// worker 3, opens 10 more one at a time, and asserts the newcomer took at
+/// least 6 of them (taking turns alone would give it about 3).
+pub fn assert_newcomer_takes_its_share(m: &mut Proc, addr: SocketAddr, held: &mut Vec<TcpStream>) {
+    m.send("fork");
+    m.expect("listening id=3");
+    hold(addr, 10, held);
+    let counts = conns_of(m, &[1, 2, 3]);
+    eprintln!("open connections by worker: {counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
+    assert!(counts[2] >= 6, "the newcomer took {} of 10: {counts:?}", counts[2]);
+}
