@@ -36,11 +36,11 @@ use std::time::Duration;
 use echo_conn::Conn;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use mio_cluster::master::STANDARD_SIGNALS;
+use mio_cluster::supervisor::STANDARD_SIGNALS;
 use mio_cluster::worker::IPC_TOKEN;
 use mio_cluster::{
-    Event, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings, Worker,
-    WorkerEvent,
+    Event, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings, Supervisor,
+    Worker, WorkerEvent,
 };
 use slab::Slab;
 
@@ -153,7 +153,9 @@ fn master(args: &Args) -> io::Result<()> {
         ..Settings::default()
     };
     let mut master = Master::new(settings)?;
-    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    // Supervision is a layer over the master: it keeps the pool.
+    let mut supervisor = Supervisor::new(Policy { workers: args.workers, ..Policy::default() });
+    supervisor.start(&mut master)?;
 
     let mut poll = Poll::new()?;
     poll.registry().register(&mut master, MASTER, Interest::READABLE)?;
@@ -168,8 +170,9 @@ fn master(args: &Args) -> io::Result<()> {
     let mut listening = HashSet::new();
     let mut ready = false;
     loop {
-        // 1. Wait, never past the master's next deadline.
-        match poll.poll(&mut events, master.timeout()) {
+        // 1. Wait, never past the master's (or the supervisor's) next
+        //    deadline.
+        match poll.poll(&mut events, supervisor.timeout(&master)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
@@ -181,7 +184,7 @@ fn master(args: &Args) -> io::Result<()> {
                 Token(t) => {
                     let key = t - CLIENTS;
                     let open = match clients.get_mut(key) {
-                        Some(c) => serve_client(c, &mut master),
+                        Some(c) => serve_client(c, &mut master, &mut supervisor),
                         None => continue,
                     };
                     if !open {
@@ -191,9 +194,9 @@ fn master(args: &Args) -> io::Result<()> {
                 }
             }
         }
-        // 3. One turn of the master, then its events.
-        master.process()?;
-        while let Some(event) = master.next_event() {
+        // 3. One turn of the master and the supervisor, then their events.
+        supervisor.process(&mut master)?;
+        while let Some(event) = supervisor.next_event(&mut master) {
             match event {
                 Event::Listening { id, address } => {
                     listening.insert(id);
@@ -211,10 +214,10 @@ fn master(args: &Args) -> io::Result<()> {
                 }
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
-                    master.shutdown()?;
+                    supervisor.shutdown(&mut master)?;
                 }
                 Event::Signal(sig) => {
-                    master.handle_signal(sig)?;
+                    supervisor.handle_signal(&mut master, sig)?;
                 }
                 Event::AllDisconnected { forced } => {
                     let _ = std::fs::remove_file(&args.admin);
@@ -251,7 +254,7 @@ fn accept_clients(poll: &Poll, admin: &UnixListener, clients: &mut Slab<Client>)
 
 /// Reads the client's commands, answers each whole line, writes what it
 /// can. Returns false once the client is gone.
-fn serve_client(c: &mut Client, master: &mut Master) -> bool {
+fn serve_client(c: &mut Client, master: &mut Master, supervisor: &mut Supervisor) -> bool {
     let mut buf = [0u8; 4096];
     let mut open = true;
     loop {
@@ -272,7 +275,7 @@ fn serve_client(c: &mut Client, master: &mut Master) -> bool {
     }
     while let Some(end) = c.input.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.input.drain(..=end).collect();
-        let reply = command(master, String::from_utf8_lossy(&line).trim());
+        let reply = command(master, supervisor, String::from_utf8_lossy(&line).trim());
         c.output.extend_from_slice(reply.as_bytes());
     }
     while !c.output.is_empty() {
@@ -289,11 +292,11 @@ fn serve_client(c: &mut Client, master: &mut Master) -> bool {
 }
 
 /// One admin command; the reply's last line starts with `ok` or `error`.
-fn command(master: &mut Master, line: &str) -> String {
+fn command(master: &mut Master, supervisor: &mut Supervisor, line: &str) -> String {
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => {
-            let rows = master.status();
+            let rows = supervisor.status(master);
             let mut t = format!(
                 "{:>4} {:>8} {:<12} {:>7} {:>8}\n",
                 "id", "pid", "state", "uptime", "restarts"
@@ -305,14 +308,14 @@ fn command(master: &mut Master, line: &str) -> String {
                     r.pid,
                     format!("{:?}", r.state),
                     r.uptime.as_secs_f64(),
-                    r.restarts
+                    r.restarts.unwrap_or(0)
                 );
             }
-            let target = master.target().unwrap_or(0);
+            let target = supervisor.target();
             t + &format!("ok {} workers, target {target}\n", rows.len())
         }
         (Some("scale"), Some(n), None) => match n.parse::<usize>() {
-            Ok(n) => match master.set_target(n) {
+            Ok(n) => match supervisor.set_target(master, n) {
                 Ok(()) => format!("ok target {n}\n"),
                 Err(e) => format!("error: scale {n}: {e}\n"),
             },

@@ -57,6 +57,7 @@ mod ipc;
 mod listen;
 pub mod master;
 mod signal;
+pub mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
 pub mod worker;
@@ -68,10 +69,11 @@ pub use listen::{
     Address, Balance, Kind, ListenAddr, ListenError, ListenOptions, DEFAULT_ACCEPT_PAUSE,
 };
 pub use master::{
-    Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
+    Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Settings, SocketId, State,
     WorkerInfo, WorkerStatus,
 };
 pub use signal::Signal;
+pub use supervisor::{Policy, Supervisor};
 pub use sys::{SysError, Syscall};
 pub use worker::{
     ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket, Worker, WorkerEvent,

@@ -142,8 +142,12 @@ fn a_worker_that_holds_no_socket_is_replaced_once_it_says_it_is_ready() {
 
 #[test]
 fn a_rolled_worker_keeps_the_environment_it_was_forked_with() {
-    // No supervision: the application forks, and rolls.
-    let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &[START_TIMEOUT]);
+    // A supervisor with no seats of its own: the application forks through
+    // it, and rolls.
+    let mut m = Proc::fixture_env(
+        &["--listen", "127.0.0.1:0"],
+        &[("FIXTURE_SUPERVISE", "0"), START_TIMEOUT],
+    );
     m.send("fork-env FIXTURE_ECHO_ENV=green");
     m.expect("message id=1 env FIXTURE_ECHO_ENV=green");
     m.expect("listening id=1");

@@ -79,7 +79,7 @@ fn a_worker_that_was_listening_is_always_replaced_within_half_a_second() {
     }
     let slack = Duration::from_millis(300);
     assert!(
-        gaps.iter().all(|g| *g <= mio_cluster::master::READY_BACKOFF_MAX + slack),
+        gaps.iter().all(|g| *g <= mio_cluster::supervisor::READY_BACKOFF_MAX + slack),
         "replacements came after {gaps:?}"
     );
     let addr: SocketAddr = field(&m.expect("listening id=7"), "addr").parse().unwrap();

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use mio_cluster::master::STANDARD_SIGNALS;
+use mio_cluster::supervisor::STANDARD_SIGNALS;
 use mio_cluster::{
     Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
-    WorkerId,
+    Supervisor, WorkerId,
 };
 
 /// A worker's exit code when it cannot listen: the master then gives up
@@ -178,7 +178,8 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut master = Master::new(settings)?;
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
-    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    let mut supervisor = Supervisor::new(Policy { workers: args.workers, ..Policy::default() });
+    supervisor.start(&mut master)?;
     // The master in a loop of the example's own, as an application would
     // embed it (`examples/embed.rs` adds a source of its own).
     let mut poll = mio::Poll::new()?;
@@ -188,12 +189,12 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut ready = false;
     let mut failed = false;
     loop {
-        match poll.poll(&mut events, master.timeout()) {
+        match poll.poll(&mut events, supervisor.timeout(&master)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
-        master.process()?;
-        while let Some(event) = master.next_event() {
+        supervisor.process(&mut master)?;
+        while let Some(event) = supervisor.next_event(&mut master) {
             match event {
                 Event::Listening { id, address } => {
                     log::info!("worker {id} listening on {address}");
@@ -211,7 +212,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 {
                     log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
                     failed = true;
-                    master.shutdown()?;
+                    supervisor.shutdown(&mut master)?;
                 }
                 Event::Exit { id, pid, status, exited_after_disconnect } => {
                     listening.remove(&id);
@@ -221,11 +222,13 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
                     failed = true;
-                    master.shutdown()?;
+                    supervisor.shutdown(&mut master)?;
                 }
-                Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
+                Event::Signal(Signal::SIGUSR1) => {
+                    eprint!("{}", status_table(&supervisor.status(&master)))
+                }
                 Event::Signal(sig) => {
-                    master.handle_signal(sig)?;
+                    supervisor.handle_signal(&mut master, sig)?;
                 }
                 Event::AllDisconnected { forced } => {
                     if forced > 0 {
@@ -242,12 +245,12 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
 }
 
 /// The `SIGUSR1` table: one row per worker.
-fn status_table(master: &Master) -> String {
+fn status_table(rows: &[mio_cluster::WorkerStatus]) -> String {
     let mut t = format!(
         "{:>4} {:>8} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
         "id", "pid", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
     );
-    for r in master.status() {
+    for r in rows {
         let hb =
             r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
         let rss =
@@ -259,7 +262,7 @@ fn status_table(master: &Master) -> String {
             r.pid,
             format!("{:?}", r.state),
             r.uptime.as_secs_f64(),
-            r.restarts,
+            r.restarts.unwrap_or(0),
             hb,
             rss,
             cpu

@@ -206,8 +206,7 @@ impl Master {
             w.info.state = State::Disconnected;
             w.kill_at.get_or_insert(Instant::now() + timeout);
         }
-        self.hold_keys(slot);
-        self.sockets.remove_worker(id);
+        self.leave_sockets(slot);
         self.queue.push_back(Event::Disconnect { id });
     }
 }

@@ -69,7 +69,6 @@ impl Master {
                 if w.info.state == State::None {
                     w.info.state = State::Online;
                     self.queue.push_back(Event::Online { id });
-                    self.roll_progress();
                 }
             }
             Message::Listen { .. } if w.info.state == State::Dead => {}
@@ -129,17 +128,17 @@ impl Master {
                     w.info.state = State::Listening;
                 }
                 self.queue.push_back(Event::Listening { id, address });
-                self.on_listening(slot);
             }
             Message::Close { handle } => {
                 self.sockets.close(id, handle);
             }
-            Message::Leaving => self.on_leaving(slot),
+            Message::Leaving if w.info.exited_after_disconnect => {}
+            Message::Leaving => self.leaving(slot),
             Message::Heartbeat => {
                 w.last_heartbeat = Some(Instant::now());
-                w.life.mark_ready();
+                self.queue.push_back(Event::Heartbeat { id });
             }
-            Message::Ready => self.on_ready(slot),
+            Message::Ready => self.queue.push_back(Event::Ready { id }),
             Message::User { payload } => {
                 w.untaken_fds += fds.len();
                 self.fds_received += fds.len();

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::listen::Address;
 use crate::{Signal, WorkerId};
@@ -69,6 +69,26 @@ pub enum Event {
         /// The bound address.
         address: Address,
     },
+    /// The worker called [`Worker::ready`](crate::Worker::ready).
+    Ready {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// A heartbeat from the worker's runtime (every
+    /// [`Heartbeat::interval`](super::Heartbeat::interval), with heartbeats
+    /// on).
+    Heartbeat {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker leaves: it was asked to ([`Master::disconnect`](super::Master::disconnect)),
+    /// or said it leaves of its own accord
+    /// ([`Worker::disconnect`](crate::Worker::disconnect)). It is off every
+    /// shared socket already; it finishes its open work and exits.
+    Leaving {
+        /// The worker.
+        id: WorkerId,
+    },
     /// A message from a worker, with the descriptors that came with it.
     Message {
         /// The worker.
@@ -113,14 +133,15 @@ pub enum Event {
     /// The master received one of [`Settings::signals`](super::Settings::signals).
     Signal(Signal),
     /// After [`Master::disconnect_all`](super::Master::disconnect_all) or
-    /// [`Master::shutdown`](super::Master::shutdown): every worker has
+    /// [`Supervisor::shutdown`](crate::Supervisor::shutdown): every worker has
     /// exited.
     AllDisconnected {
         /// How many had to be killed because they outlived the deadline.
         forced: usize,
     },
-    /// Supervision stopped respawning: workers kept dying soon after they
-    /// started ([`Policy::crash_limit`](super::Policy::crash_limit) times in a row).
+    /// From a [`Supervisor`](crate::Supervisor): it stopped respawning,
+    /// workers kept dying soon after they started
+    /// ([`Policy::crash_limit`](crate::Policy::crash_limit) times in a row).
     CrashLoop {
         /// The last worker that died.
         id: WorkerId,
@@ -129,7 +150,8 @@ pub enum Event {
         /// How the last one ended.
         status: ExitStatus,
     },
-    /// A worker sent no heartbeat for longer than
+    /// From a [`Supervisor`](crate::Supervisor): a worker sent no
+    /// heartbeat for longer than
     /// [`Heartbeat::timeout`](super::Heartbeat::timeout); it is being
     /// killed.
     Unresponsive {
@@ -138,9 +160,11 @@ pub enum Event {
         /// How long it was silent.
         silent_for: Duration,
     },
-    /// A rolling restart replaced every worker it set out to replace.
+    /// From a [`Supervisor`](crate::Supervisor): a rolling restart replaced
+    /// every worker it set out to replace.
     RollComplete,
-    /// A rolling restart stopped: the new worker did not come up. The old
+    /// From a [`Supervisor`](crate::Supervisor): a rolling restart stopped,
+    /// the new worker did not come up. The old
     /// workers that were not replaced yet keep serving.
     RollFailed {
         /// The new worker that failed.
@@ -171,3 +195,34 @@ pub enum OutputStream {
     /// Its stderr.
     Stderr,
 }
+
+/// One row of [`Master::status`](super::Master::status) or
+/// [`Supervisor::status`](crate::Supervisor::status).
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: WorkerId,
+    /// Process id.
+    pub pid: u32,
+    /// Lifecycle state.
+    pub state: State,
+    /// When it was forked.
+    pub started_at: SystemTime,
+    /// How long ago it was forked.
+    pub uptime: Duration,
+    /// How many workers its supervisor seat had before it (`None`: not
+    /// supervised, or not in a seat).
+    pub restarts: Option<u32>,
+    /// How long ago its last heartbeat came (`None`: none yet, or off).
+    pub last_heartbeat: Option<Duration>,
+    /// Resident memory, from `/proc/PID/status`.
+    pub rss_bytes: Option<u64>,
+    /// User plus system CPU time, from `/proc/PID/stat`.
+    pub cpu_time: Option<Duration>,
+}
+
+/// A listening socket the master shares, as long as some worker holds it
+/// (or it is kept for one: [`Master::keep_sockets`](super::Master::keep_sockets)).
+/// An id may name another socket once this one is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub(crate) u32);

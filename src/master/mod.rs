@@ -3,8 +3,7 @@
 //! One [`mio::Poll`] inside the master multiplexes every worker's IPC
 //! channel, a pidfd per worker (its exit), a `signalfd` for the signals the
 //! master handles, and its output pipes; the master also keeps deadlines
-//! (disconnect kills, supervised starts and backoff, a roll's step, heartbeat
-//! checks). A turn of that reactor queues [`Event`]s, and
+//! (disconnect kills, sockets kept for a worker to come). A turn of that reactor queues [`Event`]s, and
 //! [`Master::next_event`] hands them out. No thread is started: the caller's
 //! thread is the reactor.
 //!
@@ -87,7 +86,6 @@ mod output;
 mod registry;
 mod settings;
 mod spawn;
-mod supervisor;
 mod token;
 mod unix_socket;
 
@@ -111,14 +109,10 @@ use channels::FD_RETRY;
 use credentials::Credentials;
 use dispatch::LogLimit;
 use registry::{FdLimits, SocketRegistry};
-pub use supervisor::{
-    Heartbeat, Policy, WorkerStatus, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS,
-};
-use supervisor::{Life, Roll, Supervisor};
 use token::Source;
 
-pub use event::{Event, ExitStatus, OutputStream, State, WorkerInfo};
-pub use settings::{Output, Settings, MASTER_DEATH_SIGNAL};
+pub use event::{Event, ExitStatus, OutputStream, SocketId, State, WorkerInfo, WorkerStatus};
+pub use settings::{Heartbeat, Output, Settings, MASTER_DEATH_SIGNAL};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
@@ -133,11 +127,11 @@ struct WorkerEntry {
     channel: Option<Channel>,
     kill_at: Option<Instant>,
     want_drained: bool,
-    /// The supervisor's seat this worker fills, if any.
-    seat: Option<usize>,
+    /// Keep its sockets open this long for a worker to come when it leaves
+    /// them ([`Master::keep_sockets`]).
+    keep: Option<Duration>,
     started: Instant,
     started_at: SystemTime,
-    restarts: u32,
     last_heartbeat: Option<Instant>,
     /// Piped stdout and stderr, while open.
     output: [Option<std::fs::File>; 2],
@@ -153,8 +147,6 @@ struct WorkerEntry {
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
-    /// What supervision remembers of it (its environment, its readiness).
-    life: Life,
 }
 
 impl WorkerEntry {
@@ -182,12 +174,6 @@ pub struct Master {
     disconnecting_all: bool,
     /// Workers killed by a deadline while disconnecting all.
     forced: usize,
-    supervisor: Option<Supervisor>,
-    roll: Option<Roll>,
-    /// When the master last resumed from a stall (SIGSTOP, a paused VM):
-    /// silence before that is not held against workers.
-    resumed_at: Instant,
-    next_heartbeat_check: Option<Instant>,
     /// The earliest deadline at the end of the last turn (or that end): a
     /// turn far past it means the master was not run (stopped, or not
     /// called).
@@ -254,10 +240,6 @@ impl Master {
             again_output: Vec::new(),
             disconnecting_all: false,
             forced: 0,
-            supervisor: None,
-            roll: None,
-            resumed_at: Instant::now(),
-            next_heartbeat_check: None,
             due: None,
             more_ready: false,
             fd_budget,
@@ -268,24 +250,22 @@ impl Master {
         })
     }
 
+    /// The settings workers are started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The settings workers are started with; changes apply to later forks.
     pub fn settings_mut(&mut self) -> &mut Settings {
         &mut self.settings
     }
 
-    /// Starts a worker. Queues [`Event::Fork`]. When supervising, it takes
-    /// a seat of its own (the target grows by one) and is replaced like the
-    /// others.
+    /// Starts a worker. Queues [`Event::Fork`].
     pub fn fork(&mut self) -> io::Result<WorkerId> {
         self.fork_with_env(std::iter::empty::<(OsString, OsString)>())
     }
 
-    /// Starts a worker with extra environment variables for it alone. A
-    /// rolling restart replaces it with a worker that has them too.
-    ///
-    /// When supervising, the worker takes a seat of its own (the target
-    /// grows by one, as with `fork`), and every worker that fills that seat
-    /// later gets this environment.
+    /// Starts a worker with extra environment variables for it alone.
     pub fn fork_with_env<I, K, V>(&mut self, env: I) -> io::Result<WorkerId>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -294,10 +274,7 @@ impl Master {
     {
         let env: Vec<(OsString, OsString)> =
             env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        if self.supervisor.is_some() {
-            return self.fork_seated(env);
-        }
-        self.spawn(env, None)
+        self.spawn(env)
     }
 
     /// Sends `signal` to worker `id`, and nothing else. It goes through the
@@ -308,34 +285,114 @@ impl Master {
         self.workers[slot].signal(signal)
     }
 
+    /// `SIGKILL` to every worker now; during a shutdown they count as
+    /// forced ([`Event::AllDisconnected`]).
+    pub fn kill_all(&mut self) {
+        for (_, w) in self.workers.iter_mut() {
+            if w.info.state != State::Dead && w.signal(Signal::SIGKILL).is_ok() {
+                w.forced = true;
+            }
+            w.kill_at = None;
+        }
+    }
+
     /// Asks worker `id` to leave gracefully: the master removes it from every
-    /// shared socket at once; the worker stops listening, finishes its open
-    /// connections and exits. After [`Settings::disconnect_timeout`] it is
-    /// killed.
-    ///
-    /// When supervising, outside a shutdown, a rolling restart or a smaller
-    /// target, a replacement starts at once.
+    /// shared socket at once and queues [`Event::Leaving`]; the worker stops
+    /// listening, finishes its open connections and exits. After
+    /// [`Settings::disconnect_timeout`] it is killed.
     pub fn disconnect(&mut self, id: WorkerId) -> io::Result<()> {
         let slot = self.slot(id)?;
-        self.leave_seat(slot);
-        let deadline = Instant::now() + self.settings.disconnect_timeout;
-        let w = &mut self.workers[slot];
-        w.info.exited_after_disconnect = true;
-        w.kill_at.get_or_insert(deadline);
-        self.sockets.remove_worker(id);
-        if let Some(ch) = w.channel.as_mut() {
+        if !self.workers[slot].info.exited_after_disconnect {
+            self.leaving(slot);
+        }
+        if let Some(ch) = self.workers[slot].channel.as_mut() {
             ch.queue(&Message::Disconnect, Vec::new())?;
         }
         self.service_channel(slot);
         Ok(())
     }
 
+    /// Worker `slot` leaves, asked to or of its own accord: it must exit
+    /// within the disconnect timeout, and it is off every shared socket
+    /// from now on.
+    fn leaving(&mut self, slot: usize) {
+        let deadline = Instant::now() + self.settings.disconnect_timeout;
+        let w = &mut self.workers[slot];
+        w.info.exited_after_disconnect = true;
+        if w.info.state != State::Dead {
+            w.kill_at.get_or_insert(deadline);
+        }
+        let id = w.info.id;
+        self.leave_sockets(slot);
+        self.queue.push_back(Event::Leaving { id });
+    }
+
+    /// Takes worker `slot` off every shared socket, keeping those sockets
+    /// open for a worker to come if it was to ([`Master::keep_sockets`]).
+    fn leave_sockets(&mut self, slot: usize) {
+        let w = &self.workers[slot];
+        if let Some(longest) = w.keep.filter(|_| !self.disconnecting_all) {
+            self.sockets.keep(w.info.id, Instant::now() + longest);
+        }
+        self.sockets.remove_worker(w.info.id);
+    }
+
+    /// When worker `id` leaves its shared sockets (it leaves, dies, or its
+    /// channel closes), keep them open, with the connections queued on
+    /// them, until a worker started after it holds them too, or for at
+    /// most `longest` (`None`, the default: they close with their last
+    /// worker, as Node's do). A [`Supervisor`](crate::Supervisor) asks this
+    /// of every worker it will replace, so that even a pool of one refuses
+    /// no connection while its worker is replaced. Not during a shutdown.
+    pub fn keep_sockets(&mut self, id: WorkerId, longest: Option<Duration>) {
+        if let Ok(slot) = self.slot(id) {
+            self.workers[slot].keep = longest;
+        }
+    }
+
+    /// Closes every socket kept for a worker to come
+    /// ([`keep_sockets`](Master::keep_sockets)) that no worker holds.
+    pub fn release_kept(&mut self) {
+        self.sockets.release_kept();
+    }
+
+    /// The shared sockets worker `id` holds.
+    pub fn sockets_of(&self, id: WorkerId) -> Vec<SocketId> {
+        self.sockets.handles_of(id).into_iter().map(SocketId).collect()
+    }
+
+    /// Every live worker's id, pid, state, start time, last heartbeat, RSS
+    /// and CPU time, by id ([`WorkerStatus::restarts`] is a
+    /// [`Supervisor`](crate::Supervisor)'s: see its `status`).
+    pub fn status(&self) -> Vec<WorkerStatus> {
+        let now = Instant::now();
+        let mut rows: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(_, w)| {
+                let usage = crate::sys::procfs::usage(w.info.pid);
+                WorkerStatus {
+                    id: w.info.id,
+                    pid: w.info.pid,
+                    state: w.info.state,
+                    started_at: w.started_at,
+                    uptime: now.duration_since(w.started),
+                    restarts: None,
+                    last_heartbeat: w.last_heartbeat.map(|t| now.duration_since(t)),
+                    rss_bytes: usage.map(|u| u.0),
+                    cpu_time: usage.map(|u| u.1),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
     /// Disconnects every worker; [`Event::AllDisconnected`] follows once all
     /// have exited (at once if there are none).
     pub fn disconnect_all(&mut self) -> io::Result<()> {
         self.disconnecting_all = true;
-        // No new worker from a roll: everyone is leaving.
-        self.roll = None;
+        self.sockets.release_kept();
         let ids: Vec<WorkerId> = self.workers.iter().map(|(_, w)| w.info.id).collect();
         for id in ids {
             self.disconnect(id)?;
@@ -376,6 +433,12 @@ impl Master {
     /// What the master knows of worker `id`, while it lives.
     pub fn worker(&self, id: WorkerId) -> Option<WorkerInfo> {
         self.ids.get(&id).map(|&slot| self.workers[slot].info)
+    }
+
+    /// True between [`Master::disconnect_all`] and
+    /// [`Event::AllDisconnected`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.disconnecting_all
     }
 
     /// Every live worker.
@@ -445,8 +508,8 @@ impl Master {
 
     /// How long the application's loop may wait before it calls
     /// [`Master::process`]: until the master's next deadline (a worker to
-    /// kill after its disconnect timeout, a supervised start or backoff, a
-    /// rolling restart's step, a heartbeat check); zero while work is
+    /// kill after its disconnect timeout, a kept socket to close); zero
+    /// while work is
     /// pending (events not taken yet, a worker whose turn was cut short);
     /// `None` when only readiness can bring work.
     pub fn timeout(&self) -> Option<Duration> {
@@ -484,7 +547,6 @@ impl Master {
             // Run far past its deadline: the process was stopped, or the
             // application's loop did not call it.
             log::warn!("the master ran {:?} after its deadline", before - due);
-            self.resumed_at = before;
         }
         let res = self.poll.poll(&mut events, timeout);
         let after = Instant::now();
@@ -492,7 +554,6 @@ impl Master {
             // Woken far later than asked: this process was stopped or starved.
             if after.duration_since(before) > t + STALL {
                 log::warn!("the master was stalled for {:?}", after.duration_since(before) - t);
-                self.resumed_at = after;
             }
         }
         if let Err(e) = res {
@@ -553,7 +614,7 @@ impl Master {
 
     fn next_deadline(&self) -> Option<Instant> {
         let kills = self.workers.iter().filter_map(|(_, w)| w.kill_at);
-        kills.chain(self.supervisor_deadline()).chain(self.next_heartbeat_check).min()
+        kills.chain(self.sockets.kept_until()).min()
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -569,10 +630,7 @@ impl Master {
                 let _ = w.signal(Signal::SIGKILL);
             }
         }
-        self.fire_supervisor(now);
-        if self.next_heartbeat_check.is_some_and(|t| t <= now) {
-            self.check_heartbeats(now);
-        }
+        self.sockets.expire_kept(now);
     }
 
     fn read_signals(&mut self) {
@@ -631,7 +689,6 @@ impl Master {
             status,
             exited_after_disconnect: w.info.exited_after_disconnect,
         });
-        self.on_exit(&w, status);
         if w.forced && self.disconnecting_all {
             self.forced += 1;
         }

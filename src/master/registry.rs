@@ -2,6 +2,7 @@
 //! every worker that asks for that key.
 
 use std::collections::HashMap;
+use std::time::Instant;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -45,7 +46,7 @@ struct Handle {
     socket: OwnedFd,
     address: Address,
     workers: Vec<WorkerId>,
-    /// Supervisor seats keeping it open while their next worker starts.
+    /// Kept open for workers to come ([`SocketRegistry::keep`]).
     pins: u32,
     /// A socket file the master created, unlinked with the handle.
     unlink: Option<SocketFile>,
@@ -123,6 +124,17 @@ pub(crate) struct SocketRegistry {
     /// and left.
     costs: HashMap<WorkerId, usize>,
     limits: FdLimits,
+    /// Sockets kept open for the workers to come after a worker left them.
+    kept: Vec<Kept>,
+}
+
+/// A socket kept open ([`SocketRegistry::keep`]) after worker `from` left
+/// it, until a worker started after `from` holds it, or until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    handle: u32,
+    from: WorkerId,
+    until: Instant,
 }
 
 impl SocketRegistry {
@@ -196,7 +208,10 @@ impl SocketRegistry {
             *self.costs.entry(worker).or_insert(0) += cost;
         }
         let board = h.board.as_mut().and_then(|b| b.take(worker));
-        Ok(Share { handle: slot as u32, address: h.address.clone(), socket, board })
+        let share = Share { handle: slot as u32, address: h.address.clone(), socket, board };
+        // A worker started after the one it was kept for holds it now.
+        self.release_kept_where(|k| k.handle == share.handle && k.from < worker);
+        Ok(share)
     }
 
     /// `worker` closed its server of `handle`. Returns false if it held none.
@@ -230,21 +245,57 @@ impl SocketRegistry {
     }
 
     /// Keeps `handle` open even when no worker holds it, until as many
-    /// [`unpin`](Self::unpin)s: a supervised seat keeps its worker's sockets
-    /// (and their queued connections) for the worker that replaces it.
-    pub(crate) fn pin(&mut self, handle: u32) {
+    /// [`unpin`](Self::unpin)s.
+    fn pin(&mut self, handle: u32) {
         if let Some(h) = self.handles.get_mut(handle as usize) {
             h.pins += 1;
         }
     }
 
     /// Undoes one [`pin`](Self::pin); closes the socket if no worker holds it.
-    pub(crate) fn unpin(&mut self, handle: u32) {
+    fn unpin(&mut self, handle: u32) {
         let slot = handle as usize;
         let Some(h) = self.handles.get_mut(slot) else { return };
         h.pins = h.pins.saturating_sub(1);
         if h.workers.is_empty() && h.pins == 0 {
             self.drop_handle(slot);
+        }
+    }
+
+    /// Keeps every socket `worker` holds open (with its queued connections)
+    /// after the worker leaves it, until a worker started after it holds it
+    /// too, or until `until`.
+    pub(crate) fn keep(&mut self, worker: WorkerId, until: Instant) {
+        for handle in self.handles_of(worker) {
+            if !self.kept.iter().any(|k| k.handle == handle && k.from == worker) {
+                self.pin(handle);
+                self.kept.push(Kept { handle, from: worker, until });
+            }
+        }
+    }
+
+    /// Gives up the sockets kept past `now`; returns the next such time.
+    pub(crate) fn expire_kept(&mut self, now: Instant) -> Option<Instant> {
+        self.release_kept_where(|k| k.until <= now);
+        self.kept_until()
+    }
+
+    /// When the next kept socket is given up.
+    pub(crate) fn kept_until(&self) -> Option<Instant> {
+        self.kept.iter().map(|k| k.until).min()
+    }
+
+    /// Gives up every kept socket.
+    pub(crate) fn release_kept(&mut self) {
+        self.release_kept_where(|_| true);
+    }
+
+    fn release_kept_where(&mut self, release: impl Fn(&Kept) -> bool) {
+        let (gone, kept): (Vec<Kept>, Vec<Kept>) =
+            std::mem::take(&mut self.kept).into_iter().partition(|k| release(k));
+        self.kept = kept;
+        for k in gone {
+            self.unpin(k.handle);
         }
     }
 
@@ -360,11 +411,6 @@ impl SocketRegistry {
             .filter(|(_, h)| h.workers.contains(&worker))
             .map(|(slot, _)| slot as u32)
             .collect()
-    }
-
-    /// True if `worker` holds `handle`.
-    pub(crate) fn holds(&self, worker: WorkerId, handle: u32) -> bool {
-        self.handles.get(handle as usize).is_some_and(|h| h.workers.contains(&worker))
     }
 }
 

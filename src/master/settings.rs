@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Heartbeat;
 use crate::Signal;
 
 /// The signal every worker gets when the master dies, however it dies
@@ -58,8 +57,9 @@ pub struct Settings {
     /// Where the workers' stderr goes (default: inherited).
     pub stderr: Output,
     /// Hung-worker detection (default: off). With it, each worker's runtime
-    /// sends a heartbeat from its own loop, and a worker silent for longer
-    /// than the timeout is killed (and, when supervised, replaced).
+    /// sends a heartbeat from its own loop ([`Event::Heartbeat`](super::Event::Heartbeat)),
+    /// and a [`Supervisor`](crate::Supervisor) kills and replaces a worker
+    /// silent for longer than the timeout.
     pub heartbeat: Option<Heartbeat>,
     /// How many of the master's descriptors one worker may cost it
     /// (default: 1024). Each key the worker holds counts what the master
@@ -105,4 +105,28 @@ pub enum Output {
     /// A pipe the master reads in its reactor, delivered as
     /// [`Event::Output`](super::Event::Output).
     Piped,
+}
+
+/// Hung-worker detection.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// How often a worker's runtime sends a heartbeat (default: 1 s).
+    pub interval: Duration,
+    /// Silence after which a [`Supervisor`](crate::Supervisor) kills the
+    /// worker (default: 10 s). Time the master itself was stopped does not
+    /// count.
+    pub timeout: Duration,
+    /// Send `SIGABRT` first (for a core dump), then `SIGKILL` a second later
+    /// (default: false: `SIGKILL` at once).
+    pub abort_first: bool,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            abort_first: false,
+        }
+    }
 }

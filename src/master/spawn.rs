@@ -16,7 +16,6 @@ use mio::Interest;
 
 use super::credentials::Credentials;
 use super::dispatch::LogLimit;
-use super::supervisor::Life;
 use super::token::Source;
 use super::{Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL};
 use crate::ipc::channel::Channel;
@@ -141,20 +140,13 @@ impl Drop for Spawned {
 }
 
 impl Master {
-    /// Starts a worker with `env` (its own, on top of the settings') in the
-    /// supervisor's `seat`, if any, and registers it in the reactor.
-    pub(super) fn spawn(
-        &mut self,
-        env: Vec<(OsString, OsString)>,
-        seat: Option<usize>,
-    ) -> io::Result<WorkerId> {
+    /// Starts a worker with `env` (its own, on top of the settings') and
+    /// registers it in the reactor.
+    pub(super) fn spawn(&mut self, env: Vec<(OsString, OsString)>) -> io::Result<WorkerId> {
         let creds = Credentials::resolve(self.settings.uid, self.settings.gid)?;
         let (ours, theirs) = sys::socket::socketpair()?;
         let id = self.next_id;
         let mut cmd = command(&self.settings, &env, id, theirs.as_raw_fd(), std::process::id());
-        if let Some(hb) = &self.settings.heartbeat {
-            self.next_heartbeat_check.get_or_insert(Instant::now() + hb.check_every());
-        }
         let setup = child_setup(&self.settings, creds.as_ref())?;
         let mut child = Spawned::start(&mut cmd, theirs.as_raw_fd(), &setup).map_err(|e| {
             io::Error::new(
@@ -182,18 +174,15 @@ impl Master {
             // `child` is killed and reaped as it goes.
             return Err(e);
         }
-        let restarts =
-            seat.and_then(|s| self.supervisor.as_ref().map(|sv| sv.restarts(s))).unwrap_or(0);
         let inserted = self.workers.insert(WorkerEntry {
             info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
             pidfd: child.commit(),
             channel: Some(channel),
             kill_at: None,
             want_drained: false,
-            seat,
+            keep: None,
             started: Instant::now(),
             started_at: SystemTime::now(),
-            restarts,
             last_heartbeat: None,
             output,
             forced: false,
@@ -201,7 +190,6 @@ impl Master {
             refusals: LogLimit::default(),
             untaken_fds: 0,
             fd_paused: false,
-            life: Life::new(env),
         });
         debug_assert_eq!(inserted, slot);
         self.ids.insert(id, slot);
