@@ -18,7 +18,9 @@
 //! 2. The master creates a [`Master`], calls [`Master::fork`] for each
 //!    worker, and drives its reactor with [`Master::poll`] and
 //!    [`Master::next_event`]: `Fork`, `Online`, `Listening`, `Disconnect`,
-//!    `Exit`, signals and messages, in order.
+//!    `Exit`, signals and messages, in order. To keep a pool (a target
+//!    count, respawn, rolling restarts, heartbeats), a [`Supervisor`] drives
+//!    the master through its public API, as PM2 sits on Node's cluster.
 //! 3. A worker creates a [`Worker`] (which tells the master it is online),
 //!    calls [`Worker::listen`], registers the [`Listener`] in its loop
 //!    ([`Worker::register_listener`]) and takes connections with

@@ -1,6 +1,8 @@
-//! The opt-in supervision policy: respawn with backoff, crash-loop stop,
-//! graceful shutdown with a deadline, zero-downtime rolling restart,
-//! hung-worker detection that survives a stopped master, scaling, status.
+//! The supervisor on real processes: respawn, crash-loop stop, graceful
+//! shutdown with a deadline, zero-downtime rolling restart, hung-worker
+//! detection that survives a stopped master, scaling, status. The timing of
+//! each rule (backoff delays, caps, deadlines) is unit-tested on a fake
+//! clock in `src/supervisor/tests.rs`; here the order of what happens is.
 
 mod util;
 
@@ -17,7 +19,7 @@ fn crash_file(name: &str) -> String {
 }
 
 #[test]
-fn workers_that_die_before_they_are_ready_are_respawned_with_backoff_growing_between_crashes() {
+fn workers_that_die_before_they_are_ready_are_respawned_until_the_deploy_is_fixed() {
     let file = crash_file("backoff");
     std::fs::write(&file, b"").unwrap();
     let mut m = Proc::fixture_env(
@@ -29,22 +31,10 @@ fn workers_that_die_before_they_are_ready_are_respawned_with_backoff_growing_bet
             ("FIXTURE_CRASH_FILE", &file),
         ],
     );
-    let mut gaps = Vec::new();
     for id in 1..=4 {
         let exit = m.expect(&format!("exit id={id}"));
         assert_eq!(field(&exit, "status"), "code=1", "{exit}");
-        let died = Instant::now();
         m.expect(&format!("fork id={}", id + 1));
-        gaps.push(died.elapsed());
-    }
-    // 100, 200, 400, 800 ms. The clock here starts when this test reads the
-    // exit line, a little after the master's started: allow 10% for that.
-    for (i, gap) in gaps.iter().enumerate() {
-        let want = Duration::from_millis(100 << i);
-        assert!(*gap >= want * 9 / 10, "respawn {i} after {gap:?}, policy says {want:?}: {gaps:?}");
-        if i > 0 {
-            assert!(*gap > gaps[i - 1] * 3 / 2, "backoff did not grow: {gaps:?}");
-        }
     }
     // The deploy is fixed: the next worker (the one forked now, or the one
     // after it) listens and serves.
@@ -58,30 +48,22 @@ fn workers_that_die_before_they_are_ready_are_respawned_with_backoff_growing_bet
 }
 
 #[test]
-fn a_worker_that_was_listening_is_always_replaced_within_half_a_second() {
+fn a_worker_killed_as_soon_as_it_listens_is_always_replaced_and_never_a_crash_loop() {
     // A crash limit of 2 does not apply: these workers were ready.
     let mut m = Proc::fixture_env(
         &["--listen", "127.0.0.1:0"],
         &[("FIXTURE_SUPERVISE", "1"), ("FIXTURE_BACKOFF_MS", "100"), ("FIXTURE_CRASH_LIMIT", "2")],
     );
-    let mut gaps = Vec::new();
     let mut fork = m.expect("fork id=1");
     for id in 1..=6 {
         let pid: u32 = field(&fork, "pid").parse().unwrap();
         m.expect(&format!("listening id={id}"));
         // Killed as soon as it listens, every time: the replacement is
-        // slowed down, but never past READY_BACKOFF_MAX (500 ms).
+        // slowed down (never past READY_BACKOFF_MAX, 500 ms), never stopped.
         signal(pid, "KILL");
         m.expect(&format!("exit id={id}"));
-        let died = Instant::now();
         fork = m.expect(&format!("fork id={}", id + 1));
-        gaps.push(died.elapsed());
     }
-    let slack = Duration::from_millis(300);
-    assert!(
-        gaps.iter().all(|g| *g <= mio_cluster::supervisor::READY_BACKOFF_MAX + slack),
-        "replacements came after {gaps:?}"
-    );
     let addr: SocketAddr = field(&m.expect("listening id=7"), "addr").parse().unwrap();
     echo_once(addr).unwrap();
     let lines = m.drain(Duration::ZERO);
@@ -89,7 +71,6 @@ fn a_worker_that_was_listening_is_always_replaced_within_half_a_second() {
     let rows = status(&mut m);
     assert_eq!(rows.len(), 1);
     assert_eq!(field(&rows[0], "restarts"), "6", "{rows:?}");
-    eprintln!("a worker killed as soon as it listens, 6 times: replaced after {gaps:?}");
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! every worker that asks for that key.
 
 use std::collections::HashMap;
-use std::time::Instant;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
 
 use slab::Slab;
 

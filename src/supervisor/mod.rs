@@ -49,6 +49,8 @@
 
 mod policy;
 mod rules;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -3,7 +3,7 @@
 //! [`Pool`], the master's public API in production and a model of it in the
 //! unit tests (`tests.rs`), which drive a fake clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant};
@@ -164,7 +164,7 @@ pub(crate) struct Rules {
     /// Hung-worker detection, as the master's settings say.
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) seats: Vec<Seat>,
-    lives: HashMap<WorkerId, Life>,
+    lives: BTreeMap<WorkerId, Life>,
     roll: Option<Roll>,
     /// No more starts: a shutdown, or a crash loop.
     stopped: bool,
@@ -183,7 +183,7 @@ impl Rules {
             policy,
             heartbeat: None,
             seats: Vec::new(),
-            lives: HashMap::new(),
+            lives: BTreeMap::new(),
             roll: None,
             stopped: false,
             resumed_at: now,
@@ -680,7 +680,8 @@ impl Rules {
         log::error!("rolling restart stopped: new worker {}: {reason}", step.new);
         // If the worker it was to replace died meanwhile, its seat is empty.
         if let Some(seat) = step.seat.and_then(|ix| self.seats.get_mut(ix)) {
-            if seat.worker.is_none() || seat.worker == Some(step.old) && pool.worker(step.old).is_none()
+            if seat.worker.is_none()
+                || seat.worker == Some(step.old) && pool.worker(step.old).is_none()
             {
                 seat.worker = None;
                 seat.start_at.get_or_insert(now);
