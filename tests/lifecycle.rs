@@ -42,7 +42,7 @@ fn events_of_one_worker_come_in_order() {
             break;
         }
     }
-    assert_eq!(seen, ["fork", "online", "listening", "disconnect", "exit"]);
+    assert_eq!(seen, ["fork", "online", "listening", "leaving", "disconnect", "exit"]);
 }
 
 #[test]

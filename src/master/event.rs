@@ -47,7 +47,8 @@ impl fmt::Display for ExitStatus {
 }
 
 /// What happened, in order. Per worker: `Fork`, `Online`, `Listening` (once
-/// per server), then `Disconnect` and `Exit`.
+/// per server), `Leaving` if it was asked to leave or chose to, then
+/// `Disconnect` and `Exit`.
 #[derive(Debug)]
 pub enum Event {
     /// A worker process was started.
