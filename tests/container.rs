@@ -91,7 +91,9 @@ fn as_pid_1_the_echo_master_serves_reaps_orphans_apart_from_workers_and_exits_0_
     assert!(!p.stderr().contains("died: unknown"), "{}", p.stderr());
     assert_eq!(p.stderr().matches(", not a worker: code=0").count(), 3, "{}", p.stderr());
     // Replaced, and serving.
-    assert!(eventually(WAIT, || workers_of(master).len() == 2 && others(master, &workers).len() == 1));
+    assert!(
+        eventually(WAIT, || workers_of(master).len() == 2 && others(master, &workers).len() == 1)
+    );
     echo_once(addr).unwrap();
     // PID 1 has no default action for SIGTERM: the signalfd reads it.
     let mut held = connect(addr).unwrap();

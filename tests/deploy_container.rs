@@ -94,19 +94,26 @@ fn the_dockerfile_and_the_manifest_agree_and_keep_to_the_shutdown_budget() {
     let cmd = exec_form(&dockerfile, "CMD");
     let args = yaml_list(&manifest, "args");
     for name in ["--listen", "--health", "--shutdown-linger", "--shutdown-timeout"] {
-        assert_eq!(flag(&cmd, name), flag(&args, name), "{name}: the image and the manifest differ");
+        assert_eq!(
+            flag(&cmd, name),
+            flag(&args, name),
+            "{name}: the image and the manifest differ"
+        );
     }
     // The probes go to the health listener's port.
     let health_port = flag(&args, "--health").rsplit(':').next().unwrap().to_string();
     assert!(dockerfile.contains(&format!("EXPOSE 7000 {health_port}")));
-    assert!(manifest.contains(&format!("- name: health\n              containerPort: {health_port}")));
+    assert!(
+        manifest.contains(&format!("- name: health\n              containerPort: {health_port}"))
+    );
     assert_eq!(yaml_value(&manifest, "readinessProbe", "path"), "/ready");
     assert_eq!(yaml_value(&manifest, "readinessProbe", "port"), "health");
     assert_eq!(yaml_value(&manifest, "livenessProbe", "path"), "/live");
     assert_eq!(yaml_value(&manifest, "livenessProbe", "port"), "health");
     // linger + shutdown timeout, and one more for other processes, fit in
     // the grace period before the kubelet's SIGKILL.
-    let grace: f64 = yaml_value(&manifest, "spec", "terminationGracePeriodSeconds").parse().unwrap();
+    let grace: f64 =
+        yaml_value(&manifest, "spec", "terminationGracePeriodSeconds").parse().unwrap();
     let budget = secs(&args, "--shutdown-linger") + 2.0 * secs(&args, "--shutdown-timeout");
     assert!(budget <= grace, "linger + 2 x shutdown timeout = {budget} s > {grace} s");
     assert!(secs(&args, "--shutdown-linger") > 0.0);
@@ -165,7 +172,8 @@ fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm
     assert_eq!(probe(health, &live), 200);
     let linger = Duration::from_secs_f64(secs(&args, "--shutdown-linger"));
     assert!(sent.elapsed() < linger, "the linger is over already: {:?}", sent.elapsed());
-    let grace: u64 = yaml_value(&manifest, "spec", "terminationGracePeriodSeconds").parse().unwrap();
+    let grace: u64 =
+        yaml_value(&manifest, "spec", "terminationGracePeriodSeconds").parse().unwrap();
     let status = p.wait_exit(Duration::from_secs(grace));
     assert_eq!(status.code(), Some(0), "{}", p.stderr());
     assert!(sent.elapsed() >= linger, "{:?}", sent.elapsed());

@@ -94,9 +94,8 @@ struct Client {
 impl Health {
     /// Binds the listener (`SO_REUSEADDR`, close-on-exec, non-blocking).
     pub fn bind(addr: SocketAddr) -> io::Result<Health> {
-        let mut listener = TcpListener::bind(addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("health listener on {addr}: {e}"))
-        })?;
+        let mut listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("health listener on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -219,7 +218,9 @@ impl Health {
             }
             c.reply = match head_end(&c.request) {
                 Some(end) => reply(&c.request[..end], readiness),
-                None => response(431, "Request Header Fields Too Large", "request too large\n", true),
+                None => {
+                    response(431, "Request Header Fields Too Large", "request too large\n", true)
+                }
             };
         }
         while c.written < c.reply.len() {
@@ -247,9 +248,10 @@ impl Health {
 
 /// Where the request head ends (after the blank line), if it has.
 fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).or_else(|| {
-        buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
-    })
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
 }
 
 /// The reply to one request head.
@@ -307,7 +309,12 @@ fn response(code: u16, reason: &str, body: &str, head_only: bool) -> Vec<u8> {
 /// Registers the health listener's epoll descriptor in the application's
 /// `Poll`, readable when [`Health::process`] has work.
 impl mio::event::Source for Health {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
     }
 

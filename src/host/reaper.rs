@@ -215,7 +215,9 @@ fn reap_one(pid: u32) -> bool {
         Ok(Some(status)) => {
             let how = match status {
                 Reaped::Code(c) => format!("code={c}"),
-                Reaped::Signal(s) => format!("signal={}", Signal::from_raw(s).map_or("?", |s| s.as_str())),
+                Reaped::Signal(s) => {
+                    format!("signal={}", Signal::from_raw(s).map_or("?", |s| s.as_str()))
+                }
             };
             log::debug!("reaped pid {pid}, not a worker: {how}");
             true
