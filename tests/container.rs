@@ -28,7 +28,7 @@ fn echo_as_pid_1(args: &[&str]) -> Option<(Proc, u32, SocketAddr)> {
         return None;
     }
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).arg(example("echo")).args(args);
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"]).arg(example("echo")).args(args);
     cmd.env("RUST_LOG", "debug");
     let mut p = Proc::start(cmd);
     let line = p.expect("ready ");

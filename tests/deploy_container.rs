@@ -153,7 +153,7 @@ fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm
         }
     }
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).arg(example("echo")).args(&args);
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"]).arg(example("echo")).args(&args);
     let mut p = Proc::start(cmd);
     let line = p.expect("ready ");
     assert!(line.ends_with(" pid=1"), "{line}");

@@ -133,12 +133,16 @@ impl Health {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             res => res?,
         }
-        let mut ready: Vec<(Token, bool)> =
-            self.events.iter().map(|e| (e.token(), e.is_writable())).collect();
-        if std::mem::take(&mut self.more) && !ready.iter().any(|(t, _)| *t == LISTENER) {
-            ready.push((LISTENER, false));
+        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        // A full batch may leave ready clients behind, and no new edge
+        // will say so: the next turn comes at once (a zero timeout).
+        let full = ready.len() >= self.events.capacity();
+        let mut ready = ready;
+        if std::mem::take(&mut self.more) && !ready.contains(&LISTENER) {
+            ready.push(LISTENER);
         }
-        for (token, _) in ready {
+        self.more = full;
+        for token in ready {
             if token == LISTENER {
                 self.accept();
             } else if self.clients.contains(token.0) {
