@@ -144,6 +144,23 @@ fn as_pid_1_an_orphan_past_the_shutdown_timeout_is_killed_and_counted() {
 }
 
 #[test]
+fn as_pid_1_a_second_sigterm_while_waiting_for_other_processes_kills_them_and_exits_143() {
+    let Some((mut p, master, _)) = echo_as_pid_1(&["--workers", "1", "--listen", "127.0.0.1:0"])
+    else {
+        return;
+    };
+    in_namespace(master, "(trap '' TERM; exec sleep 60) & exit 0");
+    let orphan = others(master, &workers_of(master));
+    signal(master, "TERM");
+    assert!(eventually(WAIT, || p.stderr().contains("waiting up to 10s")), "{}", p.stderr());
+    let t = Instant::now();
+    signal(master, "TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(143), "{}", p.stderr());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(orphan.iter().all(|&o| gone(o)));
+}
+
+#[test]
 fn as_pid_1_sigquit_kills_every_worker_and_exits_128_plus_3() {
     let Some((mut p, master, _)) = echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
     else {

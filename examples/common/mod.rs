@@ -291,6 +291,8 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                             && master.is_shutting_down());
                     if kills {
                         killed_by = Some(sig);
+                        // As PID 1: other processes waited for go too.
+                        master.kill_others();
                     }
                     master.handle_signal(sig)?;
                 }

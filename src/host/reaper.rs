@@ -37,7 +37,9 @@
 //! gone, each remaining child gets `SIGTERM` (a child adopted later, when
 //! its own parent dies, gets it when it arrives), and those still there
 //! after [`Settings::disconnect_timeout`](crate::Settings::disconnect_timeout)
-//! get `SIGKILL`; they count in `forced`. A PID 1 that exits takes its
+//! get `SIGKILL`; they count in `forced`
+//! ([`Master::kill_others`](crate::Master::kill_others) kills them at
+//! once, for a second `SIGTERM`, say). A PID 1 that exits takes its
 //! namespace down, and the kernel kills everything left at once: tini's bug
 //! #180, exiting when its own child is gone while other descendants still
 //! work, is what this avoids.
@@ -184,6 +186,14 @@ impl Reaper {
         let sig = if s.killing { Signal::SIGKILL } else { Signal::SIGTERM };
         s.tell(sig);
         None
+    }
+
+    /// Kills the others at once (at the next turn) if they are being
+    /// waited for.
+    pub(crate) fn kill_now(&mut self) {
+        if let Some(s) = self.stopping.as_mut() {
+            s.kill_at = Instant::now();
+        }
     }
 
     /// When the others still there get `SIGKILL`.

@@ -21,6 +21,16 @@ impl Master {
         }
     }
 
+    /// As PID 1 or a subreaper, once every worker has left a shutdown and
+    /// the master waits for its other children (see
+    /// [`host::reaper`](crate::host::reaper)): sends them `SIGKILL` now
+    /// instead of at the deadline. Nothing otherwise.
+    pub fn kill_others(&mut self) {
+        if let Some(r) = self.reaper.as_mut() {
+            r.kill_now();
+        }
+    }
+
     /// Every worker has left after `disconnect_all`: [`Event::AllDisconnected`],
     /// unless other children (adopted orphans) must leave first.
     pub(super) fn all_left(&mut self) {
