@@ -51,7 +51,7 @@ fn ready_is_200_at_target_live_is_200_and_other_paths_are_404() {
 
 #[test]
 fn during_the_linger_ready_is_503_while_new_connections_are_still_accepted() {
-    let (mut p, addr, health) = echo_with_health(&["--workers", "2", "--shutdown-linger", "2"]);
+    let (mut p, addr, health) = echo_with_health(&["--workers", "2", "--shutdown-linger", "3"]);
     assert_eq!(get(health, "/ready").0, 200);
     let sent = Instant::now();
     p.signal("TERM");
@@ -65,11 +65,11 @@ fn during_the_linger_ready_is_503_while_new_connections_are_still_accepted() {
         echo_once(addr).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(sent.elapsed() < Duration::from_secs(2), "too slow to say anything of the linger");
+    assert!(sent.elapsed() < Duration::from_secs(3), "too slow to say anything of the linger");
     assert_eq!(get(health, "/live").0, 200);
     let status = p.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "{}", p.stderr());
-    assert!(sent.elapsed() >= Duration::from_secs(2), "drained after {:?}", sent.elapsed());
+    assert!(sent.elapsed() >= Duration::from_secs(3), "drained after {:?}", sent.elapsed());
 }
 
 #[test]
