@@ -9,12 +9,16 @@ pub mod http;
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use mio_cluster::host::health::{Health, Readiness};
+use mio_cluster::host::linger::Linger;
+use mio_cluster::host::reaper;
 use mio_cluster::supervisor::STANDARD_SIGNALS;
 use mio_cluster::{
     Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
-    Supervisor, WorkerId,
+    State, Supervisor, WorkerId,
 };
 
 /// A worker's exit code when it cannot listen: the master then gives up
@@ -47,15 +51,25 @@ const OPTIONS: &str = "\
                             only; during a burst a worker steps aside 50 us
                             after each one), exclusive:MICROS (another pause;
                             0: just yield) or shared (all woken, as Node)
+  --shutdown-linger SECS    after SIGTERM/SIGINT, keep accepting this long
+                            (while /ready says 503), then shut down (0)
+  --health ADDR             HOST:PORT of an HTTP health listener in the
+                            master's loop: GET /ready (200 while every
+                            worker listens, 503 below target, lingering or
+                            draining), GET /live (200 while the loop turns)
+  --subreaper               reap every orphan among the descendants and wait
+                            for them at shutdown (always on as PID 1)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
 
 signals to the master:
-  SIGINT, SIGTERM   graceful shutdown: workers stop accepting, finish open
-                    connections, exit; master exits 0 (1 if any had to be
-                    killed). A second one kills every worker at once.
-  SIGQUIT           kill every worker at once and exit
+  SIGINT, SIGTERM   graceful shutdown (after the linger, if any): workers
+                    stop accepting, finish open connections, exit; master
+                    exits 0 (1 if any had to be killed). A second one ends
+                    the linger; during the shutdown it kills every worker at
+                    once, and the master exits 128+signal (130, 143).
+  SIGQUIT           kill every worker at once and exit 131
   SIGHUP            zero-downtime rolling restart of every worker
   SIGTTIN, SIGTTOU  one worker more, one worker less
   SIGUSR1           print a status table on stderr
@@ -70,6 +84,9 @@ pub struct Args {
     pub shutdown_timeout: Duration,
     pub heartbeat_timeout: Duration,
     pub balance: Balance,
+    pub shutdown_linger: Duration,
+    pub health: Option<SocketAddr>,
+    pub subreaper: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +96,9 @@ fn parse_args() -> Result<Args, String> {
         shutdown_timeout: Duration::from_secs(10),
         heartbeat_timeout: Duration::from_secs(10),
         balance: Balance::default(),
+        shutdown_linger: Duration::ZERO,
+        health: None,
+        subreaper: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,6 +140,15 @@ fn parse_args() -> Result<Args, String> {
                     }
                 }
             }
+            "--shutdown-linger" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-linger: {e}"))?;
+                args.shutdown_linger = Duration::try_from_secs_f64(secs)
+                    .map_err(|e| format!("--shutdown-linger: {e}"))?;
+            }
+            "--health" => {
+                args.health = Some(value()?.parse().map_err(|e| format!("--health: {e}"))?)
+            }
+            "--subreaper" => args.subreaper = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -173,6 +202,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         signals: STANDARD_SIGNALS.to_vec(),
         disconnect_timeout: args.shutdown_timeout,
         heartbeat,
+        subreaper: args.subreaper,
         ..Settings::default()
     };
     let mut master = Master::new(settings)?;
@@ -184,16 +214,45 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     // embed it (`examples/embed.rs` adds a source of its own).
     let mut poll = mio::Poll::new()?;
     poll.registry().register(&mut master, mio::Token(0), mio::Interest::READABLE)?;
+    // The health listener is a source in the same loop, bound after the
+    // master so that workers cannot name its descriptor with fd:N.
+    let mut health = match args.health {
+        Some(addr) => {
+            let mut h = Health::bind(addr)?;
+            poll.registry().register(&mut h, mio::Token(1), mio::Interest::READABLE)?;
+            log::info!("health listener on {}", h.local_addr());
+            Some(h)
+        }
+        None => None,
+    };
+    let mut linger = Linger::new(args.shutdown_linger);
+    // The signal that ended the master by killing every worker, if any.
+    let mut killed_by = None;
     let mut events = mio::Events::with_capacity(16);
     let mut listening = HashSet::new();
     let mut ready = false;
     let mut failed = false;
     loop {
-        match poll.poll(&mut events, supervisor.timeout(&master)) {
+        let timeout = [
+            supervisor.timeout(&master),
+            health.as_ref().and_then(|h| h.timeout()),
+            linger.timeout(Instant::now()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match poll.poll(&mut events, timeout) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
         supervisor.process(&mut master)?;
+        if let Some(h) = health.as_mut() {
+            h.process(|| readiness(&master, &supervisor, &linger, args))?;
+        }
+        if linger.due(Instant::now()) && !master.is_shutting_down() {
+            log::info!("the linger is over: graceful shutdown");
+            supervisor.handle_signal(&mut master, Signal::SIGTERM)?;
+        }
         while let Some(event) = supervisor.next_event(&mut master) {
             match event {
                 Event::Listening { id, address } => {
@@ -227,7 +286,17 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 Event::Signal(Signal::SIGUSR1) => {
                     eprint!("{}", status_table(&supervisor.status(&master)))
                 }
+                // Held during the linger: the workers keep accepting.
+                Event::Signal(sig) if linger.on_signal(sig, Instant::now()) => {}
                 Event::Signal(sig) => {
+                    let kills = sig == Signal::SIGQUIT
+                        || (matches!(sig, Signal::SIGINT | Signal::SIGTERM)
+                            && master.is_shutting_down());
+                    if kills {
+                        killed_by = Some(sig);
+                        // As PID 1: other processes waited for go too.
+                        master.kill_others();
+                    }
                     supervisor.handle_signal(&mut master, sig)?;
                 }
                 Event::AllDisconnected { forced } => {
@@ -235,13 +304,48 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                         log::warn!("{forced} workers had to be killed");
                     }
                     log::info!("every worker has left; bye");
-                    std::process::exit(if failed || forced > 0 { 1 } else { 0 });
+                    // Ended by a signal that killed every worker: 128 +
+                    // its number, as a shell shows a process it killed.
+                    std::process::exit(match killed_by {
+                        Some(sig) => reaper::exit_code(sig),
+                        None if failed || forced > 0 => 1,
+                        None => 0,
+                    });
                 }
                 Event::Message { id, payload, .. } => on_message(id, &payload),
                 other => log::debug!("{other:?}"),
             }
         }
     }
+}
+
+/// What `/ready` says: lingering, draining, or whether every seat has a
+/// worker that listens, is not leaving, and (with heartbeats) was heard
+/// from within half the heartbeat timeout (a stopped or hung worker does
+/// not count before the master kills it).
+fn readiness(master: &Master, supervisor: &Supervisor, linger: &Linger, args: &Args) -> Readiness {
+    if linger.is_lingering() {
+        return Readiness::Lingering;
+    }
+    if master.is_shutting_down() {
+        return Readiness::Draining;
+    }
+    let stale = (!args.heartbeat_timeout.is_zero()).then(|| args.heartbeat_timeout / 2);
+    let listening: HashSet<WorkerId> = master
+        .workers()
+        .filter(|w| w.state == State::Listening && !w.exited_after_disconnect)
+        .map(|w| w.id)
+        .collect();
+    let ready = master
+        .status()
+        .iter()
+        .filter(|r| listening.contains(&r.id))
+        .filter(|r| match (stale, r.last_heartbeat) {
+            (Some(stale), Some(ago)) => ago <= stale,
+            _ => true,
+        })
+        .count();
+    Readiness::of_pool(ready, supervisor.target())
 }
 
 /// The `SIGUSR1` table: one row per worker.

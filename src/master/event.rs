@@ -135,9 +135,11 @@ pub enum Event {
     Signal(Signal),
     /// After [`Master::disconnect_all`](super::Master::disconnect_all) or
     /// [`Supervisor::shutdown`](crate::Supervisor::shutdown): every worker has
-    /// exited.
+    /// exited; and, for a master that is PID 1 or a subreaper, every other
+    /// child too ([`host::reaper`](crate::host::reaper)).
     AllDisconnected {
-        /// How many had to be killed because they outlived the deadline.
+        /// How many had to be killed because they outlived the deadline
+        /// (workers, and other children of a PID 1 or subreaper).
         forced: usize,
     },
     /// From a [`Supervisor`](crate::Supervisor): it stopped respawning,

@@ -82,6 +82,7 @@ mod channels;
 mod credentials;
 mod dispatch;
 mod event;
+mod orphans;
 mod output;
 mod registry;
 mod settings;
@@ -191,6 +192,8 @@ pub struct Master {
     fds_received: usize,
     /// Workers whose channel waits for descriptors to be free.
     fd_starved: Vec<usize>,
+    /// PID 1 or a subreaper: reaps the children that are not workers.
+    reaper: Option<crate::host::reaper::Reaper>,
 }
 
 impl Master {
@@ -214,10 +217,15 @@ impl Master {
         );
         let limits = FdLimits { budget: fd_budget, limit, reserve: FD_RESERVE };
         let poll = Poll::new()?;
-        let signals = if settings.signals.is_empty() {
+        let reaper = crate::host::reaper::Reaper::new(settings.subreaper)?;
+        let mut wanted = settings.signals.clone();
+        if reaper.is_some() && !wanted.contains(&Signal::SIGCHLD) {
+            wanted.push(Signal::SIGCHLD);
+        }
+        let signals = if wanted.is_empty() {
             None
         } else {
-            let s = Signals::new(&settings.signals)?;
+            let s = Signals::new(&wanted)?;
             poll.registry().register(
                 &mut SourceFd(&s.as_raw_fd()),
                 Source::Signals.token(),
@@ -247,6 +255,7 @@ impl Master {
             fds_counted: sys::fd::count_open_fds()?,
             fds_received: 0,
             fd_starved: Vec::new(),
+            reaper,
         })
     }
 
@@ -398,9 +407,7 @@ impl Master {
             self.disconnect(id)?;
         }
         if self.workers.is_empty() {
-            self.disconnecting_all = false;
-            self.queue
-                .push_back(Event::AllDisconnected { forced: std::mem::take(&mut self.forced) });
+            self.all_left();
         }
         Ok(())
     }
@@ -598,6 +605,7 @@ impl Master {
         }
         self.events = Some(events);
         let now = Instant::now();
+        self.reap_others(now);
         self.fire_deadlines(now);
         // A deadline left in the past (its work could not be done) asks for
         // the next turn at once, not for a stall warning.
@@ -614,7 +622,8 @@ impl Master {
 
     fn next_deadline(&self) -> Option<Instant> {
         let kills = self.workers.iter().filter_map(|(_, w)| w.kill_at);
-        kills.chain(self.sockets.kept_until()).min()
+        let others = self.reaper.as_ref().and_then(|r| r.deadline());
+        kills.chain(self.sockets.kept_until()).chain(others).min()
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -639,6 +648,14 @@ impl Master {
         };
         loop {
             match s.read() {
+                Ok(Some(Signal::SIGCHLD)) if self.reaper.is_some() => {
+                    if let Some(r) = self.reaper.as_mut() {
+                        r.wake();
+                    }
+                    if self.settings.signals.contains(&Signal::SIGCHLD) {
+                        self.queue.push_back(Event::Signal(Signal::SIGCHLD));
+                    }
+                }
                 Ok(Some(sig)) => self.queue.push_back(Event::Signal(sig)),
                 Ok(None) => break,
                 Err(e) => {
@@ -693,9 +710,7 @@ impl Master {
             self.forced += 1;
         }
         if self.disconnecting_all && self.workers.is_empty() {
-            self.disconnecting_all = false;
-            self.queue
-                .push_back(Event::AllDisconnected { forced: std::mem::take(&mut self.forced) });
+            self.all_left();
         }
     }
 }

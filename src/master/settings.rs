@@ -75,6 +75,12 @@ pub struct Settings {
     /// what `RLIMIT_NOFILE` leaves after the master's reserve of 64, so that
     /// one worker can never bring the master to its limit.
     pub fd_budget: usize,
+    /// Make the master a child subreaper (`PR_SET_CHILD_SUBREAPER`,
+    /// default: false): orphans among its descendants become its children.
+    /// With it, or when the master is PID 1 (in a container), the master
+    /// reaps every child that is not a worker, and a shutdown waits for
+    /// them too (see [`host::reaper`](crate::host::reaper)).
+    pub subreaper: bool,
 }
 
 impl Default for Settings {
@@ -93,6 +99,7 @@ impl Default for Settings {
             gid: None,
             stdout: Output::Inherit,
             stderr: Output::Inherit,
+            subreaper: false,
         }
     }
 }

@@ -12,6 +12,9 @@
 //!   signal asked for when the master dies; a `pidfd` opened before the
 //!   child can be reaped, to learn of its exit and to reap it.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
+//! - [`reap`]: for a master that is PID 1 or a subreaper, a look at the
+//!   first exited child without reaping it, a reap of one pid, the list of
+//!   children, and `PR_SET_CHILD_SUBREAPER`.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
 //! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
 //!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
@@ -30,6 +33,7 @@ pub(crate) mod fd;
 pub(crate) mod fs;
 pub(crate) mod process;
 pub(crate) mod procfs;
+pub(crate) mod reap;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod socket;
