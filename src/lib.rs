@@ -48,6 +48,7 @@
 
 mod balance;
 mod debug;
+pub mod host;
 // The wire format is not part of the stable API: only the fuzz target and
 // the crate's own tests (the `fuzzing` feature) reach it.
 #[cfg(feature = "fuzzing")]

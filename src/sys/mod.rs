@@ -28,6 +28,7 @@
 pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod fs;
+pub(crate) mod listen_fds;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod shm;
