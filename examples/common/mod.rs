@@ -7,14 +7,15 @@
 pub mod echo_conn;
 pub mod http;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use mio_cluster::host::systemd::{self, Notifier};
 use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::{
-    Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
-    WorkerId,
+    Address, Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings,
+    Signal, WorkerId,
 };
 
 /// A worker's exit code when it cannot listen: the master then gives up
@@ -35,7 +36,8 @@ pub fn cannot_listen(worker: mio_cluster::Worker, e: io::Error) -> ! {
 const OPTIONS: &str = "\
   --workers N               worker processes (default: one per CPU)
   --listen ADDR             HOST:PORT, [V6]:PORT, fd:N (the master's descriptor N),
-                            unix:PATH or unix:@NAME (default 127.0.0.1:7000)
+                            unix:PATH, unix:@NAME or systemd:NAME (the socket
+                            systemd passed under NAME) (default 127.0.0.1:7000)
   --shutdown-timeout SECS   how long workers may take to finish their
                             connections on shutdown before they are killed (10)
   --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
@@ -61,7 +63,12 @@ signals to the master:
   SIGUSR1           print a status table on stderr
 
 A worker that dies is replaced (within 500 ms, however often). Only if 5
-workers in a row die before they listen does the master give up and exit 1.";
+workers in a row die before they listen does the master give up and exit 1.
+
+under systemd: sockets passed by socket activation (LISTEN_FDS) are served
+with --listen systemd:NAME or fd:N; with NOTIFY_SOCKET set the master sends
+READY=1, RELOADING=1 (SIGHUP), STOPPING=1 and STATUS=, and WATCHDOG=1 every
+WATCHDOG_USEC/2 while a worker listens with a fresh heartbeat.";
 
 /// The command line every example takes.
 pub struct Args {
@@ -175,7 +182,18 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         heartbeat,
         ..Settings::default()
     };
+    // systemd's notification socket, if any (read before any worker is
+    // forked: the variables are removed, workers do not notify).
+    let mut notify = Notifier::from_env()?;
+    // Takes systemd's sockets, if it passed any.
     let mut master = Master::new(settings)?;
+    if let ListenAddr::Named(name) = &args.listen {
+        // A name systemd did not pass: say which it did, before any worker.
+        systemd::find_socket(name)?;
+    }
+    // A worker whose last heartbeat is older than this does not keep the
+    // watchdog pinging (it is killed only at the heartbeat timeout).
+    let fresh = heartbeat.map(|h| h.interval * 3);
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
     master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
@@ -184,11 +202,16 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut poll = mio::Poll::new()?;
     poll.registry().register(&mut master, mio::Token(0), mio::Interest::READABLE)?;
     let mut events = mio::Events::with_capacity(16);
-    let mut listening = HashSet::new();
+    let mut listening: HashMap<WorkerId, Address> = HashMap::new();
     let mut ready = false;
     let mut failed = false;
+    let mut stopping = false;
     loop {
-        match poll.poll(&mut events, master.timeout()) {
+        let timeout = match (master.timeout(), notify.as_ref().and_then(Notifier::timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match poll.poll(&mut events, timeout) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
@@ -197,12 +220,15 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
             match event {
                 Event::Listening { id, address } => {
                     log::info!("worker {id} listening on {address}");
-                    listening.insert(id);
+                    listening.insert(id, address.clone());
                     if !ready && listening.len() == args.workers {
                         ready = true;
                         let pid = std::process::id();
                         println!("ready addr={address} workers={} pid={pid}", args.workers);
                         io::stdout().flush()?;
+                        if let Some(n) = notify.as_mut() {
+                            n.ready(&pool_text(&master, &listening));
+                        }
                     }
                 }
                 Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -211,6 +237,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 {
                     log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
                     failed = true;
+                    stop(&mut notify, &mut stopping);
                     master.shutdown()?;
                 }
                 Event::Exit { id, pid, status, exited_after_disconnect } => {
@@ -221,11 +248,33 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
                     failed = true;
+                    stop(&mut notify, &mut stopping);
                     master.shutdown()?;
                 }
                 Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
                 Event::Signal(sig) => {
+                    match sig {
+                        // systemd's Type=notify-reload: RELOADING=1 now,
+                        // READY=1 when the roll ends.
+                        Signal::SIGHUP if ready && !master.is_shutting_down() => {
+                            if let Some(n) = notify.as_mut() {
+                                n.reloading();
+                            }
+                        }
+                        Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
+                            stop(&mut notify, &mut stopping)
+                        }
+                        _ => {}
+                    }
                     master.handle_signal(sig)?;
+                }
+                Event::RollComplete | Event::RollFailed { .. } => {
+                    if let Event::RollFailed { id, reason } = &event {
+                        log::error!("rolling restart stopped at worker {id}: {reason}");
+                    }
+                    if let (Some(n), false) = (notify.as_mut(), stopping) {
+                        n.ready(&pool_text(&master, &listening));
+                    }
                 }
                 Event::AllDisconnected { forced } => {
                     if forced > 0 {
@@ -238,7 +287,33 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 other => log::debug!("{other:?}"),
             }
         }
+        if let Some(n) = notify.as_mut() {
+            // STATUS= whenever the pool changed (sent only if it did).
+            if ready && !stopping {
+                n.status(&pool_text(&master, &listening));
+            }
+            // WATCHDOG=1, from this loop, while the pool can serve.
+            n.tick(|| systemd::pool_alive(&master.status(), fresh));
+        }
     }
+}
+
+/// `STOPPING=1`, once.
+fn stop(notify: &mut Option<Notifier>, stopping: &mut bool) {
+    if let (Some(n), false) = (notify.as_mut(), *stopping) {
+        n.stopping();
+    }
+    *stopping = true;
+}
+
+/// The pool for `STATUS=`: workers that listen and were not asked to leave.
+fn pool_text(master: &Master, listening: &HashMap<WorkerId, Address>) -> String {
+    let serving: Vec<&Address> = master
+        .workers()
+        .filter(|w| !w.exited_after_disconnect)
+        .filter_map(|w| listening.get(&w.id))
+        .collect();
+    systemd::pool_status(serving.len(), serving)
 }
 
 /// The `SIGUSR1` table: one row per worker.
