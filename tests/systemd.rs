@@ -546,3 +546,36 @@ fn the_systemd_units_in_deploy_pass_systemd_analyze_verify() {
     assert!(ours.is_empty(), "systemd-analyze verify:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_service_units_command_line_serves_its_named_socket_and_notifies() {
+    // ExecStart's arguments, run as systemd would run them: the socket unit's
+    // FileDescriptorName on descriptor 3, NOTIFY_SOCKET and WATCHDOG_USEC set.
+    let service = std::fs::read_to_string(deploy("mio-cluster-echo.service")).unwrap();
+    let socket_unit = std::fs::read_to_string(deploy("mio-cluster-echo.socket")).unwrap();
+    let exec = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/mio-cluster-echo"));
+    let args: Vec<&str> = words.collect();
+    let name = socket_unit.lines().find_map(|l| l.strip_prefix("FileDescriptorName=")).unwrap();
+    let workers: usize = args[args.iter().position(|a| *a == "--workers").unwrap() + 1].parse().unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let notify = NotifySocket::path("unit");
+    let mut p = activated(
+        "echo",
+        &args,
+        &[(tcp.as_fd(), name)],
+        None,
+        &[("NOTIFY_SOCKET", &notify.name), ("WATCHDOG_USEC", "10000000")],
+    );
+    let addr = tcp.local_addr().unwrap();
+    assert_eq!(ready(&mut p, workers), addr.to_string());
+    assert_eq!(
+        notify.next(WAIT),
+        format!("READY=1\nSTATUS={workers} workers listening on {addr}")
+    );
+    echo_once(addr).unwrap();
+    p.signal("TERM");
+    assert_eq!(notify.next(WAIT), "STOPPING=1");
+    assert_eq!(p.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", p.stderr());
+}
