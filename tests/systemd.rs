@@ -579,3 +579,24 @@ fn the_service_units_command_line_serves_its_named_socket_and_notifies() {
     assert_eq!(notify.next(WAIT), "STOPPING=1");
     assert_eq!(p.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", p.stderr());
 }
+
+#[test]
+fn the_embedded_master_notifies_from_the_applications_loop() {
+    let notify = NotifySocket::abstract_name("embed");
+    let dir = tempdir("embed");
+    let mut cmd = Command::new(example("embed"));
+    cmd.args(["--workers", "2", "--listen", "127.0.0.1:0", "--admin"])
+        .arg(dir.join("admin.sock"))
+        .env("NOTIFY_SOCKET", &notify.name)
+        .env("WATCHDOG_USEC", "400000");
+    let mut p = spawn(cmd);
+    let addr = ready(&mut p, 2);
+    assert_eq!(notify.next(WAIT), format!("READY=1\nSTATUS=2 workers listening on {addr}"));
+    // Pings every 200 ms from the application's loop.
+    let pings = notify.pings(Duration::from_secs(1));
+    assert!(pings.len() >= 3, "{} pings in 1 s", pings.len());
+    p.signal("TERM");
+    assert_eq!(notify.next(WAIT), "STOPPING=1");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,14 +7,13 @@
 pub mod echo_conn;
 pub mod http;
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use mio_cluster::host::systemd::{self, Notifier};
+use mio_cluster::host::systemd;
 use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::{
-    Address, Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings,
+    Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings,
     Signal, WorkerId,
 };
 
@@ -182,18 +181,16 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         heartbeat,
         ..Settings::default()
     };
-    // systemd's notification socket, if any (read before any worker is
-    // forked: the variables are removed, workers do not notify).
-    let mut notify = Notifier::from_env()?;
+    // The service as systemd sees it: READY=1, RELOADING=1, STOPPING=1,
+    // STATUS= and the watchdog, if NOTIFY_SOCKET is set (read before any
+    // worker is forked: the variables are removed, workers do not notify).
+    let mut service = systemd::Service::from_env(args.workers, heartbeat.as_ref())?;
     // Takes systemd's sockets, if it passed any.
     let mut master = Master::new(settings)?;
     if let ListenAddr::Named(name) = &args.listen {
         // A name systemd did not pass: say which it did, before any worker.
         systemd::find_socket(name)?;
     }
-    // A worker whose last heartbeat is older than this does not keep the
-    // watchdog pinging (it is killed only at the heartbeat timeout).
-    let fresh = heartbeat.map(|h| h.interval * 3);
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
     master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
@@ -202,12 +199,9 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut poll = mio::Poll::new()?;
     poll.registry().register(&mut master, mio::Token(0), mio::Interest::READABLE)?;
     let mut events = mio::Events::with_capacity(16);
-    let mut listening: HashMap<WorkerId, Address> = HashMap::new();
-    let mut ready = false;
     let mut failed = false;
-    let mut stopping = false;
     loop {
-        let timeout = match (master.timeout(), notify.as_ref().and_then(Notifier::timeout)) {
+        let timeout = match (master.timeout(), service.timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -217,18 +211,14 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         }
         master.process()?;
         while let Some(event) = master.next_event() {
+            let now_ready = service.on_event(&master, &event);
             match event {
                 Event::Listening { id, address } => {
                     log::info!("worker {id} listening on {address}");
-                    listening.insert(id, address.clone());
-                    if !ready && listening.len() == args.workers {
-                        ready = true;
+                    if now_ready {
                         let pid = std::process::id();
                         println!("ready addr={address} workers={} pid={pid}", args.workers);
                         io::stdout().flush()?;
-                        if let Some(n) = notify.as_mut() {
-                            n.ready(&pool_text(&master, &listening));
-                        }
                     }
                 }
                 Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -237,44 +227,25 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 {
                     log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
                     failed = true;
-                    stop(&mut notify, &mut stopping);
+                    service.stopping();
                     master.shutdown()?;
                 }
                 Event::Exit { id, pid, status, exited_after_disconnect } => {
-                    listening.remove(&id);
                     let how = if exited_after_disconnect { "left" } else { "died" };
                     log::info!("worker {id} (pid {pid}) {how}: {status}");
                 }
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
                     failed = true;
-                    stop(&mut notify, &mut stopping);
+                    service.stopping();
                     master.shutdown()?;
                 }
                 Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
                 Event::Signal(sig) => {
-                    match sig {
-                        // systemd's Type=notify-reload: RELOADING=1 now,
-                        // READY=1 when the roll ends.
-                        Signal::SIGHUP if ready && !master.is_shutting_down() => {
-                            if let Some(n) = notify.as_mut() {
-                                n.reloading();
-                            }
-                        }
-                        Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
-                            stop(&mut notify, &mut stopping)
-                        }
-                        _ => {}
-                    }
                     master.handle_signal(sig)?;
                 }
-                Event::RollComplete | Event::RollFailed { .. } => {
-                    if let Event::RollFailed { id, reason } = &event {
-                        log::error!("rolling restart stopped at worker {id}: {reason}");
-                    }
-                    if let (Some(n), false) = (notify.as_mut(), stopping) {
-                        n.ready(&pool_text(&master, &listening));
-                    }
+                Event::RollFailed { id, reason } => {
+                    log::error!("rolling restart stopped at worker {id}: {reason}");
                 }
                 Event::AllDisconnected { forced } => {
                     if forced > 0 {
@@ -287,33 +258,10 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 other => log::debug!("{other:?}"),
             }
         }
-        if let Some(n) = notify.as_mut() {
-            // STATUS= whenever the pool changed (sent only if it did).
-            if ready && !stopping {
-                n.status(&pool_text(&master, &listening));
-            }
-            // WATCHDOG=1, from this loop, while the pool can serve.
-            n.tick(|| systemd::pool_alive(&master.status(), fresh));
-        }
+        // STATUS= if the pool changed; WATCHDOG=1 from this loop, while
+        // the pool can serve.
+        service.tick(&master);
     }
-}
-
-/// `STOPPING=1`, once.
-fn stop(notify: &mut Option<Notifier>, stopping: &mut bool) {
-    if let (Some(n), false) = (notify.as_mut(), *stopping) {
-        n.stopping();
-    }
-    *stopping = true;
-}
-
-/// The pool for `STATUS=`: workers that listen and were not asked to leave.
-fn pool_text(master: &Master, listening: &HashMap<WorkerId, Address>) -> String {
-    let serving: Vec<&Address> = master
-        .workers()
-        .filter(|w| !w.exited_after_disconnect)
-        .filter_map(|w| listening.get(&w.id))
-        .collect();
-    systemd::pool_status(serving.len(), serving)
 }
 
 /// The `SIGUSR1` table: one row per worker.

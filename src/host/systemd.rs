@@ -390,6 +390,134 @@ impl Notifier {
     }
 }
 
+/// The service as systemd sees it, kept from the master's events: what a
+/// supervising master's loop tells systemd, in one place. Without
+/// `NOTIFY_SOCKET` it only tracks the pool (for [`Service::on_event`]'s
+/// answer) and sends nothing.
+///
+/// In the loop: wait no longer than [`timeout`](Self::timeout) (with the
+/// master's own), pass every event to [`on_event`](Self::on_event) before
+/// acting on it (before `handle_signal` for a signal), call
+/// [`stopping`](Self::stopping) when the application shuts the pool down
+/// on its own, and [`tick`](Self::tick) after each turn's events.
+///
+/// - `READY=1` with `STATUS=` once the initial `workers` listen;
+/// - `STATUS=` whenever the pool changes after that (workers listening and
+///   not asked to leave, and their addresses);
+/// - on `SIGHUP`, `RELOADING=1` with `MONOTONIC_USEC=`, then `READY=1`
+///   when the rolling restart ends (complete or failed);
+/// - `STOPPING=1` on `SIGINT`, `SIGTERM`, `SIGQUIT` or [`stopping`](Self::stopping);
+/// - `WATCHDOG=1` every `WATCHDOG_USEC`/2 while [`pool_alive`].
+#[derive(Debug)]
+pub struct Service {
+    notifier: Option<Notifier>,
+    workers: usize,
+    listening: std::collections::HashMap<crate::WorkerId, Address>,
+    ready: bool,
+    stopping: bool,
+    fresh: Option<Duration>,
+}
+
+impl Service {
+    /// For a pool of `workers` (READY=1 once that many listen), with the
+    /// master's heartbeats (a worker whose last one is older than three
+    /// intervals does not keep the watchdog pinging). Reads the
+    /// notification variables ([`Notifier::from_env`]).
+    pub fn from_env(
+        workers: usize,
+        heartbeat: Option<&crate::Heartbeat>,
+    ) -> io::Result<Service> {
+        Ok(Service {
+            notifier: Notifier::from_env()?,
+            workers,
+            listening: Default::default(),
+            ready: false,
+            stopping: false,
+            fresh: heartbeat.map(|h| h.interval * 3),
+        })
+    }
+
+    /// The notifier, if `NOTIFY_SOCKET` was set.
+    pub fn notifier(&mut self) -> Option<&mut Notifier> {
+        self.notifier.as_mut()
+    }
+
+    /// How long the loop may wait before [`tick`](Self::tick).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.notifier.as_ref().and_then(Notifier::timeout)
+    }
+
+    /// Takes one of the master's events into account. Returns true for the
+    /// event that made the initial pool ready (every worker listens), once.
+    pub fn on_event(&mut self, master: &crate::Master, event: &crate::Event) -> bool {
+        use crate::{Event, Signal};
+        match event {
+            Event::Listening { id, address } => {
+                self.listening.insert(*id, address.clone());
+                if !self.ready && self.listening.len() >= self.workers {
+                    self.ready = true;
+                    let status = self.pool_text(master);
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.ready(&status);
+                    }
+                    return true;
+                }
+            }
+            Event::Exit { id, .. } => {
+                self.listening.remove(id);
+            }
+            Event::Signal(Signal::SIGHUP) if self.ready && !master.is_shutting_down() => {
+                if let Some(n) = self.notifier.as_mut() {
+                    n.reloading();
+                }
+            }
+            Event::Signal(Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) => self.stopping(),
+            Event::RollComplete | Event::RollFailed { .. } if !self.stopping => {
+                let status = self.pool_text(master);
+                if let Some(n) = self.notifier.as_mut() {
+                    n.ready(&status);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// `STOPPING=1` (once): the pool is shutting down.
+    pub fn stopping(&mut self) {
+        if let (Some(n), false) = (self.notifier.as_mut(), self.stopping) {
+            n.stopping();
+        }
+        self.stopping = true;
+    }
+
+    /// After each turn's events: `STATUS=` if the pool changed, and the
+    /// watchdog's ping if one is due and the pool is alive.
+    pub fn tick(&mut self, master: &crate::Master) {
+        if self.notifier.is_none() {
+            return;
+        }
+        let status = (self.ready && !self.stopping).then(|| self.pool_text(master));
+        let fresh = self.fresh;
+        let Some(n) = self.notifier.as_mut() else { return };
+        if let Some(status) = status {
+            n.status(&status);
+        }
+        n.tick(|| pool_alive(&master.status(), fresh));
+    }
+
+    /// The pool for `STATUS=`: workers that listen and were not asked to
+    /// leave.
+    fn pool_text(&self, master: &crate::Master) -> String {
+        let serving: Vec<&Address> = master
+            .workers()
+            .filter(|w| !w.exited_after_disconnect)
+            .filter_map(|w| self.listening.get(&w.id))
+            .collect();
+        pool_status(serving.len(), serving)
+    }
+}
+
 /// The watchdog timeout `WATCHDOG_USEC` gives this process
 /// (`sd_watchdog_enabled(3)`): none if unset, zero or unparsable, or if
 /// `WATCHDOG_PID` names another process.
