@@ -13,6 +13,8 @@
 //!   child can be reaped, to learn of its exit and to reap it.
 //! - [`signal`]: a `signalfd` for the signals the master handles.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
+//! - [`listen_fds`]: descriptors a service manager passed (socket
+//!   activation): made close-on-exec and classified by number.
 //! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
 //!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
 //!   never following a symbolic link at the end of a path.
