@@ -121,11 +121,11 @@ fn sockets_passed_by_the_protocol_are_served_by_name_tcp_udp_and_unix() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let path = dir.join("ctl.sock");
     let unix = UnixListener::bind(&path).unwrap();
-    let sockets =
-        [(tcp.as_fd(), "web"), (udp.as_fd(), "dns"), (unix.as_fd(), "ctl")];
+    let sockets = [(tcp.as_fd(), "web"), (udp.as_fd(), "dns"), (unix.as_fd(), "ctl")];
 
     // TCP, by name (descriptor 3).
-    let mut p = activated("echo", &["--workers", "2", "--listen", "systemd:web"], &sockets, None, &[]);
+    let mut p =
+        activated("echo", &["--workers", "2", "--listen", "systemd:web"], &sockets, None, &[]);
     assert_eq!(ready(&mut p, 2), tcp.local_addr().unwrap().to_string());
     for _ in 0..5 {
         echo_once(tcp.local_addr().unwrap()).unwrap();
@@ -156,7 +156,8 @@ fn sockets_passed_by_the_protocol_are_served_by_name_tcp_udp_and_unix() {
     drop(p);
 
     // Unix stream (descriptor 5).
-    let mut p = activated("echo", &["--workers", "2", "--listen", "systemd:ctl"], &sockets, None, &[]);
+    let mut p =
+        activated("echo", &["--workers", "2", "--listen", "systemd:ctl"], &sockets, None, &[]);
     assert_eq!(ready(&mut p, 2), format!("unix:{}", path.display()));
     for _ in 0..5 {
         unix_echo(&path).unwrap();
@@ -168,8 +169,13 @@ fn sockets_passed_by_the_protocol_are_served_by_name_tcp_udp_and_unix() {
 #[test]
 fn the_listen_variables_are_removed_and_workers_never_see_them() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut p =
-        activated("echo", &["--workers", "2", "--listen", "fd:3"], &[(tcp.as_fd(), "web")], None, &[]);
+    let mut p = activated(
+        "echo",
+        &["--workers", "2", "--listen", "fd:3"],
+        &[(tcp.as_fd(), "web")],
+        None,
+        &[],
+    );
     ready(&mut p, 2);
     echo_once(tcp.local_addr().unwrap()).unwrap();
     let workers = workers_of(p.pid());
@@ -418,7 +424,8 @@ fn assert_notify_sequence(notify: NotifySocket) {
     p.signal("TERM");
     assert_eq!(notify.next(WAIT), "STOPPING=1");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
-    let rest: Vec<String> = std::iter::from_fn(|| notify.recv(Duration::from_millis(100))).collect();
+    let rest: Vec<String> =
+        std::iter::from_fn(|| notify.recv(Duration::from_millis(100))).collect();
     assert!(rest.is_empty(), "after STOPPING=1: {rest:?}");
 }
 
@@ -488,7 +495,11 @@ fn watchdog_pings_stop_while_every_worker_is_stopped_and_resume_after() {
         signal(w, "CONT");
     }
     assert!(silent.is_empty(), "{} pings with every worker stopped", silent.len());
-    assert!(stopped.elapsed() < Duration::from_secs(7), "too slow to trust: {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(7),
+        "too slow to trust: {:?}",
+        stopped.elapsed()
+    );
     let resumed = notify.pings(Duration::from_secs(3));
     assert!(resumed.len() >= 2, "{} pings in the 3 s after SIGCONT", resumed.len());
     assert_eq!(workers_of(p.pid()), pids, "a worker was replaced");
@@ -525,7 +536,8 @@ fn the_systemd_units_in_deploy_pass_systemd_analyze_verify() {
     let dir = tempdir("units");
     let bin = dir.join("mio-cluster-echo");
     std::fs::copy(example("echo"), &bin).unwrap();
-    for (src, name) in [(&service, "mio-cluster-echo.service"), (&socket, "mio-cluster-echo.socket")]
+    for (src, name) in
+        [(&service, "mio-cluster-echo.service"), (&socket, "mio-cluster-echo.socket")]
     {
         let text = std::fs::read_to_string(src).unwrap();
         let text = text.replace("/usr/local/bin/mio-cluster-echo", bin.to_str().unwrap());
@@ -558,7 +570,8 @@ fn the_service_units_command_line_serves_its_named_socket_and_notifies() {
     assert_eq!(words.next(), Some("/usr/local/bin/mio-cluster-echo"));
     let args: Vec<&str> = words.collect();
     let name = socket_unit.lines().find_map(|l| l.strip_prefix("FileDescriptorName=")).unwrap();
-    let workers: usize = args[args.iter().position(|a| *a == "--workers").unwrap() + 1].parse().unwrap();
+    let workers: usize =
+        args[args.iter().position(|a| *a == "--workers").unwrap() + 1].parse().unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let notify = NotifySocket::path("unit");
     let mut p = activated(
@@ -570,10 +583,7 @@ fn the_service_units_command_line_serves_its_named_socket_and_notifies() {
     );
     let addr = tcp.local_addr().unwrap();
     assert_eq!(ready(&mut p, workers), addr.to_string());
-    assert_eq!(
-        notify.next(WAIT),
-        format!("READY=1\nSTATUS={workers} workers listening on {addr}")
-    );
+    assert_eq!(notify.next(WAIT), format!("READY=1\nSTATUS={workers} workers listening on {addr}"));
     echo_once(addr).unwrap();
     p.signal("TERM");
     assert_eq!(notify.next(WAIT), "STOPPING=1");

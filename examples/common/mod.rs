@@ -13,8 +13,8 @@ use std::time::Duration;
 use mio_cluster::host::systemd;
 use mio_cluster::master::STANDARD_SIGNALS;
 use mio_cluster::{
-    Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings,
-    Signal, WorkerId,
+    Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
+    WorkerId,
 };
 
 /// A worker's exit code when it cannot listen: the master then gives up

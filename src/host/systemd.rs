@@ -86,9 +86,9 @@ pub struct ActivatedSocket {
 pub fn activated_sockets() -> &'static [ActivatedSocket] {
     static SOCKETS: OnceLock<Vec<ActivatedSocket>> = OnceLock::new();
     SOCKETS.get_or_init(|| match crate::role() {
-        crate::Role::Worker(_) => std::env::var(ENV_SYSTEMD_SOCKETS)
-            .map(|v| decode_for_workers(&v))
-            .unwrap_or_default(),
+        crate::Role::Worker(_) => {
+            std::env::var(ENV_SYSTEMD_SOCKETS).map(|v| decode_for_workers(&v)).unwrap_or_default()
+        }
         crate::Role::Master => take_listen_fds(),
     })
 }
@@ -164,7 +164,11 @@ fn parse_listen_env(
         }
         names = vec!["unknown".to_string(); n as usize];
     }
-    Ok(names.into_iter().enumerate().map(|(i, name)| (LISTEN_FDS_START + i as RawFd, name)).collect())
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| (LISTEN_FDS_START + i as RawFd, name))
+        .collect())
 }
 
 fn kind_text(kind: Option<Kind>) -> &'static str {
@@ -423,10 +427,7 @@ impl Service {
     /// master's heartbeats (a worker whose last one is older than three
     /// intervals does not keep the watchdog pinging). Reads the
     /// notification variables ([`Notifier::from_env`]).
-    pub fn from_env(
-        workers: usize,
-        heartbeat: Option<&crate::Heartbeat>,
-    ) -> io::Result<Service> {
+    pub fn from_env(workers: usize, heartbeat: Option<&crate::Heartbeat>) -> io::Result<Service> {
         Ok(Service {
             notifier: Notifier::from_env()?,
             workers,

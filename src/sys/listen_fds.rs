@@ -5,7 +5,9 @@
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 
-use nix::sys::socket::{self as nsock, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{
+    self as nsock, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+};
 
 use crate::listen::Kind;
 
@@ -48,8 +50,7 @@ pub(crate) fn socket_kind(fd: RawFd) -> Option<Kind> {
 /// or not a Unix socket.
 pub(crate) fn local_unix_path(fd: std::os::fd::BorrowedFd<'_>) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(ss) = nsock::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))
-    else {
+    let Ok(ss) = nsock::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)) else {
         return Vec::new();
     };
     let Some(unix) = ss.as_unix_addr() else { return Vec::new() };

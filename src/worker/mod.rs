@@ -545,7 +545,10 @@ impl Worker {
                 if socket.kind.is_none() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("{addr} (fd {}) is not a TCP, UDP or Unix stream socket", socket.fd),
+                        format!(
+                            "{addr} (fd {}) is not a TCP, UDP or Unix stream socket",
+                            socket.fd
+                        ),
                     ));
                 }
                 (Vec::new(), 0, socket.fd)
