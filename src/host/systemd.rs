@@ -275,6 +275,8 @@ pub struct Notifier {
     watchdog: Option<Duration>,
     next_ping: Option<Instant>,
     last_status: Option<String>,
+    /// The last due ping found the pool dead (logged once per outage).
+    withheld: bool,
 }
 
 impl Notifier {
@@ -317,7 +319,7 @@ impl Notifier {
         let socket = UnixDatagram::unbound()?;
         socket.set_nonblocking(true)?;
         let next_ping = watchdog.map(|_| Instant::now());
-        Ok(Notifier { socket, addr, watchdog, next_ping, last_status: None })
+        Ok(Notifier { socket, addr, watchdog, next_ping, last_status: None, withheld: false })
     }
 
     /// Sends one notification (`KEY=VALUE` lines).
@@ -383,11 +385,16 @@ impl Notifier {
             return false;
         }
         if alive() {
+            if std::mem::take(&mut self.withheld) {
+                log::info!("watchdog: a worker listens with a fresh heartbeat; pinging again");
+            }
             self.send("WATCHDOG=1");
             self.next_ping = Some(now + every / 2);
             true
         } else {
-            log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
+            if !std::mem::replace(&mut self.withheld, true) {
+                log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
+            }
             self.next_ping = Some(now + (every / 10).max(Duration::from_millis(1)));
             false
         }
