@@ -26,9 +26,10 @@
 //! the master's events. The master's deadlines (a worker that outlives its
 //! disconnect timeout is killed, a dead worker is replaced after its
 //! backoff, heartbeats are checked) fire on time with nothing else waking
-//! the loop. SIGINT or SIGTERM shut down gracefully.
+//! the loop. SIGINT or SIGTERM shut down gracefully. Under systemd
+//! (`NOTIFY_SOCKET`), the same loop notifies readiness, reloads, stops and
+//! the watchdog (`mio_cluster::host::systemd::Service`).
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -152,6 +153,9 @@ fn master(args: &Args) -> io::Result<()> {
         heartbeat,
         ..Settings::default()
     };
+    // systemd's notification socket, if set (read before any fork).
+    let mut service =
+        mio_cluster::host::systemd::Service::from_env(args.workers, heartbeat.as_ref())?;
     let mut master = Master::new(settings)?;
     // Supervision is a layer over the master: it keeps the pool.
     let mut supervisor = Supervisor::new(Policy { workers: args.workers, ..Policy::default() });
@@ -167,12 +171,14 @@ fn master(args: &Args) -> io::Result<()> {
 
     let mut clients: Slab<Client> = Slab::new();
     let mut events = Events::with_capacity(64);
-    let mut listening = HashSet::new();
-    let mut ready = false;
     loop {
         // 1. Wait, never past the master's (or the supervisor's) next
-        //    deadline.
-        match poll.poll(&mut events, supervisor.timeout(&master)) {
+        //    deadline (nor the watchdog's, under systemd).
+        let timeout = match (supervisor.timeout(&master), service.timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match poll.poll(&mut events, timeout) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
@@ -197,23 +203,22 @@ fn master(args: &Args) -> io::Result<()> {
         // 3. One turn of the master and the supervisor, then their events.
         supervisor.process(&mut master)?;
         while let Some(event) = supervisor.next_event(&mut master) {
+            let now_ready = service.on_event(&master, &event);
             match event {
-                Event::Listening { id, address } => {
-                    listening.insert(id);
-                    if !ready && listening.len() == args.workers {
-                        ready = true;
+                Event::Listening { address, .. } => {
+                    if now_ready {
                         let pid = std::process::id();
                         println!("ready addr={address} workers={} pid={pid}", args.workers);
                         io::stdout().flush()?;
                     }
                 }
                 Event::Exit { id, pid, status, exited_after_disconnect } => {
-                    listening.remove(&id);
                     let how = if exited_after_disconnect { "left" } else { "died" };
                     log::info!("worker {id} (pid {pid}) {how}: {status}");
                 }
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
+                    service.stopping();
                     supervisor.shutdown(&mut master)?;
                 }
                 Event::Signal(sig) => {
@@ -227,6 +232,8 @@ fn master(args: &Args) -> io::Result<()> {
                 other => log::debug!("{other:?}"),
             }
         }
+        // 4. Under systemd: STATUS= and the watchdog's ping.
+        service.tick(&master);
     }
 }
 

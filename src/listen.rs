@@ -63,7 +63,10 @@ impl fmt::Display for Address {
 /// - `udp:HOST:PORT`, `udp:fd:N`: the same for a UDP socket;
 /// - `unix:PATH`: a Unix stream socket; a relative path is resolved against
 ///   the worker's working directory; `unix:@NAME` is Linux's abstract
-///   namespace (no file).
+///   namespace (no file);
+/// - `systemd:NAME`: the socket systemd passed the master under `NAME`
+///   (socket activation: [`host::systemd`](crate::host::systemd)), a TCP,
+///   UDP or Unix stream socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     /// A TCP address.
@@ -76,6 +79,9 @@ pub enum ListenAddr {
     UdpFd(RawFd),
     /// A Unix socket path (`@NAME`: abstract namespace).
     Unix(PathBuf),
+    /// The socket systemd passed the master under this name
+    /// (`LISTEN_FDNAMES`): TCP, UDP or Unix stream, whichever it is.
+    Named(String),
 }
 
 impl ListenAddr {
@@ -85,6 +91,8 @@ impl ListenAddr {
             ListenAddr::Tcp(_) | ListenAddr::Fd(_) => Kind::Tcp,
             ListenAddr::Udp(_) | ListenAddr::UdpFd(_) => Kind::Udp,
             ListenAddr::Unix(_) => Kind::Unix,
+            // What systemd passed; a name it did not pass fails at listen.
+            ListenAddr::Named(name) => crate::host::systemd::kind_of(name).unwrap_or(Kind::Tcp),
         }
     }
 }
@@ -98,7 +106,9 @@ fn parse_inet(s: &str) -> Result<SocketAddr, String> {
         return Ok(a);
     }
     if !s.contains(':') {
-        return Err("expected HOST:PORT, [V6]:PORT, fd:N, udp:... or unix:PATH".into());
+        return Err(
+            "expected HOST:PORT, [V6]:PORT, fd:N, udp:..., unix:PATH or systemd:NAME".into()
+        );
     }
     let mut addrs = s.to_socket_addrs().map_err(|e| e.to_string())?;
     addrs.next().ok_or_else(|| "host resolves to no address".to_string())
@@ -116,6 +126,16 @@ impl FromStr for ListenAddr {
                 return Err(bad("unix: takes a path or @NAME"));
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(name) = s.strip_prefix("systemd:") {
+            // systemd's names: up to 255 printable ASCII characters, no `:`.
+            let valid = !name.is_empty()
+                && name.len() <= 255
+                && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid {
+                return Err(bad("systemd: takes a socket name (printable ASCII, no ':')"));
+            }
+            return Ok(ListenAddr::Named(name.to_string()));
         }
         if let Some(rest) = s.strip_prefix("udp:") {
             if let Some(n) = rest.strip_prefix("fd:") {
@@ -142,6 +162,7 @@ impl fmt::Display for ListenAddr {
             ListenAddr::Udp(a) => write!(f, "udp:{a}"),
             ListenAddr::UdpFd(n) => write!(f, "udp:fd:{n}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Named(name) => write!(f, "systemd:{name}"),
         }
     }
 }

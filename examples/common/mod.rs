@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mio_cluster::host::health::{Health, Readiness};
 use mio_cluster::host::linger::Linger;
 use mio_cluster::host::reaper;
+use mio_cluster::host::systemd;
 use mio_cluster::supervisor::STANDARD_SIGNALS;
 use mio_cluster::{
     Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
@@ -39,7 +40,8 @@ pub fn cannot_listen(worker: mio_cluster::Worker, e: io::Error) -> ! {
 const OPTIONS: &str = "\
   --workers N               worker processes (default: one per CPU)
   --listen ADDR             HOST:PORT, [V6]:PORT, fd:N (the master's descriptor N),
-                            unix:PATH or unix:@NAME (default 127.0.0.1:7000)
+                            unix:PATH, unix:@NAME or systemd:NAME (the socket
+                            systemd passed under NAME) (default 127.0.0.1:7000)
   --shutdown-timeout SECS   how long workers may take to finish their
                             connections on shutdown before they are killed (10)
   --heartbeat-timeout SECS  a worker whose loop is silent this long is killed
@@ -75,7 +77,12 @@ signals to the master:
   SIGUSR1           print a status table on stderr
 
 A worker that dies is replaced (within 500 ms, however often). Only if 5
-workers in a row die before they listen does the master give up and exit 1.";
+workers in a row die before they listen does the master give up and exit 1.
+
+under systemd: sockets passed by socket activation (LISTEN_FDS) are served
+with --listen systemd:NAME or fd:N; with NOTIFY_SOCKET set the master sends
+READY=1, RELOADING=1 (SIGHUP), STOPPING=1 and STATUS=, and WATCHDOG=1 every
+WATCHDOG_USEC/2 while a worker listens with a fresh heartbeat.";
 
 /// The command line every example takes.
 pub struct Args {
@@ -205,7 +212,16 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         subreaper: args.subreaper,
         ..Settings::default()
     };
+    // The service as systemd sees it: READY=1, RELOADING=1, STOPPING=1,
+    // STATUS= and the watchdog, if NOTIFY_SOCKET is set (read before any
+    // worker is forked: the variables are removed, workers do not notify).
+    let mut service = systemd::Service::from_env(args.workers, heartbeat.as_ref())?;
+    // Takes systemd's sockets, if it passed any.
     let mut master = Master::new(settings)?;
+    if let ListenAddr::Named(name) = &args.listen {
+        // A name systemd did not pass: say which it did, before any worker.
+        systemd::find_socket(name)?;
+    }
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
     let mut supervisor = Supervisor::new(Policy { workers: args.workers, ..Policy::default() });
@@ -229,12 +245,11 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     // The signal that ended the master by killing every worker, if any.
     let mut killed_by = None;
     let mut events = mio::Events::with_capacity(16);
-    let mut listening = HashSet::new();
-    let mut ready = false;
     let mut failed = false;
     loop {
         let timeout = [
             supervisor.timeout(&master),
+            service.timeout(),
             health.as_ref().and_then(|h| h.timeout()),
             linger.timeout(Instant::now()),
         ]
@@ -254,12 +269,11 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
             supervisor.handle_signal(&mut master, Signal::SIGTERM)?;
         }
         while let Some(event) = supervisor.next_event(&mut master) {
+            let now_ready = service.on_event(&master, &event);
             match event {
                 Event::Listening { id, address } => {
                     log::info!("worker {id} listening on {address}");
-                    listening.insert(id);
-                    if !ready && listening.len() == args.workers {
-                        ready = true;
+                    if now_ready {
                         let pid = std::process::id();
                         println!("ready addr={address} workers={} pid={pid}", args.workers);
                         io::stdout().flush()?;
@@ -271,16 +285,17 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 {
                     log::error!("worker {id} cannot listen on {}; shutting down", args.listen);
                     failed = true;
+                    service.stopping();
                     supervisor.shutdown(&mut master)?;
                 }
                 Event::Exit { id, pid, status, exited_after_disconnect } => {
-                    listening.remove(&id);
                     let how = if exited_after_disconnect { "left" } else { "died" };
                     log::info!("worker {id} (pid {pid}) {how}: {status}");
                 }
                 Event::CrashLoop { .. } => {
                     log::error!("workers keep dying at start-up; shutting down");
                     failed = true;
+                    service.stopping();
                     supervisor.shutdown(&mut master)?;
                 }
                 Event::Signal(Signal::SIGUSR1) => {
@@ -299,6 +314,9 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                     }
                     supervisor.handle_signal(&mut master, sig)?;
                 }
+                Event::RollFailed { id, reason } => {
+                    log::error!("rolling restart stopped at worker {id}: {reason}");
+                }
                 Event::AllDisconnected { forced } => {
                     if forced > 0 {
                         log::warn!("{forced} workers had to be killed");
@@ -316,6 +334,9 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 other => log::debug!("{other:?}"),
             }
         }
+        // STATUS= if the pool changed; WATCHDOG=1 from this loop, while
+        // the pool can serve.
+        service.tick(&master);
     }
 }
 

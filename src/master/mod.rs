@@ -208,6 +208,9 @@ impl Master {
     ///
     /// Raises the soft `RLIMIT_NOFILE` to the hard limit.
     pub fn new(settings: Settings) -> io::Result<Master> {
+        // Socket activation: takes systemd's sockets and removes its
+        // variables before any worker is forked.
+        crate::host::systemd::activated_sockets();
         let inherited = sys::fd::open_fds()?;
         let limit = sys::fd::raise_nofile_limit()?;
         let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);

@@ -371,7 +371,7 @@ fn open(
         socket::prepare_inherited(s.as_fd(), req.kind, req.backlog)?;
         let address = match (req.kind, socket::local_inet_addr(s.as_fd())?) {
             (Kind::Tcp | Kind::Udp, Some(a)) => Address::Inet(a),
-            (Kind::Unix, None) => Address::Unix(Vec::new()),
+            (Kind::Unix, None) => Address::Unix(crate::sys::listen_fds::local_unix_path(s.as_fd())),
             // The descriptor is not of the family the key names.
             _ => return Err(SysError::new(Syscall::Getsockname, libc::EAFNOSUPPORT)),
         };

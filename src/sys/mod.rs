@@ -16,6 +16,8 @@
 //!   first exited child without reaping it, a reap of one pid, the list of
 //!   children, and `PR_SET_CHILD_SUBREAPER`.
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
+//! - [`listen_fds`]: descriptors a service manager passed (socket
+//!   activation): made close-on-exec and classified by number.
 //! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
 //!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
 //!   never following a symbolic link at the end of a path.
@@ -31,6 +33,7 @@
 pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod fs;
+pub(crate) mod listen_fds;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod reap;

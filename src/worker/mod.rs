@@ -459,6 +459,9 @@ impl Worker {
     /// A failure is an `io::Error` of the errno's kind, holding a
     /// [`ListenError`] that names the errno, the syscall and the address.
     pub fn listen(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<Listener> {
+        if let ListenAddr::Named(name) = addr {
+            crate::host::systemd::find_socket(name)?;
+        }
         if addr.kind() == Kind::Udp {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -508,6 +511,9 @@ impl Worker {
     /// one shared socket; the kernel picks which gets a datagram), or alone
     /// with [`ListenOptions::exclusive`].
     pub fn bind_udp(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<UdpSocket> {
+        if let ListenAddr::Named(name) = addr {
+            crate::host::systemd::find_socket(name)?;
+        }
         if addr.kind() != Kind::Udp {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -533,6 +539,20 @@ impl Worker {
         let (address, port, fd) = match addr {
             ListenAddr::Tcp(sa) | ListenAddr::Udp(sa) => (ip_text(sa), sa.port(), -1),
             ListenAddr::Fd(n) | ListenAddr::UdpFd(n) => (Vec::new(), 0, *n),
+            // The master's descriptor that systemd passed under that name.
+            ListenAddr::Named(name) => {
+                let socket = crate::host::systemd::find_socket(name)?;
+                if socket.kind.is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{addr} (fd {}) is not a TCP, UDP or Unix stream socket",
+                            socket.fd
+                        ),
+                    ));
+                }
+                (Vec::new(), 0, socket.fd)
+            }
             ListenAddr::Unix(path) => {
                 let path = unix_path(path)?;
                 // Refused here, whatever its length: it never reaches the
@@ -549,7 +569,7 @@ impl Worker {
                 ListenAddr::Tcp(sa) => socket::bind_inet(Transport::Stream, *sa, bind),
                 ListenAddr::Udp(sa) => socket::bind_inet(Transport::Datagram, *sa, bind),
                 ListenAddr::Unix(_) => socket::bind_unix(&address, opts.backlog),
-                ListenAddr::Fd(_) | ListenAddr::UdpFd(_) => {
+                ListenAddr::Fd(_) | ListenAddr::UdpFd(_) | ListenAddr::Named(_) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "exclusive applies to addresses, not to the master's descriptors",

@@ -1,0 +1,608 @@
+//! Running under systemd, written against its protocols (no libsystemd, no
+//! extra crate): socket activation (`sd_listen_fds(3)`) and the
+//! notification socket (`sd_notify(3)`).
+//!
+//! # Socket activation
+//!
+//! When systemd (or `systemd-socket-activate`) starts the master with
+//! sockets, it passes them as descriptors 3, 4, ... and says so in
+//! `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`. [`Master::new`] reads
+//! them (through [`activated_sockets`]) before it starts any worker:
+//!
+//! - the descriptors are taken only if `LISTEN_PID` is the master's pid (a
+//!   child that inherited the variables by mistake takes nothing);
+//! - they are made close-on-exec (no worker inherits them: workers get
+//!   duplicates from the master when they listen, as for any `fd:N`);
+//! - the three variables are removed from the master's environment, taken
+//!   or not, so no worker (nor any other child) ever sees them.
+//!
+//! A worker then names one by number, [`ListenAddr::Fd`] (`fd:N`), or by
+//! its name, [`ListenAddr::Named`] (`systemd:NAME`; systemd names a socket
+//! after its `.socket` unit, or `FileDescriptorName=`). The master gives
+//! its workers the names and descriptor numbers in
+//! [`ENV_SYSTEMD_SOCKETS`]. TCP, UDP and Unix stream sockets can be
+//! served; [`Worker::listen`](crate::Worker::listen) takes TCP and Unix
+//! ones, [`Worker::bind_udp`](crate::Worker::bind_udp) UDP ones.
+//!
+//! # Notification
+//!
+//! [`Notifier`] sends systemd the state of the service (`READY=1`,
+//! `RELOADING=1`, `STOPPING=1`, `STATUS=`) and the watchdog's pings
+//! (`WATCHDOG=1`), from the master's own loop: it has a
+//! [`timeout`](Notifier::timeout) to wait no longer than, and a
+//! [`tick`](Notifier::tick) to call after every wait, which pings only
+//! while the caller says the pool is alive ([`pool_alive`]). A stalled
+//! master, or a pool with no healthy worker, stops the pings, and systemd
+//! restarts the service.
+//!
+//! [`Master::new`]: crate::Master::new
+//! [`ListenAddr::Fd`]: crate::ListenAddr::Fd
+//! [`ListenAddr::Named`]: crate::ListenAddr::Named
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::listen::{Address, Kind};
+use crate::master::{State, WorkerStatus};
+use crate::sys::listen_fds;
+
+/// The environment variable in which the master gives its workers the
+/// sockets systemd passed it: `FD,KIND,NAME` entries separated by `:`
+/// (systemd's names never contain `:`), `KIND` being `tcp`, `udp`, `unix`
+/// or `-` (not a socket a worker can serve). The numbers are the
+/// master's descriptors.
+pub const ENV_SYSTEMD_SOCKETS: &str = "MIO_CLUSTER_SYSTEMD_SOCKETS";
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// One socket systemd passed to the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivatedSocket {
+    /// The master's descriptor number (from 3).
+    pub fd: RawFd,
+    /// Its name (`LISTEN_FDNAMES`; `unknown` when systemd gave none, as
+    /// `sd_listen_fds_with_names(3)` does).
+    pub name: String,
+    /// What it is, if a worker can serve it (a TCP or UDP socket, a Unix
+    /// stream socket).
+    pub kind: Option<Kind>,
+}
+
+/// The sockets systemd passed to this cluster, read once per process.
+///
+/// In the master (the first call is [`Master::new`](crate::Master::new)'s,
+/// or the application's before it): the `LISTEN_*` variables, as the
+/// [module docs](self) say; they are removed from the environment whatever
+/// they held. In a worker: what its master found ([`ENV_SYSTEMD_SOCKETS`]).
+/// Empty when there are none.
+pub fn activated_sockets() -> &'static [ActivatedSocket] {
+    static SOCKETS: OnceLock<Vec<ActivatedSocket>> = OnceLock::new();
+    SOCKETS.get_or_init(|| match crate::role() {
+        crate::Role::Worker(_) => {
+            std::env::var(ENV_SYSTEMD_SOCKETS).map(|v| decode_for_workers(&v)).unwrap_or_default()
+        }
+        crate::Role::Master => take_listen_fds(),
+    })
+}
+
+/// Reads and removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`;
+/// makes the descriptors close-on-exec if they are this process's.
+fn take_listen_fds() -> Vec<ActivatedSocket> {
+    let var = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+    let (pid, fds, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // The crate's processes have one thread: nothing reads the
+        // environment concurrently.
+        std::env::remove_var(k);
+    }
+    let passed = match parse_listen_env(
+        pid.as_deref(),
+        fds.as_deref(),
+        names.as_deref(),
+        std::process::id(),
+    ) {
+        Ok(passed) => passed,
+        Err(why) => {
+            log::warn!("socket activation: {why}; no socket taken");
+            return Vec::new();
+        }
+    };
+    let mut sockets = Vec::with_capacity(passed.len());
+    for (fd, name) in passed {
+        if let Err(e) = listen_fds::set_cloexec(fd) {
+            log::warn!("socket activation: descriptor {fd} ({name}): {e}; skipped");
+            continue;
+        }
+        let kind = listen_fds::socket_kind(fd);
+        log::info!("socket activation: descriptor {fd} named {name:?}: {}", kind_text(kind));
+        sockets.push(ActivatedSocket { fd, name, kind });
+    }
+    sockets
+}
+
+/// The descriptors and names the variables pass to process `me`: none if
+/// `LISTEN_FDS` is unset or `LISTEN_PID` is another process's (an error
+/// only for values that do not parse). Names default to `unknown`.
+fn parse_listen_env(
+    pid: Option<&str>,
+    fds: Option<&str>,
+    names: Option<&str>,
+    me: u32,
+) -> Result<Vec<(RawFd, String)>, String> {
+    let Some(fds) = fds else { return Ok(Vec::new()) };
+    let Some(pid) = pid else {
+        return Err("LISTEN_FDS is set but LISTEN_PID is not".into());
+    };
+    let pid: u32 = pid.parse().map_err(|_| format!("LISTEN_PID={pid:?} is not a pid"))?;
+    if pid != me {
+        log::info!("socket activation: LISTEN_PID={pid} is not this process ({me}); ignored");
+        return Ok(Vec::new());
+    }
+    let n: RawFd = fds
+        .parse()
+        .ok()
+        .filter(|n| (0..=65536).contains(n))
+        .ok_or_else(|| format!("LISTEN_FDS={fds:?} is not a descriptor count"))?;
+    let mut names: Vec<String> = match names {
+        Some(names) => names.split(':').map(str::to_string).collect(),
+        None => Vec::new(),
+    };
+    if names.len() != n as usize {
+        if !names.is_empty() {
+            log::warn!(
+                "socket activation: LISTEN_FDNAMES has {} names for {n} descriptors; names ignored",
+                names.len()
+            );
+        }
+        names = vec!["unknown".to_string(); n as usize];
+    }
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| (LISTEN_FDS_START + i as RawFd, name))
+        .collect())
+}
+
+fn kind_text(kind: Option<Kind>) -> &'static str {
+    match kind {
+        Some(Kind::Tcp) => "tcp",
+        Some(Kind::Udp) => "udp",
+        Some(Kind::Unix) => "unix",
+        None => "-",
+    }
+}
+
+/// [`ENV_SYSTEMD_SOCKETS`]'s value for the master's workers, if systemd
+/// passed sockets.
+pub(crate) fn encode_for_workers() -> Option<String> {
+    let sockets = activated_sockets();
+    if sockets.is_empty() || crate::role() != crate::Role::Master {
+        return None;
+    }
+    let entries: Vec<String> =
+        sockets.iter().map(|s| format!("{},{},{}", s.fd, kind_text(s.kind), s.name)).collect();
+    Some(entries.join(":"))
+}
+
+fn decode_for_workers(value: &str) -> Vec<ActivatedSocket> {
+    value
+        .split(':')
+        .filter_map(|entry| {
+            let mut it = entry.splitn(3, ',');
+            let fd = it.next()?.parse().ok()?;
+            let kind = match it.next()? {
+                "tcp" => Some(Kind::Tcp),
+                "udp" => Some(Kind::Udp),
+                "unix" => Some(Kind::Unix),
+                _ => None,
+            };
+            Some(ActivatedSocket { fd, kind, name: it.next()?.to_string() })
+        })
+        .collect()
+}
+
+/// The socket systemd passed under `name`; if none has that name, an
+/// `InvalidInput` error naming the ones that do exist.
+pub fn find_socket(name: &str) -> io::Result<&'static ActivatedSocket> {
+    let sockets = activated_sockets();
+    if let Some(s) = sockets.iter().find(|s| s.name == name) {
+        return Ok(s);
+    }
+    let why = if sockets.is_empty() {
+        "systemd passed no socket to this master (LISTEN_FDS unset, or LISTEN_PID not the master's pid)"
+            .to_string()
+    } else {
+        let names: Vec<String> = sockets
+            .iter()
+            .map(|s| format!("{} (fd {}, {})", s.name, s.fd, kind_text(s.kind)))
+            .collect();
+        format!("the sockets systemd passed are: {}", names.join(", "))
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no socket passed by systemd is named {name:?}: {why}"),
+    ))
+}
+
+/// The kind of the socket named `name`, if there is one and it can be
+/// served.
+pub(crate) fn kind_of(name: &str) -> Option<Kind> {
+    activated_sockets().iter().find(|s| s.name == name).and_then(|s| s.kind)
+}
+
+/// True if the pool can serve, for the watchdog: at least one worker
+/// listens and, if `fresh` is given (heartbeats are on), sent its last
+/// heartbeat no longer than `fresh` ago. Pick `fresh` well under the
+/// heartbeat timeout (three heartbeat intervals, say), so that a pool that
+/// stopped answering stops the pings before the master has replaced
+/// anyone, and a single hung worker among healthy ones does not.
+pub fn pool_alive(rows: &[WorkerStatus], fresh: Option<Duration>) -> bool {
+    rows.iter().any(|r| {
+        r.state == State::Listening
+            && fresh.is_none_or(|f| r.last_heartbeat.is_some_and(|ago| ago <= f))
+    })
+}
+
+/// `STATUS=`'s text for `n` listening workers on these addresses:
+/// `2 workers listening on 127.0.0.1:7000`.
+pub fn pool_status<'a>(n: usize, addresses: impl IntoIterator<Item = &'a Address>) -> String {
+    let set: BTreeSet<String> = addresses.into_iter().map(|a| a.to_string()).collect();
+    let list: Vec<String> = set.into_iter().collect();
+    let workers = if n == 1 { "worker" } else { "workers" };
+    if list.is_empty() {
+        format!("{n} {workers} listening")
+    } else {
+        format!("{n} {workers} listening on {}", list.join(", "))
+    }
+}
+
+/// The service's side of systemd's notification socket (`sd_notify(3)`),
+/// for the master's loop. Every send is one non-blocking datagram; a
+/// failed one is logged and dropped, as `sd_notify` does.
+#[derive(Debug)]
+pub struct Notifier {
+    socket: UnixDatagram,
+    addr: UnixAddr,
+    /// `WATCHDOG_USEC`, if it is this process's.
+    watchdog: Option<Duration>,
+    next_ping: Option<Instant>,
+    last_status: Option<String>,
+    /// The last due ping found the pool dead (logged once per outage).
+    withheld: bool,
+}
+
+impl Notifier {
+    /// The notifier `NOTIFY_SOCKET` asks for (`None` if it is unset: then
+    /// nothing is ever sent), with the watchdog of `WATCHDOG_USEC` if
+    /// `WATCHDOG_PID` is unset or this process's pid. Removes the three
+    /// variables from the environment: workers are not the service's main
+    /// process, and do not notify.
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        let socket = std::env::var_os("NOTIFY_SOCKET");
+        let usec = std::env::var_os("WATCHDOG_USEC");
+        let pid = std::env::var_os("WATCHDOG_PID");
+        for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            // One thread per process: nothing reads the environment meanwhile.
+            std::env::remove_var(k);
+        }
+        let Some(socket) = socket else { return Ok(None) };
+        let text = |v: Option<OsString>| v.map(|v| v.to_string_lossy().into_owned());
+        let watchdog = watchdog_interval(text(usec).as_deref(), text(pid).as_deref());
+        Notifier::new(&socket, watchdog).map(Some)
+    }
+
+    /// A notifier for the socket `path` (a file, or `@NAME` in the abstract
+    /// namespace), with a watchdog of `watchdog` (pinged every half of it).
+    pub fn new(path: &std::ffi::OsStr, watchdog: Option<Duration>) -> io::Result<Notifier> {
+        let bytes = path.as_bytes();
+        let addr = match bytes.first() {
+            Some(b'@') => UnixAddr::from_abstract_name(&bytes[1..])?,
+            Some(b'/') => UnixAddr::from_pathname(path)?,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "NOTIFY_SOCKET={:?}: neither an absolute path nor @NAME",
+                        path.to_string_lossy()
+                    ),
+                ))
+            }
+        };
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        let next_ping = watchdog.map(|_| Instant::now());
+        Ok(Notifier { socket, addr, watchdog, next_ping, last_status: None, withheld: false })
+    }
+
+    /// Sends one notification (`KEY=VALUE` lines).
+    pub fn notify(&self, message: &str) -> io::Result<()> {
+        log::debug!("sd_notify: {:?}", message);
+        self.socket.send_to_addr(message.as_bytes(), &self.addr).map(drop)
+    }
+
+    fn send(&self, message: &str) {
+        if let Err(e) = self.notify(message) {
+            log::warn!("sd_notify {message:?}: {e}");
+        }
+    }
+
+    /// `READY=1` with `STATUS=status`: the service is up (or done
+    /// reloading).
+    pub fn ready(&mut self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.last_status = Some(status.to_string());
+    }
+
+    /// `RELOADING=1` with `MONOTONIC_USEC=` now, as `Type=notify-reload`
+    /// wants: send [`ready`](Self::ready) when the reload is done.
+    pub fn reloading(&mut self) {
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+    }
+
+    /// `STOPPING=1`: the service is shutting down.
+    pub fn stopping(&mut self) {
+        self.send("STOPPING=1");
+    }
+
+    /// `STATUS=status`, if it differs from the last one sent.
+    pub fn status(&mut self, status: &str) {
+        if self.last_status.as_deref() != Some(status) {
+            self.send(&format!("STATUS={status}"));
+            self.last_status = Some(status.to_string());
+        }
+    }
+
+    /// The watchdog timeout systemd set (`WATCHDOG_USEC`), if it is on for
+    /// this process. Pings go every half of it.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// How long the loop may wait before the next [`tick`](Self::tick)
+    /// (`None`: no watchdog). Rounded up to the millisecond.
+    pub fn timeout(&self) -> Option<Duration> {
+        let left = self.next_ping?.saturating_duration_since(Instant::now());
+        Some(Duration::from_millis(left.as_micros().div_ceil(1000) as u64))
+    }
+
+    /// Call after every wait of the loop. When a ping is due, asks `alive`
+    /// (whether the pool can serve: [`pool_alive`]) and sends `WATCHDOG=1`
+    /// only if it is; the next ping is due half the watchdog timeout
+    /// later, or, after a pool that was not alive, a tenth of it later.
+    /// Returns true if it pinged.
+    pub fn tick(&mut self, alive: impl FnOnce() -> bool) -> bool {
+        let (Some(at), Some(every)) = (self.next_ping, self.watchdog) else { return false };
+        let now = Instant::now();
+        if now < at {
+            return false;
+        }
+        if alive() {
+            if std::mem::take(&mut self.withheld) {
+                log::info!("watchdog: a worker listens with a fresh heartbeat; pinging again");
+            }
+            self.send("WATCHDOG=1");
+            self.next_ping = Some(now + every / 2);
+            true
+        } else {
+            if !std::mem::replace(&mut self.withheld, true) {
+                log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
+            }
+            self.next_ping = Some(now + (every / 10).max(Duration::from_millis(1)));
+            false
+        }
+    }
+}
+
+/// The service as systemd sees it, kept from the master's events: what a
+/// supervising master's loop tells systemd, in one place. Without
+/// `NOTIFY_SOCKET` it only tracks the pool (for [`Service::on_event`]'s
+/// answer) and sends nothing.
+///
+/// In the loop: wait no longer than [`timeout`](Self::timeout) (with the
+/// master's own), pass every event to [`on_event`](Self::on_event) before
+/// acting on it (before `handle_signal` for a signal), call
+/// [`stopping`](Self::stopping) when the application shuts the pool down
+/// on its own, and [`tick`](Self::tick) after each turn's events.
+///
+/// - `READY=1` with `STATUS=` once the initial `workers` listen;
+/// - `STATUS=` whenever the pool changes after that (workers listening and
+///   not asked to leave, and their addresses);
+/// - on `SIGHUP`, `RELOADING=1` with `MONOTONIC_USEC=`, then `READY=1`
+///   when the rolling restart ends (complete or failed);
+/// - `STOPPING=1` on `SIGINT`, `SIGTERM`, `SIGQUIT` or [`stopping`](Self::stopping);
+/// - `WATCHDOG=1` every `WATCHDOG_USEC`/2 while [`pool_alive`].
+#[derive(Debug)]
+pub struct Service {
+    notifier: Option<Notifier>,
+    workers: usize,
+    listening: std::collections::HashMap<crate::WorkerId, Address>,
+    ready: bool,
+    stopping: bool,
+    fresh: Option<Duration>,
+}
+
+impl Service {
+    /// For a pool of `workers` (READY=1 once that many listen), with the
+    /// master's heartbeats (a worker whose last one is older than three
+    /// intervals does not keep the watchdog pinging). Reads the
+    /// notification variables ([`Notifier::from_env`]).
+    pub fn from_env(workers: usize, heartbeat: Option<&crate::Heartbeat>) -> io::Result<Service> {
+        Ok(Service {
+            notifier: Notifier::from_env()?,
+            workers,
+            listening: Default::default(),
+            ready: false,
+            stopping: false,
+            fresh: heartbeat.map(|h| h.interval * 3),
+        })
+    }
+
+    /// The notifier, if `NOTIFY_SOCKET` was set.
+    pub fn notifier(&mut self) -> Option<&mut Notifier> {
+        self.notifier.as_mut()
+    }
+
+    /// How long the loop may wait before [`tick`](Self::tick).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.notifier.as_ref().and_then(Notifier::timeout)
+    }
+
+    /// Takes one of the master's events into account. Returns true for the
+    /// event that made the initial pool ready (every worker listens), once.
+    pub fn on_event(&mut self, master: &crate::Master, event: &crate::Event) -> bool {
+        use crate::{Event, Signal};
+        match event {
+            Event::Listening { id, address } => {
+                self.listening.insert(*id, address.clone());
+                if !self.ready && self.listening.len() >= self.workers {
+                    self.ready = true;
+                    let status = self.pool_text(master);
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.ready(&status);
+                    }
+                    return true;
+                }
+            }
+            Event::Exit { id, .. } => {
+                self.listening.remove(id);
+            }
+            Event::Signal(Signal::SIGHUP) if self.ready && !master.is_shutting_down() => {
+                if let Some(n) = self.notifier.as_mut() {
+                    n.reloading();
+                }
+            }
+            Event::Signal(Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) => self.stopping(),
+            Event::RollComplete | Event::RollFailed { .. } if !self.stopping => {
+                let status = self.pool_text(master);
+                if let Some(n) = self.notifier.as_mut() {
+                    n.ready(&status);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// `STOPPING=1` (once): the pool is shutting down.
+    pub fn stopping(&mut self) {
+        if let (Some(n), false) = (self.notifier.as_mut(), self.stopping) {
+            n.stopping();
+        }
+        self.stopping = true;
+    }
+
+    /// After each turn's events: `STATUS=` if the pool changed, and the
+    /// watchdog's ping if one is due and the pool is alive.
+    pub fn tick(&mut self, master: &crate::Master) {
+        if self.notifier.is_none() {
+            return;
+        }
+        let status = (self.ready && !self.stopping).then(|| self.pool_text(master));
+        let fresh = self.fresh;
+        let Some(n) = self.notifier.as_mut() else { return };
+        if let Some(status) = status {
+            n.status(&status);
+        }
+        n.tick(|| pool_alive(&master.status(), fresh));
+    }
+
+    /// The pool for `STATUS=`: workers that listen and were not asked to
+    /// leave.
+    fn pool_text(&self, master: &crate::Master) -> String {
+        let serving: Vec<&Address> = master
+            .workers()
+            .filter(|w| !w.exited_after_disconnect)
+            .filter_map(|w| self.listening.get(&w.id))
+            .collect();
+        pool_status(serving.len(), serving)
+    }
+}
+
+/// The watchdog timeout `WATCHDOG_USEC` gives this process
+/// (`sd_watchdog_enabled(3)`): none if unset, zero or unparsable, or if
+/// `WATCHDOG_PID` names another process.
+fn watchdog_interval(usec: Option<&str>, pid: Option<&str>) -> Option<Duration> {
+    if let Some(pid) = pid {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = usec?.parse().ok().filter(|u| *u > 0)?;
+    Some(Duration::from_micros(usec))
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares
+/// `MONOTONIC_USEC` with.
+fn monotonic_usec() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_variables_for_another_pid_pass_nothing() {
+        assert_eq!(parse_listen_env(Some("1"), Some("2"), Some("a:b"), 42), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn listen_variables_for_this_pid_pass_descriptors_from_3_with_their_names() {
+        let got = parse_listen_env(Some("42"), Some("2"), Some("web:dns"), 42).unwrap();
+        assert_eq!(got, vec![(3, "web".to_string()), (4, "dns".to_string())]);
+    }
+
+    #[test]
+    fn names_that_do_not_match_the_count_become_unknown() {
+        let got = parse_listen_env(Some("42"), Some("2"), Some("web"), 42).unwrap();
+        assert_eq!(got, vec![(3, "unknown".to_string()), (4, "unknown".to_string())]);
+        let got = parse_listen_env(Some("42"), Some("1"), None, 42).unwrap();
+        assert_eq!(got, vec![(3, "unknown".to_string())]);
+    }
+
+    #[test]
+    fn no_listen_fds_is_no_socket_and_bad_values_are_errors() {
+        assert_eq!(parse_listen_env(None, None, None, 42), Ok(Vec::new()));
+        assert!(parse_listen_env(Some("x"), Some("1"), None, 42).is_err());
+        assert!(parse_listen_env(Some("42"), Some("-1"), None, 42).is_err());
+        assert!(parse_listen_env(None, Some("1"), None, 42).is_err());
+    }
+
+    #[test]
+    fn the_workers_variable_round_trips_names_with_commas() {
+        let v = "3,tcp,web:4,udp,dns:5,unix,a,b:6,-,fifo";
+        let got = decode_for_workers(v);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[2], ActivatedSocket { fd: 5, kind: Some(Kind::Unix), name: "a,b".into() });
+        assert_eq!(got[3].kind, None);
+    }
+
+    #[test]
+    fn the_watchdog_is_off_for_another_pid_or_zero() {
+        let me = std::process::id().to_string();
+        assert_eq!(watchdog_interval(Some("2000000"), None), Some(Duration::from_secs(2)));
+        assert_eq!(watchdog_interval(Some("2000000"), Some(&me)), Some(Duration::from_secs(2)));
+        assert_eq!(watchdog_interval(Some("2000000"), Some("1")), None);
+        assert_eq!(watchdog_interval(Some("0"), None), None);
+        assert_eq!(watchdog_interval(None, None), None);
+    }
+
+    #[test]
+    fn pool_status_lists_each_address_once() {
+        let a = Address::Inet("127.0.0.1:7000".parse().unwrap());
+        assert_eq!(pool_status(2, [&a, &a]), "2 workers listening on 127.0.0.1:7000");
+        assert_eq!(pool_status(1, [&a]), "1 worker listening on 127.0.0.1:7000");
+        assert_eq!(pool_status(0, []), "0 workers listening");
+    }
+}
