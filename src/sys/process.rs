@@ -219,18 +219,19 @@ pub(crate) enum Reaped {
 /// `ECHILD` means someone else reaped it (the kernel, with `SIGCHLD`
 /// ignored). Never reaps another process, whatever became of the pid.
 pub(crate) fn pidfd_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Reaped>> {
+    // P_PIDFD takes the descriptor number as the id.
+    waitid_reap(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t)
+}
+
+/// Reaps the child `id` names for `idtype` if it exited (`waitid` with
+/// `WEXITED | WNOHANG`); `None` if it is still running.
+pub(crate) fn waitid_reap(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<Reaped>> {
     let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
     loop {
         // SAFETY: waitid writes one siginfo_t into `info`, a valid pointer
-        // to our stack; P_PIDFD takes the descriptor number as the id.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                info.as_mut_ptr(),
-                libc::WEXITED | libc::WNOHANG,
-            )
-        };
+        // to our stack.
+        let r =
+            unsafe { libc::waitid(idtype, id, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG) };
         if r == 0 {
             break;
         }

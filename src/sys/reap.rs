@@ -60,38 +60,7 @@ pub(crate) fn peek() -> io::Result<Peek> {
 /// else reaps it meanwhile (the master has one thread), so the pid cannot
 /// be another process's.
 pub(crate) fn reap(pid: u32) -> io::Result<Option<Reaped>> {
-    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
-    loop {
-        // SAFETY: waitid writes one siginfo_t into `info`, a valid pointer
-        // to our stack.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                info.as_mut_ptr(),
-                libc::WEXITED | libc::WNOHANG,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    // SAFETY: zeroed, then filled in by a successful waitid; after WEXITED
-    // the child fields are the valid ones, si_pid 0 meaning not exited.
-    let info = unsafe { info.assume_init() };
-    // SAFETY: as above.
-    let (got, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if got == 0 {
-        return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => Reaped::Code(status),
-        _ => Reaped::Signal(status),
-    }))
+    super::process::waitid_reap(libc::P_PID, pid as libc::id_t)
 }
 
 /// This process's children, exited or not, from
