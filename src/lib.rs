@@ -71,6 +71,7 @@ pub use master::{
     Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
     WorkerInfo, WorkerStatus,
 };
+pub use ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 pub use signal::Signal;
 pub use sys::{SysError, Syscall};
 pub use worker::{
@@ -89,6 +90,15 @@ pub const ENV_HEARTBEAT_MS: &str = "MIO_CLUSTER_HEARTBEAT_MS";
 /// The environment variable giving the pid of the master that forked the
 /// worker: a process whose parent is another is not a worker.
 pub const ENV_MASTER_PID: &str = "MIO_CLUSTER_MASTER_PID";
+
+/// The environment variable giving the protocol version of the master that
+/// forked the worker (`MAJOR.MINOR`; see [`ProtocolVersion`]).
+pub const ENV_PROTOCOL: &str = "MIO_CLUSTER_PROTOCOL";
+
+/// The exit code of a worker whose master speaks a protocol version it
+/// cannot ([`ProtocolVersion::compatible`]): [`Worker::new`] says so, naming
+/// both versions, and exits with it (sysexits' `EX_PROTOCOL`).
+pub const EXIT_PROTOCOL: i32 = 76;
 
 /// Which side of the cluster this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

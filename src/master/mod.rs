@@ -118,7 +118,7 @@ use supervisor::{Life, Roll, Supervisor};
 use token::Source;
 
 pub use event::{Event, ExitStatus, OutputStream, State, WorkerInfo};
-pub use settings::{Output, Settings, MASTER_DEATH_SIGNAL};
+pub use settings::{started_program, Output, Settings, MASTER_DEATH_SIGNAL};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
