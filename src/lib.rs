@@ -64,6 +64,7 @@ pub mod worker;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
+pub use ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 pub use listen::{
     Address, Balance, Kind, ListenAddr, ListenError, ListenOptions, DEFAULT_ACCEPT_PAUSE,
 };
@@ -71,7 +72,6 @@ pub use master::{
     Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Policy, Settings, State,
     WorkerInfo, WorkerStatus,
 };
-pub use ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 pub use signal::Signal;
 pub use sys::{SysError, Syscall};
 pub use worker::{

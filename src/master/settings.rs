@@ -119,10 +119,14 @@ pub fn started_program() -> PathBuf {
             let argv0 = std::env::args_os().next().unwrap_or_default();
             let cwd = std::env::current_dir().ok();
             let path = std::env::var_os("PATH");
-            let found = cwd.as_deref().and_then(|cwd| resolve_program(&argv0, cwd, path.as_deref()));
+            let found =
+                cwd.as_deref().and_then(|cwd| resolve_program(&argv0, cwd, path.as_deref()));
             match found.filter(|p| same_file(p, Path::new("/proc/self/exe"))) {
                 Some(p) => {
-                    log::debug!("workers run {} (the path this program was started from)", p.display());
+                    log::debug!(
+                        "workers run {} (the path this program was started from)",
+                        p.display()
+                    );
                     p
                 }
                 None => {
@@ -153,9 +157,7 @@ fn resolve_program(argv0: &OsStr, cwd: &Path, path: Option<&OsStr>) -> Option<Pa
         let p = absolute(Path::new(argv0));
         return executable(&p).then_some(p);
     }
-    std::env::split_paths(path?)
-        .map(|dir| absolute(&dir.join(argv0)))
-        .find(|p| executable(p))
+    std::env::split_paths(path?).map(|dir| absolute(&dir.join(argv0))).find(|p| executable(p))
 }
 
 /// True if both paths name the same file now.

@@ -162,10 +162,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::balance::{Balancer, BoardFds, Seat};
 use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
+use crate::ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::socket::{self, BindOptions, Transport};
-use crate::ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 use crate::{worker_env, WorkerId, ENV_PROTOCOL, EXIT_PROTOCOL};
 
 pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket};

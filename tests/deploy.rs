@@ -1,0 +1,272 @@
+//! Deploying a new version: a rolling restart (SIGHUP) runs the program now
+//! at the path the master was started from, under a connect loop that
+//! counts every failed connection; a build that speaks another protocol
+//! version stops the roll and the old workers keep serving.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::*;
+
+/// How long a roll of two workers may take, at most.
+const ROLL_WAIT: Duration = Duration::from_secs(20);
+/// What every client of the connect loop sends: `echo` sends it back,
+/// `http_hello` answers it and closes.
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// A directory of its own under cargo's temporary directory, removed at the
+/// end, where a test deploys programs.
+struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("deploy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Site { dir }
+    }
+
+    /// The path the master is started from.
+    fn app(&self) -> PathBuf {
+        self.dir.join("app")
+    }
+
+    /// Puts a copy of `example` at the app's path by an atomic rename, as
+    /// deploy tools do.
+    fn deploy(&self, example: &str) {
+        let tmp = self.dir.join("app.new");
+        copy(&util::example(example), &tmp);
+        std::fs::rename(&tmp, self.app()).unwrap();
+    }
+
+    /// Puts at the app's path, by an atomic rename, a script that runs a
+    /// copy of `example` (named `file`) with `env` set.
+    fn deploy_wrapped(&self, example: &str, file: &str, env: &str) {
+        let real = self.dir.join(file);
+        copy(&util::example(example), &real);
+        let tmp = self.dir.join("app.new");
+        let script = format!("#!/bin/sh\n{env} exec {} \"$@\"\n", real.display());
+        let st = Command::new("sh")
+            .args(["-c", "printf '%s' \"$1\" > \"$0\" && chmod 755 \"$0\""])
+            .arg(&tmp)
+            .arg(script)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::rename(&tmp, self.app()).unwrap();
+    }
+
+    /// Starts the app with `args`; returns it and its address once it is
+    /// ready.
+    fn start(&self, args: &[&str]) -> (Proc, SocketAddr) {
+        let mut cmd = Command::new(self.app());
+        cmd.args(args).env("RUST_LOG", "info");
+        let mut p = Proc::start(cmd);
+        let addr = field(&p.expect("ready "), "addr").parse().unwrap();
+        (p, addr)
+    }
+}
+
+/// Copies a program with `cp`: a file this process had open for writing
+/// could be inherited, for a moment, by a child another test forks, and its
+/// `exec` would then fail with `ETXTBSY`.
+fn copy(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg(from).arg(to).status().unwrap();
+    assert!(st.success(), "cp {} {}", from.display(), to.display());
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a client of the connect loop got.
+#[derive(Debug, Default)]
+struct Tally {
+    echoed: AtomicUsize,
+    http: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Clients that connect, send [`REQUEST`] and read the answer, one after
+/// another, on `threads` threads, until stopped.
+struct ConnectLoop {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ConnectLoop {
+    fn start(addr: SocketAddr, threads: usize) -> ConnectLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match exchange(addr) {
+                            Ok(Answer::Echo) => tally.echoed.fetch_add(1, Ordering::Relaxed),
+                            Ok(Answer::Http) => tally.http.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                tally.failures.lock().unwrap().push(e);
+                                0
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        ConnectLoop { stop, tally, threads }
+    }
+
+    /// Waits until `more` more answers of the new program arrived.
+    fn wait_http(&self, more: usize) {
+        let start = self.tally.http.load(Ordering::Relaxed);
+        assert!(
+            eventually(WAIT, || self.tally.http.load(Ordering::Relaxed) >= start + more),
+            "no answer of the new program"
+        );
+    }
+
+    /// Stops the clients: (echoed, http answers, failures).
+    fn stop(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let t = &self.tally;
+        let failures = std::mem::take(&mut *t.failures.lock().unwrap());
+        (t.echoed.load(Ordering::Relaxed), t.http.load(Ordering::Relaxed), failures)
+    }
+}
+
+enum Answer {
+    Echo,
+    Http,
+}
+
+/// One connection: [`REQUEST`] sent, and either it echoed back or the
+/// hello-world answer, then the end, received.
+fn exchange(addr: SocketAddr) -> Result<Answer, String> {
+    let mut s = connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.write_all(REQUEST).map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        if got == REQUEST {
+            return Ok(Answer::Echo);
+        }
+        match s.read(&mut buf) {
+            Ok(0) if got == HTTP_CLOSING.as_bytes() => return Ok(Answer::Http),
+            Ok(0) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&got))),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read after {:?}: {e}", String::from_utf8_lossy(&got))),
+        }
+    }
+}
+
+/// What `/proc/PID/exe` links to.
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("({e})"))
+}
+
+/// Waits until the master's stderr has a line containing `what`.
+fn expect_log(p: &Proc, what: &str, timeout: Duration) {
+    assert!(
+        eventually(timeout, || p.stderr().contains(what)),
+        "no {what:?} in the log within {timeout:?}:\n{}",
+        p.stderr()
+    );
+}
+
+#[test]
+fn a_rolling_restart_runs_the_program_now_at_the_path_and_refuses_no_connection() {
+    let site = Site::new("roll");
+    site.deploy("echo");
+    let (mut p, addr) = site.start(&["--workers", "2", "--listen", "127.0.0.1:0"]);
+    let old = workers_of(p.pid());
+    assert_eq!(old.len(), 2);
+    let clients = ConnectLoop::start(addr, 2);
+    std::thread::sleep(Duration::from_millis(200));
+
+    site.deploy("http_hello");
+    p.signal("HUP");
+    expect_log(&p, "rolling restart complete", ROLL_WAIT);
+    clients.wait_http(20);
+    // The old workers drain and go; every worker is then the new file (not
+    // the old inode, which reads "(deleted)").
+    let app = site.app().display().to_string();
+    let mut now = Vec::new();
+    let all_new = eventually(ROLL_WAIT, || {
+        now = workers_of(p.pid());
+        now.len() == 2 && now.iter().all(|w| exe_of(*w) == app)
+    });
+    let exes: Vec<_> = now.iter().map(|w| exe_of(*w)).collect();
+    assert!(all_new, "workers {now:?} run {exes:?}, not {app}");
+    assert!(now.iter().all(|w| !old.contains(w)), "old {old:?}, now {now:?}");
+    let (echoed, http, failures) = clients.stop();
+    eprintln!("connect loop: {echoed} echoed, {http} answered by http_hello, {failures:?} failed");
+    assert!(echoed > 0, "the old program never answered");
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    assert_eq!(http_exchange(addr, REQUEST).unwrap(), HTTP_CLOSING);
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn a_build_of_another_protocol_major_stops_the_roll_and_the_old_workers_keep_serving() {
+    let site = Site::new("protocol");
+    site.deploy("echo");
+    let (mut p, addr) = site.start(&["--workers", "2", "--listen", "127.0.0.1:0"]);
+    let old = workers_of(p.pid());
+    let clients = ConnectLoop::start(addr, 2);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A build that speaks protocol 2.0 (the test hook of the `fuzzing`
+    // feature, which the examples are built with).
+    site.deploy_wrapped("echo", "echo-v2", "MIO_CLUSTER_TEST_PROTOCOL=2.0");
+    let t0 = Instant::now();
+    p.signal("HUP");
+    expect_log(&p, "rolling restart stopped", ROLL_WAIT);
+    eprintln!("roll stopped {:?} after SIGHUP", t0.elapsed());
+    let v = mio_cluster::PROTOCOL_VERSION;
+    // The worker says why, naming both versions, and exits with its code;
+    // the master logs the same mismatch.
+    expect_log(&p, &format!("this program speaks IPC protocol 2.0, its master {v}"), WAIT);
+    expect_log(&p, &format!("worker speaks IPC protocol 2.0, this master {v}"), WAIT);
+    expect_log(&p, &format!("died: code={}", mio_cluster::EXIT_PROTOCOL), WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(workers_of(p.pid()), old, "the old workers are the ones left");
+    let (echoed, _, failures) = clients.stop();
+    eprintln!("connect loop: {echoed} echoed, {failures:?} failed");
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    echo_once(addr).unwrap();
+
+    // Another minor version of the same major is spoken: that roll goes
+    // through.
+    let minor = format!("MIO_CLUSTER_TEST_PROTOCOL={}.{}", v.major, v.minor + 7);
+    site.deploy_wrapped("echo", "echo-minor", &minor);
+    p.signal("HUP");
+    expect_log(&p, "rolling restart complete", ROLL_WAIT);
+    let replaced = eventually(ROLL_WAIT, || {
+        let now = workers_of(p.pid());
+        now.len() == 2 && now.iter().all(|w| !old.contains(w))
+    });
+    assert!(replaced, "old {old:?}, now {:?}", workers_of(p.pid()));
+    echo_once(addr).unwrap();
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
