@@ -39,7 +39,7 @@ pub const NO_SEAT: u32 = u32::MAX;
 /// versions may differ. What a minor version may change: it may add message
 /// kinds, and fields or flags that old peers never see, and a side sends
 /// what minor version `m` added only to a peer that announced `m` or above
-/// (the master learns the worker's version from [`Message::Online`], the
+/// (the master learns the worker's version from its first frame, `Online`, the
 /// worker the master's from [`ENV_PROTOCOL`](crate::ENV_PROTOCOL)). So the
 /// decoder stays strict: it never has to skip what it does not know.
 /// Everything else (the frame header, the `Online` frame, what an existing

@@ -275,9 +275,9 @@ impl Worker {
     ///
     /// A master whose protocol version this worker cannot speak
     /// ([`ProtocolVersion::compatible`], read from
-    /// [`ENV_PROTOCOL`](crate::ENV_PROTOCOL)) is told the worker's version,
+    /// [`ENV_PROTOCOL`]) is told the worker's version,
     /// the error is logged naming both versions, and the process exits with
-    /// [`EXIT_PROTOCOL`](crate::EXIT_PROTOCOL): the only exit inside the
+    /// [`EXIT_PROTOCOL`]: the only exit inside the
     /// library, since such a worker can do nothing its master understands.
     pub fn new() -> io::Result<Worker> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
