@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use mio_cluster::master::STANDARD_SIGNALS;
+use mio_cluster::master::{notify_systemd, Upgrade, UpgradeOutcome, STANDARD_SIGNALS};
 use mio_cluster::{
     Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
     WorkerId,
@@ -47,6 +47,9 @@ const OPTIONS: &str = "\
                             only; during a burst a worker steps aside 50 us
                             after each one), exclusive:MICROS (another pause;
                             0: just yield) or shared (all woken, as Node)
+  --upgrade-timeout SECS    how long a new master (SIGUSR2) may take to have
+                            all its workers listening before it is killed
+                            and this one keeps serving (30)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -59,6 +62,9 @@ signals to the master:
   SIGHUP            zero-downtime rolling restart of every worker
   SIGTTIN, SIGTTOU  one worker more, one worker less
   SIGUSR1           print a status table on stderr
+  SIGUSR2           hot upgrade: a new master from the program now at this
+                    path takes over the listening sockets; once its workers
+                    all listen, this one drains its workers and exits
 
 A worker that dies is replaced (within 500 ms, however often). Only if 5
 workers in a row die before they listen does the master give up and exit 1.";
@@ -70,6 +76,7 @@ pub struct Args {
     pub shutdown_timeout: Duration,
     pub heartbeat_timeout: Duration,
     pub balance: Balance,
+    pub upgrade_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         shutdown_timeout: Duration::from_secs(10),
         heartbeat_timeout: Duration::from_secs(10),
         balance: Balance::default(),
+        upgrade_timeout: mio_cluster::master::DEFAULT_UPGRADE_TIMEOUT,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +107,10 @@ fn parse_args() -> Result<Args, String> {
                 let secs: f64 =
                     value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
                 args.heartbeat_timeout = Duration::from_secs_f64(secs);
+            }
+            "--upgrade-timeout" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--upgrade-timeout: {e}"))?;
+                args.upgrade_timeout = Duration::from_secs_f64(secs);
             }
             "--balance" => {
                 let v = value()?;
@@ -169,16 +181,21 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
         ..Heartbeat::default()
     });
+    let mut signals = STANDARD_SIGNALS.to_vec();
+    signals.push(Signal::SIGUSR2);
     let settings = Settings {
-        signals: STANDARD_SIGNALS.to_vec(),
+        signals,
         disconnect_timeout: args.shutdown_timeout,
         heartbeat,
         ..Settings::default()
     };
     let mut master = Master::new(settings)?;
+    // The new master of a hot upgrade keeps the old one's count (SIGTTIN
+    // and SIGTTOU may have changed it).
+    let workers = master.inherited_target().unwrap_or(args.workers);
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
-    master.supervise(Policy { workers: args.workers, ..Policy::default() })?;
+    master.supervise(Policy { workers, ..Policy::default() })?;
     // The master in a loop of the example's own, as an application would
     // embed it (`examples/embed.rs` adds a source of its own).
     let mut poll = mio::Poll::new()?;
@@ -187,22 +204,47 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut listening = HashSet::new();
     let mut ready = false;
     let mut failed = false;
+    // A hot upgrade under way (SIGUSR2), and the new master once it took
+    // over (this one then only drains).
+    let mut upgrade: Option<Upgrade> = None;
+    let mut handed_over: Option<u32> = None;
     loop {
-        match poll.poll(&mut events, master.timeout()) {
+        let timeout = match (master.timeout(), upgrade.as_ref().and_then(Upgrade::timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match poll.poll(&mut events, timeout) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             res => res?,
         }
         master.process()?;
+        if let Some(outcome) = upgrade.as_mut().and_then(Upgrade::process) {
+            if let Some(mut up) = upgrade.take() {
+                poll.registry().deregister(&mut up)?;
+            }
+            if let UpgradeOutcome::Ready { pid } = outcome {
+                // Under systemd the unit's main process is the new one
+                // before this one exits.
+                notify_systemd(&format!("MAINPID={pid}"))?;
+                log::info!("handed over to the new master (pid {pid}); draining the old workers");
+                handed_over = Some(pid);
+                master.shutdown()?;
+            }
+        }
         while let Some(event) = master.next_event() {
             match event {
                 Event::Listening { id, address } => {
                     log::info!("worker {id} listening on {address}");
                     listening.insert(id);
-                    if !ready && listening.len() == args.workers {
+                    if !ready && listening.len() == workers {
                         ready = true;
                         let pid = std::process::id();
-                        println!("ready addr={address} workers={} pid={pid}", args.workers);
+                        println!("ready addr={address} workers={workers} pid={pid}");
                         io::stdout().flush()?;
+                        // In the new master of a hot upgrade: the old one
+                        // may go now.
+                        master.report_ready()?;
+                        notify_systemd("READY=1")?;
                     }
                 }
                 Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -224,7 +266,37 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                     master.shutdown()?;
                 }
                 Event::Signal(Signal::SIGUSR1) => eprint!("{}", status_table(&master)),
+                Event::Signal(Signal::SIGUSR2) => {
+                    if let Some(up) = &upgrade {
+                        log::warn!(
+                            "upgrade refused: one is under way (new master pid {})",
+                            up.pid()
+                        );
+                    } else if let Some(pid) = handed_over {
+                        log::warn!("upgrade refused: this master handed over to pid {pid}");
+                    } else if master.is_upgrading() || master.is_shutting_down() {
+                        log::warn!(
+                            "upgrade refused: this master is not serving yet, or is leaving"
+                        );
+                    } else {
+                        match master.upgrade(master.target(), args.upgrade_timeout) {
+                            Ok(mut up) => {
+                                poll.registry().register(
+                                    &mut up,
+                                    mio::Token(1),
+                                    mio::Interest::READABLE,
+                                )?;
+                                upgrade = Some(up);
+                            }
+                            Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
+                        }
+                    }
+                }
                 Event::Signal(sig) => {
+                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) {
+                        // Leaving: a pending upgrade is called off (killed).
+                        upgrade = None;
+                    }
                     master.handle_signal(sig)?;
                 }
                 Event::AllDisconnected { forced } => {

@@ -90,6 +90,7 @@ mod spawn;
 mod supervisor;
 mod token;
 mod unix_socket;
+mod upgrade;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -119,6 +120,7 @@ use token::Source;
 
 pub use event::{Event, ExitStatus, OutputStream, State, WorkerInfo};
 pub use settings::{started_program, Output, Settings, MASTER_DEATH_SIGNAL};
+pub use upgrade::{notify_systemd, Upgrade, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT, ENV_UPGRADE};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
@@ -205,6 +207,8 @@ pub struct Master {
     fds_received: usize,
     /// Workers whose channel waits for descriptors to be free.
     fd_starved: Vec<usize>,
+    /// In the new master of a hot upgrade: what the old one handed over.
+    handover: Option<upgrade::Handover>,
 }
 
 impl Master {
@@ -239,7 +243,7 @@ impl Master {
             )?;
             Some(s)
         };
-        Ok(Master {
+        let mut master = Master {
             poll,
             events: Some(Events::with_capacity(256)),
             settings,
@@ -265,7 +269,10 @@ impl Master {
             fds_counted: sys::fd::count_open_fds()?,
             fds_received: 0,
             fd_starved: Vec::new(),
-        })
+            handover: None,
+        };
+        master.handover = upgrade::Handover::take(&mut master.sockets);
+        Ok(master)
     }
 
     /// The settings workers are started with; changes apply to later forks.
