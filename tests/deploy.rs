@@ -270,3 +270,223 @@ fn a_build_of_another_protocol_major_stops_the_roll_and_the_old_workers_keep_ser
     p.signal("TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }
+
+/// The inode of the socket listening on `port` (`/proc/net/tcp`).
+fn listen_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+        (local_port == port && f[3] == "0A").then(|| f[9].parse().ok())?
+    })
+}
+
+/// True if process `pid` has the socket of `inode` open.
+fn holds_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&want)))
+    })
+}
+
+/// Kills a process this test did not start itself (a new master, whose
+/// parent is the old one) when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Waits for the next `ready` line, of a master other than `not`: its pid.
+fn next_ready(p: &mut Proc, not: u32, timeout: Duration) -> u32 {
+    let line = p.expect_by("ready line of a new master", timeout, |l| {
+        l.starts_with("ready ") && field(l, "pid") != not.to_string()
+    });
+    field(&line, "pid").parse().unwrap()
+}
+
+/// Waits for the started process to exit (its pipes may stay open: a new
+/// master inherited them). Its exit code.
+fn exit_code(p: &mut Proc, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(Instant::now() < deadline, "master {} still runs:\n{}", p.pid(), p.stderr());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Terminates a new master and waits until it is gone.
+fn stop(pid: u32) {
+    signal(pid, "TERM");
+    assert!(eventually(WAIT, || !alive(pid)), "master {pid} did not exit on SIGTERM");
+}
+
+#[test]
+fn a_sigusr2_hands_the_same_socket_to_a_new_master_running_the_new_program_with_no_failure() {
+    let site = Site::new("upgrade");
+    site.deploy("echo");
+    let (mut p, addr) = site.start(&["--workers", "2", "--listen", "127.0.0.1:0"]);
+    let old_pid = p.pid();
+    let inode = listen_inode(addr.port()).expect("a listening socket");
+    let clients = ConnectLoop::start(addr, 2);
+    std::thread::sleep(Duration::from_millis(200));
+
+    site.deploy("http_hello");
+    let t0 = Instant::now();
+    p.signal("USR2");
+    // The new master prints its ready line once all its workers listen.
+    let new_pid = next_ready(&mut p, old_pid, ROLL_WAIT);
+    let listening = t0.elapsed();
+    let _guard = KillOnDrop(new_pid);
+    assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
+    let gone = t0.elapsed();
+    clients.wait_http(20);
+    let (echoed, http, failures) = clients.stop();
+    eprintln!(
+        "SIGUSR2: {} connections ({echoed} echoed by the old program, {http} answered by the \
+         new), {} failed; new workers listening {listening:?} after the signal, old generation \
+         gone after {gone:?}",
+        echoed + http + failures.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    assert!(echoed > 0);
+
+    // The same socket, held by the new master and its workers; each runs the
+    // new file at the path; the master's pid is the new master's.
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(listen_inode(addr.port()), Some(inode), "the listening socket changed");
+    assert!(holds_socket(new_pid, inode), "the new master does not hold socket {inode}");
+    let app = site.app().display().to_string();
+    assert_eq!(exe_of(new_pid), app);
+    let workers = workers_of(new_pid);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for w in &workers {
+        assert_eq!(exe_of(*w), app, "worker {w}");
+        assert!(holds_socket(*w, inode), "worker {w} does not hold socket {inode}");
+    }
+    assert_eq!(http_exchange(addr, REQUEST).unwrap(), HTTP_CLOSING);
+    let log = p.stderr();
+    assert!(log.contains(&format!("handed over to the new master (pid {new_pid})")), "{log}");
+    stop(new_pid);
+}
+
+#[test]
+fn a_new_master_that_cannot_start_or_exits_at_once_is_rolled_back_and_the_log_says_why() {
+    let site = Site::new("upgrade-exits");
+    site.deploy("echo");
+    let (mut p, addr) = site.start(&["--workers", "2", "--listen", "127.0.0.1:0"]);
+    let old = workers_of(p.pid());
+    let clients = ConnectLoop::start(addr, 2);
+    std::thread::sleep(Duration::from_millis(100));
+
+    // A build that exits at once.
+    site.deploy_wrapped("echo", "unused", "exit 3;");
+    p.signal("USR2");
+    expect_log(&p, "exited (code=3) before it was ready; this master keeps serving", WAIT);
+    // A path with no program, and a file that is not executable.
+    std::fs::remove_file(site.app()).unwrap();
+    p.signal("USR2");
+    expect_log(&p, "No such file or directory", WAIT);
+    let st = Command::new("sh").arg("-c").arg("echo x > \"$0\"").arg(site.app()).status();
+    assert!(st.unwrap().success());
+    p.signal("USR2");
+    expect_log(&p, "not an executable file; this master keeps serving", WAIT);
+
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(workers_of(p.pid()), old, "the same workers serve");
+    let (echoed, _, failures) = clients.stop();
+    eprintln!("connect loop: {echoed} echoed, {failures:?} failed");
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    echo_once(addr).unwrap();
+    p.signal("TERM");
+    assert_eq!(exit_code(&mut p, WAIT), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn a_new_master_that_never_becomes_ready_is_killed_after_the_upgrade_timeout() {
+    let site = Site::new("upgrade-hangs");
+    site.deploy("echo");
+    let args = ["--workers", "2", "--listen", "127.0.0.1:0", "--upgrade-timeout", "1"];
+    let (mut p, addr) = site.start(&args);
+    let old = workers_of(p.pid());
+    let clients = ConnectLoop::start(addr, 2);
+
+    // A build that never gets as far as its workers listening.
+    site.deploy_wrapped("echo", "unused", "exec sleep 60;");
+    let t0 = Instant::now();
+    p.signal("USR2");
+    expect_log(&p, "upgrade: new master (pid", WAIT);
+    let log = p.stderr();
+    let pid: u32 = log.split("upgrade: new master (pid ").nth(1).unwrap()[..]
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    // One at a time.
+    p.signal("USR2");
+    expect_log(&p, &format!("upgrade refused: one is under way (new master pid {pid})"), WAIT);
+    expect_log(&p, "was not ready within 1s; this master keeps serving", WAIT);
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(1), "rolled back after {waited:?}");
+    assert!(!alive(pid), "the new master still runs");
+    assert_eq!(workers_of(p.pid()), old, "the same workers serve");
+    let (echoed, _, failures) = clients.stop();
+    eprintln!("rolled back {waited:?} after SIGUSR2; connect loop: {echoed} echoed, {failures:?}");
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    p.signal("TERM");
+    assert_eq!(exit_code(&mut p, WAIT), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drains() {
+    let site = Site::new("upgrade-twice");
+    site.deploy("echo");
+    let args = ["--workers", "2", "--listen", "127.0.0.1:0", "--shutdown-timeout", "20"];
+    let (mut p, addr) = site.start(&args);
+    let first = p.pid();
+    // An open connection keeps an old worker, and so its master, draining.
+    let mut held = Vec::new();
+    hold(addr, 1, &mut held);
+    let clients = ConnectLoop::start(addr, 2);
+
+    site.deploy("http_hello");
+    p.signal("USR2");
+    let second = next_ready(&mut p, first, ROLL_WAIT);
+    let _g2 = KillOnDrop(second);
+    expect_log(&p, &format!("handed over to the new master (pid {second})"), WAIT);
+    assert!(alive(first), "the first master still drains");
+
+    site.deploy("echo");
+    signal(second, "USR2");
+    let third = p.expect_by("ready line of the third master", ROLL_WAIT, |l| {
+        l.starts_with("ready ")
+            && ![first, second].map(|p| p.to_string()).contains(&field(l, "pid").to_string())
+    });
+    let third: u32 = field(&third, "pid").parse().unwrap();
+    let _g3 = KillOnDrop(third);
+    assert!(eventually(ROLL_WAIT, || !alive(second)), "the second master did not leave");
+    assert!(alive(first), "the first master still drains: its connection is open");
+    roundtrip(&mut held[0], b"still served").unwrap();
+    drop(held);
+    assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
+
+    let (echoed, http, failures) = clients.stop();
+    eprintln!("two upgrades: {echoed} echoed, {http} http, {failures:?} failed");
+    assert!(failures.is_empty(), "{} connections failed: {failures:?}", failures.len());
+    assert!(http > 0, "the second master never answered");
+    let app = site.app().display().to_string();
+    assert!(workers_of(third).iter().all(|w| exe_of(*w) == app));
+    echo_once(addr).unwrap();
+    stop(third);
+}
