@@ -183,15 +183,17 @@ impl Upgrade {
             return None;
         }
         let pid = self.pid();
-        let mut closed = false;
         let mut buf = [0u8; 64];
+        // An end of the report without `ready` is the new master exiting
+        // (its descriptors close before it can be reaped): its pidfd says
+        // how, or the deadline comes.
         loop {
             match self.report.read(&mut buf) {
-                Ok(0) => break closed = true,
-                Ok(n) => self.got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(0) => break,
+                Ok(n) if self.got.len() < READY.len() => self.got.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break closed = true,
+                Err(_) => break,
             }
         }
         if self.got.starts_with(READY) {
@@ -201,7 +203,6 @@ impl Upgrade {
         }
         let reason = match sys::process::pidfd_reap(self.pidfd.as_fd()) {
             Ok(Some(how)) => Some(format!("exited ({}) before it was ready", describe(how))),
-            Ok(None) if closed => Some("closed its report without saying it is ready".into()),
             Ok(None) if Instant::now() >= self.deadline => {
                 Some(format!("was not ready within {:?}", self.timeout))
             }
