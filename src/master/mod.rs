@@ -222,6 +222,10 @@ impl Master {
     /// reused, `fd:N` is refused with `EBADF`.
     ///
     /// Raises the soft `RLIMIT_NOFILE` to the hard limit.
+    ///
+    /// In the new master of a hot upgrade ([`ENV_UPGRADE`] set, by
+    /// [`Master::upgrade`]), takes over the old master's listening sockets:
+    /// its workers get the same ones.
     pub fn new(settings: Settings) -> io::Result<Master> {
         let inherited = sys::fd::open_fds()?;
         let limit = sys::fd::raise_nofile_limit()?;
