@@ -490,3 +490,35 @@ fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drain
     echo_once(addr).unwrap();
     stop(third);
 }
+
+#[test]
+fn under_systemd_the_old_master_names_the_new_one_main_pid_before_it_exits() {
+    let site = Site::new("upgrade-systemd");
+    site.deploy("echo");
+    let notify = site.dir.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut cmd = Command::new(site.app());
+    cmd.args(["--workers", "2", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &notify);
+    let mut p = Proc::start(cmd);
+    p.expect("ready ");
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    let old = p.pid();
+    p.signal("USR2");
+    let new = next_ready(&mut p, old, ROLL_WAIT);
+    let _guard = KillOnDrop(new);
+    // The new master's own READY=1, and the old one's MAINPID=, in either
+    // order; the old master exits only after it sent it.
+    let mut got = [next(), next()];
+    got.sort();
+    assert_eq!(got, [format!("MAINPID={new}"), "READY=1".to_string()]);
+    assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
+    stop(new);
+}

@@ -150,7 +150,7 @@ pub fn run(
 ) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let usage = format!(
-        "usage: {name} [--workers N] [--listen ADDR] [--shutdown-timeout SECS]\n{:w$}[--heartbeat-timeout SECS]\n\n{about}\n\n{OPTIONS}",
+        "usage: {name} [--workers N] [--listen ADDR] [--shutdown-timeout SECS]\n{:w$}[--heartbeat-timeout SECS] [--upgrade-timeout SECS]\n\n{about}\n\n{OPTIONS}",
         "",
         w = name.len() + 8
     );

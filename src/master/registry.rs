@@ -445,3 +445,47 @@ impl SocketRegistry {
         Ok(slot as u32)
     }
 }
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    #[test]
+    fn an_exported_key_is_imported_as_the_same_key_with_the_same_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut old = SocketRegistry::default();
+        let socket = OwnedFd::from(l);
+        let key =
+            Key { kind: Kind::Tcp, address: b"127.0.0.1".to_vec(), port: 0, fd: -1, index: 1 };
+        let address = Address::Inet(([127, 0, 0, 1], port).into());
+        let slot = old.handles.insert(Handle {
+            key: key.clone(),
+            socket,
+            address: address.clone(),
+            workers: Vec::new(),
+            pins: 0,
+            unlink: None,
+            board: None,
+        });
+        old.by_key.insert(key.clone(), slot);
+        let [(fd, text)] = &old.export()[..] else { panic!("one key") };
+        let mut new = SocketRegistry::default();
+        let dup = dup_raw(*fd).unwrap();
+        let identity = fd::identity(*fd);
+        let handle = new.import(dup, text).unwrap();
+        let h = &new.handles[handle as usize];
+        assert_eq!(h.key, key);
+        assert_eq!(h.address, address, "a port-0 key keeps its port");
+        assert_eq!(fd::identity(std::os::fd::AsRawFd::as_raw_fd(&h.socket)), identity);
+        assert_eq!(h.pins, 1, "held until the new master is ready");
+        assert!(h.board.is_some(), "a board of its own");
+        // Bad descriptions are refused, naming what was wrong.
+        for bad in ["1:0:-1:0", "9:0:-1:0:", "1:0:-1:0:zz", "1:0:-1:0:7"] {
+            let e = new.import(dup_raw(*fd).unwrap(), bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let e = new.import(dup_raw(*fd).unwrap(), text).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+}
