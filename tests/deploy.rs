@@ -522,3 +522,26 @@ fn under_systemd_the_old_master_names_the_new_one_main_pid_before_it_exits() {
     assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
     stop(new);
 }
+
+#[test]
+fn a_unix_socket_file_is_still_served_after_an_upgrade() {
+    let site = Site::new("upgrade-unix");
+    site.deploy("echo");
+    let path = site.dir.join("echo.sock");
+    let listen = format!("unix:{}", path.display());
+    let mut cmd = Command::new(site.app());
+    cmd.args(["--workers", "2", "--listen", &listen]).env("RUST_LOG", "info");
+    let mut p = Proc::start(cmd);
+    p.expect("ready ");
+    unix_echo(&path).unwrap();
+    let old = p.pid();
+    p.signal("USR2");
+    let new = next_ready(&mut p, old, ROLL_WAIT);
+    let _guard = KillOnDrop(new);
+    assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
+    // The old master did not unlink the file the new one serves.
+    for _ in 0..10 {
+        unix_echo(&path).unwrap();
+    }
+    stop(new);
+}

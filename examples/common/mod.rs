@@ -218,7 +218,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
             res => res?,
         }
         master.process()?;
-        if let Some(outcome) = upgrade.as_mut().and_then(Upgrade::process) {
+        if let Some(outcome) = upgrade.as_mut().and_then(|up| up.process(&mut master)) {
             if let Some(mut up) = upgrade.take() {
                 poll.registry().deregister(&mut up)?;
             }

@@ -397,6 +397,16 @@ impl SocketRegistry {
             .collect()
     }
 
+    /// Handed over: the socket files this master bound are the new
+    /// master's to serve now, so none is unlinked when this one closes its
+    /// sockets (the new master leaves them in place too: a stale file is
+    /// reclaimed by the next bind).
+    pub(crate) fn keep_files(&mut self) {
+        for (_, h) in self.handles.iter_mut() {
+            h.unlink = None;
+        }
+    }
+
     /// Takes `socket` as the socket of the key `text` (as [`export`](Self::export)
     /// wrote it), held ([`pin`](Self::pin)ned) until unpinned even with no
     /// worker on it. Returns its handle. A Unix socket file bound by the

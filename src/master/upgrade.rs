@@ -66,7 +66,7 @@ pub enum UpgradeOutcome {
 
 /// A hot upgrade under way: the new master's process and its readiness
 /// report. A `mio` source (its pidfd and the report, both `READABLE`):
-/// register it, call [`Upgrade::process`] when it is ready and when
+/// register it, call [`Upgrade::process`] when it is readable and when
 /// [`Upgrade::timeout`] has passed. Dropped while pending, it kills the new
 /// master (a rollback).
 #[derive(Debug)]
@@ -177,8 +177,10 @@ impl Upgrade {
 
     /// Looks at the new master: `Some` once, when the upgrade is over
     /// (ready, or failed and rolled back: the new master killed if it still
-    /// ran, and reaped).
-    pub fn process(&mut self) -> Option<UpgradeOutcome> {
+    /// ran, and reaped). Once ready, `master` (the one that started it) no
+    /// longer unlinks the Unix socket files it bound: they are the new
+    /// master's.
+    pub fn process(&mut self, master: &mut Master) -> Option<UpgradeOutcome> {
         if self.done {
             return None;
         }
@@ -198,6 +200,7 @@ impl Upgrade {
         }
         if self.got.starts_with(READY) {
             self.done = true;
+            master.sockets.keep_files();
             log::info!("upgrade: the new master (pid {pid}) is ready");
             return Some(UpgradeOutcome::Ready { pid });
         }
