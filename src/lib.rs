@@ -68,6 +68,7 @@ pub mod worker;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
+pub use ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 pub use listen::{
     Address, Balance, Kind, ListenAddr, ListenError, ListenOptions, DEFAULT_ACCEPT_PAUSE,
 };
@@ -94,6 +95,15 @@ pub const ENV_HEARTBEAT_MS: &str = "MIO_CLUSTER_HEARTBEAT_MS";
 /// The environment variable giving the pid of the master that forked the
 /// worker: a process whose parent is another is not a worker.
 pub const ENV_MASTER_PID: &str = "MIO_CLUSTER_MASTER_PID";
+
+/// The environment variable giving the protocol version of the master that
+/// forked the worker (`MAJOR.MINOR`; see [`ProtocolVersion`]).
+pub const ENV_PROTOCOL: &str = "MIO_CLUSTER_PROTOCOL";
+
+/// The exit code of a worker whose master speaks a protocol version it
+/// cannot ([`ProtocolVersion::compatible`]): [`Worker::new`] says so, naming
+/// both versions, and exits with it (sysexits' `EX_PROTOCOL`).
+pub const EXIT_PROTOCOL: i32 = 76;
 
 /// Which side of the cluster this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

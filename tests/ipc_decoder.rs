@@ -6,7 +6,7 @@
 
 use mio_cluster::ipc::codec::{HEADER_LEN, MAX_BODY};
 use mio_cluster::ipc::{decode, encode, ListenRequest, Message};
-use mio_cluster::{Address, Kind, Syscall};
+use mio_cluster::{Address, Kind, ProtocolVersion, Syscall, PROTOCOL_VERSION};
 
 /// The property the fuzz target checks: decode frames one after another as
 /// the channel does; every accepted frame re-encodes to exactly its bytes.
@@ -46,7 +46,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         },
     };
     let frames: Vec<(&str, Message, usize)> = vec![
-        ("online", Message::Online, 0),
+        ("online", Message::Online { version: PROTOCOL_VERSION }, 0),
+        // A worker from before protocol versions: an empty body.
+        ("online_unversioned", Message::Online { version: ProtocolVersion::UNVERSIONED }, 0),
         ("listen_tcp4", listen(Kind::Tcp, "127.0.0.1", 7000, -1, 0), 0),
         ("listen_tcp6", listen(Kind::Tcp, "::", 0, -1, 1), 0),
         ("listen_fd", listen(Kind::Tcp, "", 0, 3, 0), 0),

@@ -16,6 +16,7 @@ use mio_cluster::host::health::{Health, Readiness};
 use mio_cluster::host::linger::Linger;
 use mio_cluster::host::reaper;
 use mio_cluster::host::systemd;
+use mio_cluster::master::{Upgrade, UpgradeOutcome};
 use mio_cluster::supervisor::STANDARD_SIGNALS;
 use mio_cluster::{
     Balance, Event, ExitStatus, Heartbeat, ListenAddr, Master, Policy, Role, Settings, Signal,
@@ -61,6 +62,9 @@ const OPTIONS: &str = "\
                             draining), GET /live (200 while the loop turns)
   --subreaper               reap every orphan among the descendants and wait
                             for them at shutdown (always on as PID 1)
+  --upgrade-timeout SECS    how long a new master (SIGUSR2) may take to have
+                            all its workers listening before it is killed
+                            and this one keeps serving (30)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -75,6 +79,9 @@ signals to the master:
   SIGHUP            zero-downtime rolling restart of every worker
   SIGTTIN, SIGTTOU  one worker more, one worker less
   SIGUSR1           print a status table on stderr
+  SIGUSR2           hot upgrade: a new master from the program now at this
+                    path takes over the listening sockets; once its workers
+                    all listen, this one drains its workers and exits
 
 A worker that dies is replaced (within 500 ms, however often). Only if 5
 workers in a row die before they listen does the master give up and exit 1.
@@ -94,6 +101,7 @@ pub struct Args {
     pub shutdown_linger: Duration,
     pub health: Option<SocketAddr>,
     pub subreaper: bool,
+    pub upgrade_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -106,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         shutdown_linger: Duration::ZERO,
         health: None,
         subreaper: false,
+        upgrade_timeout: mio_cluster::master::DEFAULT_UPGRADE_TIMEOUT,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,6 +135,10 @@ fn parse_args() -> Result<Args, String> {
                 let secs: f64 =
                     value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
                 args.heartbeat_timeout = Duration::from_secs_f64(secs);
+            }
+            "--upgrade-timeout" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--upgrade-timeout: {e}"))?;
+                args.upgrade_timeout = Duration::from_secs_f64(secs);
             }
             "--balance" => {
                 let v = value()?;
@@ -174,7 +187,7 @@ pub fn run(
 ) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let usage = format!(
-        "usage: {name} [--workers N] [--listen ADDR] [--shutdown-timeout SECS]\n{:w$}[--heartbeat-timeout SECS]\n\n{about}\n\n{OPTIONS}",
+        "usage: {name} [--workers N] [--listen ADDR] [--shutdown-timeout SECS]\n{:w$}[--heartbeat-timeout SECS] [--upgrade-timeout SECS]\n\n{about}\n\n{OPTIONS}",
         "",
         w = name.len() + 8
     );
@@ -205,26 +218,32 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
         ..Heartbeat::default()
     });
+    let mut signals = STANDARD_SIGNALS.to_vec();
+    signals.push(Signal::SIGUSR2);
     let settings = Settings {
-        signals: STANDARD_SIGNALS.to_vec(),
+        signals,
         disconnect_timeout: args.shutdown_timeout,
         heartbeat,
         subreaper: args.subreaper,
         ..Settings::default()
     };
-    // The service as systemd sees it: READY=1, RELOADING=1, STOPPING=1,
-    // STATUS= and the watchdog, if NOTIFY_SOCKET is set (read before any
-    // worker is forked: the variables are removed, workers do not notify).
-    let mut service = systemd::Service::from_env(args.workers, heartbeat.as_ref())?;
-    // Takes systemd's sockets, if it passed any.
+    // Takes systemd's sockets, if it passed any (or, in the new master of a
+    // hot upgrade, the old master's).
     let mut master = Master::new(settings)?;
     if let ListenAddr::Named(name) = &args.listen {
         // A name systemd did not pass: say which it did, before any worker.
         systemd::find_socket(name)?;
     }
+    // The new master of a hot upgrade keeps the old one's count (SIGTTIN
+    // and SIGTTOU may have changed it).
+    let workers = master.inherited_target().unwrap_or(args.workers);
+    // The service as systemd sees it: READY=1, RELOADING=1, STOPPING=1,
+    // STATUS= and the watchdog, if NOTIFY_SOCKET is set (read before any
+    // worker is forked: the variables are removed, workers do not notify).
+    let mut service = systemd::Service::from_env(workers, heartbeat.as_ref())?;
     // Keep `workers` alive: replace every worker that dies; stop only if
     // workers keep dying before they listen (a crash loop).
-    let mut supervisor = Supervisor::new(Policy { workers: args.workers, ..Policy::default() });
+    let mut supervisor = Supervisor::new(Policy { workers, ..Policy::default() });
     supervisor.start(&mut master)?;
     // The master in a loop of the example's own, as an application would
     // embed it (`examples/embed.rs` adds a source of its own).
@@ -246,12 +265,17 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     let mut killed_by = None;
     let mut events = mio::Events::with_capacity(16);
     let mut failed = false;
+    // A hot upgrade under way (SIGUSR2), and the new master once it took
+    // over (this one then only drains).
+    let mut upgrade: Option<Upgrade> = None;
+    let mut handed_over: Option<u32> = None;
     loop {
         let timeout = [
             supervisor.timeout(&master),
             service.timeout(),
             health.as_ref().and_then(|h| h.timeout()),
             linger.timeout(Instant::now()),
+            upgrade.as_ref().and_then(Upgrade::timeout),
         ]
         .into_iter()
         .flatten()
@@ -268,6 +292,19 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
             log::info!("the linger is over: graceful shutdown");
             supervisor.handle_signal(&mut master, Signal::SIGTERM)?;
         }
+        if let Some(outcome) = upgrade.as_mut().and_then(|up| up.process(&mut master)) {
+            if let Some(mut up) = upgrade.take() {
+                poll.registry().deregister(&mut up)?;
+            }
+            if let UpgradeOutcome::Ready { pid } = outcome {
+                // Under systemd the unit's main process is the new one
+                // before this one exits.
+                service.main_pid(pid);
+                log::info!("handed over to the new master (pid {pid}); draining the old workers");
+                handed_over = Some(pid);
+                supervisor.shutdown(&mut master)?;
+            }
+        }
         while let Some(event) = supervisor.next_event(&mut master) {
             let now_ready = service.on_event(&master, &event);
             match event {
@@ -275,8 +312,11 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                     log::info!("worker {id} listening on {address}");
                     if now_ready {
                         let pid = std::process::id();
-                        println!("ready addr={address} workers={} pid={pid}", args.workers);
+                        println!("ready addr={address} workers={workers} pid={pid}");
                         io::stdout().flush()?;
+                        // In the new master of a hot upgrade: the old one
+                        // may go now.
+                        master.report_ready()?;
                     }
                 }
                 Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -301,9 +341,41 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
                 Event::Signal(Signal::SIGUSR1) => {
                     eprint!("{}", status_table(&supervisor.status(&master)))
                 }
+                Event::Signal(Signal::SIGUSR2) => {
+                    if let Some(up) = &upgrade {
+                        log::warn!(
+                            "upgrade refused: one is under way (new master pid {})",
+                            up.pid()
+                        );
+                    } else if let Some(pid) = handed_over {
+                        log::warn!("upgrade refused: this master handed over to pid {pid}");
+                    } else if master.is_upgrading() || master.is_shutting_down() {
+                        log::warn!(
+                            "upgrade refused: this master is not serving yet, or is leaving"
+                        );
+                    } else {
+                        let env = service.handover_env();
+                        match master.upgrade(Some(supervisor.target()), args.upgrade_timeout, &env)
+                        {
+                            Ok(mut up) => {
+                                poll.registry().register(
+                                    &mut up,
+                                    mio::Token(2),
+                                    mio::Interest::READABLE,
+                                )?;
+                                upgrade = Some(up);
+                            }
+                            Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
+                        }
+                    }
+                }
                 // Held during the linger: the workers keep accepting.
                 Event::Signal(sig) if linger.on_signal(sig, Instant::now()) => {}
                 Event::Signal(sig) => {
+                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) {
+                        // Leaving: a pending upgrade is called off (killed).
+                        upgrade = None;
+                    }
                     let kills = sig == Signal::SIGQUIT
                         || (matches!(sig, Signal::SIGINT | Signal::SIGTERM)
                             && master.is_shutting_down());

@@ -89,7 +89,18 @@ pub fn activated_sockets() -> &'static [ActivatedSocket] {
         crate::Role::Worker(_) => {
             std::env::var(ENV_SYSTEMD_SOCKETS).map(|v| decode_for_workers(&v)).unwrap_or_default()
         }
-        crate::Role::Master => take_listen_fds(),
+        crate::Role::Master => {
+            let passed = take_listen_fds();
+            // The new master of a hot upgrade: the old one's, handed over
+            // under their names (their sockets come with the registry's).
+            let handed = std::env::var_os(crate::master::ENV_UPGRADE).is_some();
+            let old = std::env::var(ENV_SYSTEMD_SOCKETS).ok();
+            std::env::remove_var(ENV_SYSTEMD_SOCKETS);
+            match old {
+                Some(v) if passed.is_empty() && handed => decode_for_workers(&v),
+                _ => passed,
+            }
+        }
     })
 }
 
@@ -271,6 +282,8 @@ pub fn pool_status<'a>(n: usize, addresses: impl IntoIterator<Item = &'a Address
 pub struct Notifier {
     socket: UnixDatagram,
     addr: UnixAddr,
+    /// `NOTIFY_SOCKET` as it was given.
+    path: OsString,
     /// `WATCHDOG_USEC`, if it is this process's.
     watchdog: Option<Duration>,
     next_ping: Option<Instant>,
@@ -319,7 +332,15 @@ impl Notifier {
         let socket = UnixDatagram::unbound()?;
         socket.set_nonblocking(true)?;
         let next_ping = watchdog.map(|_| Instant::now());
-        Ok(Notifier { socket, addr, watchdog, next_ping, last_status: None, withheld: false })
+        Ok(Notifier {
+            socket,
+            addr,
+            path: path.to_os_string(),
+            watchdog,
+            next_ping,
+            last_status: None,
+            withheld: false,
+        })
     }
 
     /// Sends one notification (`KEY=VALUE` lines).
@@ -489,6 +510,31 @@ impl Service {
             _ => {}
         }
         false
+    }
+
+    /// `MAINPID=pid`: after a hot upgrade, the new master is the service's
+    /// main process (sent before this one exits, so that systemd, with
+    /// `NotifyAccess=main`, takes the new one's notifications).
+    /// This service says nothing more after it: the new master speaks for
+    /// the service, its status and its watchdog.
+    pub fn main_pid(&mut self, pid: u32) {
+        if let Some(n) = self.notifier.take() {
+            n.send(&format!("MAINPID={pid}"));
+        }
+    }
+
+    /// The notification variables this process took out of its
+    /// environment, for the new master of a hot upgrade
+    /// ([`Master::upgrade`](crate::Master::upgrade)): `NOTIFY_SOCKET`, and
+    /// `WATCHDOG_USEC` (without `WATCHDOG_PID`: the new master becomes the
+    /// main process).
+    pub fn handover_env(&self) -> Vec<(OsString, OsString)> {
+        let Some(n) = self.notifier.as_ref() else { return Vec::new() };
+        let mut env = vec![(OsString::from("NOTIFY_SOCKET"), n.path.clone())];
+        if let Some(w) = n.watchdog {
+            env.push((OsString::from("WATCHDOG_USEC"), OsString::from(w.as_micros().to_string())));
+        }
+        env
     }
 
     /// `STOPPING=1` (once): the pool is shutting down.

@@ -344,7 +344,7 @@ mod tests {
     fn a_channel_refuses_a_message_only_past_its_limit_with_something_queued() {
         let (mut ours, _theirs) = pair();
         assert!(!ours.full_for(MAX_QUEUED + 1), "an empty queue takes any one message");
-        ours.queue(&Message::Online, Vec::new()).unwrap();
+        ours.queue(&Message::Online { version: codec::PROTOCOL_VERSION }, Vec::new()).unwrap();
         let queued = ours.queued_bytes();
         assert!(!ours.full_for(MAX_QUEUED - queued));
         assert!(ours.full_for(MAX_QUEUED - queued + 1));
@@ -360,7 +360,7 @@ mod tests {
 
         let (mut ours, mut theirs) = pair();
         let mut frame = Vec::new();
-        codec::encode(&Message::Online, 0, &mut frame);
+        codec::encode(&Message::Online { version: codec::PROTOCOL_VERSION }, 0, &mut frame);
         let half = &frame[..frame.len() - 1];
         std::io::Write::write_all(&mut theirs.sock, half).unwrap();
         drop(theirs);

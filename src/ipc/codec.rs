@@ -33,6 +33,59 @@ pub const MAX_ADDRESS: usize = 4096;
 /// [`Message::ListenOk`] without an accept board.
 pub const NO_SEAT: u32 = u32::MAX;
 
+/// A version of this protocol, `major.minor`.
+///
+/// Master and worker talk if their major versions are equal; the minor
+/// versions may differ. What a minor version may change: it may add message
+/// kinds, and fields or flags that old peers never see, and a side sends
+/// what minor version `m` added only to a peer that announced `m` or above
+/// (the master learns the worker's version from its first frame, `Online`, the
+/// worker the master's from [`ENV_PROTOCOL`](crate::ENV_PROTOCOL)). So the
+/// decoder stays strict: it never has to skip what it does not know.
+/// Everything else (the frame header, the `Online` frame, what an existing
+/// message means or carries) changes only with the major version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProtocolVersion {
+    /// Must be equal on both sides.
+    pub major: u16,
+    /// May differ (see above).
+    pub minor: u16,
+}
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+impl ProtocolVersion {
+    /// What a peer from before versions speaks: its `Online` frame has an
+    /// empty body, and its master sets no [`ENV_PROTOCOL`](crate::ENV_PROTOCOL).
+    pub const UNVERSIONED: ProtocolVersion = ProtocolVersion { major: 0, minor: 0 };
+
+    /// True if a side speaking `self` can talk to one speaking `other`.
+    pub fn compatible(self, other: ProtocolVersion) -> bool {
+        self.major == other.major
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for ProtocolVersion {
+    type Err = String;
+
+    /// `MAJOR.MINOR`, as [`Display`](fmt::Display) writes it.
+    fn from_str(s: &str) -> Result<ProtocolVersion, String> {
+        let bad = || format!("protocol version {s:?}: not MAJOR.MINOR");
+        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+        Ok(ProtocolVersion {
+            major: major.parse().map_err(|_| bad())?,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 const T_ONLINE: u8 = 1;
 const T_LISTEN: u8 = 2;
 const T_LISTENING: u8 = 3;
@@ -73,8 +126,15 @@ pub struct ListenRequest {
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Worker to master: the worker's runtime is up.
-    Online,
+    /// Worker to master: the worker's runtime is up, and speaks this
+    /// version of the protocol. The first frame a worker sends, and the same
+    /// in every version: `u16 major, u16 minor` (an empty body is
+    /// [`ProtocolVersion::UNVERSIONED`], as workers from before versions
+    /// sent it).
+    Online {
+        /// The worker's protocol version.
+        version: ProtocolVersion,
+    },
     /// Worker to master: give me a listening socket.
     Listen {
         /// Matches the reply.
@@ -190,7 +250,13 @@ pub fn encode(msg: &Message, nfds: usize, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
     let tag = match msg {
-        Message::Online => T_ONLINE,
+        Message::Online { version } => {
+            if *version != ProtocolVersion::UNVERSIONED {
+                out.extend_from_slice(&version.major.to_le_bytes());
+                out.extend_from_slice(&version.minor.to_le_bytes());
+            }
+            T_ONLINE
+        }
         Message::Listen { seq, request } => {
             out.extend_from_slice(&seq.to_le_bytes());
             out.push(request.kind as u8);
@@ -300,7 +366,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, DecodeError> {
     }
     let mut r = Reader { buf: &buf[HEADER_LEN..total], tag };
     let message = match tag {
-        T_ONLINE => Message::Online,
+        T_ONLINE if r.buf.is_empty() => Message::Online { version: ProtocolVersion::UNVERSIONED },
+        T_ONLINE => {
+            let version = ProtocolVersion { major: r.u16()?, minor: r.u16()? };
+            if version == ProtocolVersion::UNVERSIONED {
+                // Written as an empty body: one encoding per message.
+                return Err(r.bad("version 0.0 in a body"));
+            }
+            Message::Online { version }
+        }
         T_LISTEN => {
             let seq = r.u32()?;
             let kind = Kind::from_u8(r.u8()?).ok_or(r.bad("unknown socket kind"))?;
@@ -454,7 +528,9 @@ mod tests {
 
     #[test]
     fn every_message_roundtrips() {
-        roundtrip(Message::Online, 0);
+        roundtrip(Message::Online { version: PROTOCOL_VERSION }, 0);
+        roundtrip(Message::Online { version: ProtocolVersion { major: 7, minor: 65535 } }, 0);
+        roundtrip(Message::Online { version: ProtocolVersion::UNVERSIONED }, 0);
         roundtrip(
             Message::Listen {
                 seq: 7,
@@ -506,7 +582,7 @@ mod tests {
     #[test]
     fn rejects_bad_frames() {
         let mut buf = Vec::new();
-        encode(&Message::Online, 0, &mut buf);
+        encode(&Message::Online { version: PROTOCOL_VERSION }, 0, &mut buf);
         buf[4] = 200;
         assert_eq!(decode(&buf), Err(DecodeError::UnknownTag(200)));
         buf[4] = T_ONLINE;
@@ -519,6 +595,12 @@ mod tests {
         extra[0] += 1;
         extra.push(0);
         assert!(matches!(decode(&extra), Err(DecodeError::Malformed { .. })));
+        // A version is 4 bytes, and 0.0 is only ever the empty body.
+        for body in [&[1u8, 0][..], &[1, 0, 0, 0, 0], &[0, 0, 0, 0]] {
+            let mut online = vec![body.len() as u8, 0, 0, 0, T_ONLINE, 0];
+            online.extend_from_slice(body);
+            assert!(matches!(decode(&online), Err(DecodeError::Malformed { .. })), "{body:?}");
+        }
         // A seat without its board, or a board without a seat.
         for (seat, nfds) in [(3, 1), (3, 2), (NO_SEAT, 2), (NO_SEAT, 3)] {
             let mut ok = Vec::new();

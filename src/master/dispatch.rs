@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Event, Master, State};
 use crate::ipc::Message;
 use crate::sys;
+use crate::{EXIT_PROTOCOL, PROTOCOL_VERSION};
 
 /// What a listen counts against [`WORK_BUDGET`](super::channels::WORK_BUDGET).
 const LISTEN_WORK: usize = 4;
@@ -65,7 +66,18 @@ impl Master {
         let w = &mut self.workers[slot];
         let id = w.info.id;
         match msg {
-            Message::Online => {
+            Message::Online { version } if !PROTOCOL_VERSION.compatible(version) => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "worker speaks IPC protocol {version}, this master {PROTOCOL_VERSION}; \
+                         the major versions must match (a worker of this crate exits with code \
+                         {EXIT_PROTOCOL})"
+                    ),
+                );
+                self.close_channel(slot, Some(e));
+            }
+            Message::Online { .. } => {
                 if w.info.state == State::None {
                     w.info.state = State::Online;
                     self.queue.push_back(Event::Online { id });

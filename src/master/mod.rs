@@ -89,6 +89,7 @@ mod settings;
 mod spawn;
 mod token;
 mod unix_socket;
+mod upgrade;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -113,7 +114,8 @@ use registry::{FdLimits, SocketRegistry};
 use token::Source;
 
 pub use event::{Event, ExitStatus, OutputStream, SocketId, State, WorkerInfo, WorkerStatus};
-pub use settings::{Heartbeat, Output, Settings, MASTER_DEATH_SIGNAL};
+pub use settings::{started_program, Heartbeat, Output, Settings, MASTER_DEATH_SIGNAL};
+pub use upgrade::{Upgrade, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT, ENV_UPGRADE};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.
@@ -194,6 +196,8 @@ pub struct Master {
     fd_starved: Vec<usize>,
     /// PID 1 or a subreaper: reaps the children that are not workers.
     reaper: Option<crate::host::reaper::Reaper>,
+    /// In the new master of a hot upgrade: what the old one handed over.
+    handover: Option<upgrade::Handover>,
 }
 
 impl Master {
@@ -207,6 +211,10 @@ impl Master {
     /// reused, `fd:N` is refused with `EBADF`.
     ///
     /// Raises the soft `RLIMIT_NOFILE` to the hard limit.
+    ///
+    /// In the new master of a hot upgrade ([`ENV_UPGRADE`] set, by
+    /// [`Master::upgrade`]), takes over the old master's listening sockets:
+    /// its workers get the same ones.
     pub fn new(settings: Settings) -> io::Result<Master> {
         // Socket activation: takes systemd's sockets and removes its
         // variables before any worker is forked.
@@ -236,7 +244,7 @@ impl Master {
             )?;
             Some(s)
         };
-        Ok(Master {
+        let mut master = Master {
             poll,
             events: Some(Events::with_capacity(256)),
             settings,
@@ -259,7 +267,10 @@ impl Master {
             fds_received: 0,
             fd_starved: Vec::new(),
             reaper,
-        })
+            handover: None,
+        };
+        master.handover = upgrade::Handover::take(&mut master.sockets);
+        Ok(master)
     }
 
     /// The settings workers are started with.

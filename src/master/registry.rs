@@ -246,14 +246,14 @@ impl SocketRegistry {
 
     /// Keeps `handle` open even when no worker holds it, until as many
     /// [`unpin`](Self::unpin)s.
-    fn pin(&mut self, handle: u32) {
+    pub(crate) fn pin(&mut self, handle: u32) {
         if let Some(h) = self.handles.get_mut(handle as usize) {
             h.pins += 1;
         }
     }
 
     /// Undoes one [`pin`](Self::pin); closes the socket if no worker holds it.
-    fn unpin(&mut self, handle: u32) {
+    pub(crate) fn unpin(&mut self, handle: u32) {
         let slot = handle as usize;
         let Some(h) = self.handles.get_mut(slot) else { return };
         h.pins = h.pins.saturating_sub(1);
@@ -422,4 +422,126 @@ fn parse_ip(address: &[u8], port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope.parse().ok()?)));
     }
     Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, port))
+}
+
+/// Handing the registry to a new master (a hot upgrade, `master::upgrade`):
+/// every key with its socket, the same open socket (device and inode)
+/// inherited by number.
+impl SocketRegistry {
+    /// Every key, as text (`kind:port:fd:index:hex(address)`), with the
+    /// number of its socket here.
+    pub(crate) fn export(&self) -> Vec<(std::os::fd::RawFd, String)> {
+        use std::os::fd::AsRawFd;
+        self.handles
+            .iter()
+            .map(|(_, h)| {
+                let k = &h.key;
+                let hex: String = k.address.iter().map(|b| format!("{b:02x}")).collect();
+                let text = format!("{}:{}:{}:{}:{hex}", k.kind as u8, k.port, k.fd, k.index);
+                (h.socket.as_raw_fd(), text)
+            })
+            .collect()
+    }
+
+    /// Handed over: the socket files this master bound are the new
+    /// master's to serve now, so none is unlinked when this one closes its
+    /// sockets (the new master leaves them in place too: a stale file is
+    /// reclaimed by the next bind).
+    pub(crate) fn keep_files(&mut self) {
+        for (_, h) in self.handles.iter_mut() {
+            h.unlink = None;
+        }
+    }
+
+    /// Takes `socket` as the socket of the key `text` (as [`export`](Self::export)
+    /// wrote it), held ([`pin`](Self::pin)ned) until unpinned even with no
+    /// worker on it. Returns its handle. A Unix socket file bound by the
+    /// old master is not unlinked by this one.
+    pub(crate) fn import(&mut self, socket: OwnedFd, text: &str) -> Result<u32, String> {
+        let bad = || format!("bad inherited key {text:?}");
+        let f: Vec<&str> = text.split(':').collect();
+        let [kind, port, fd, index, hex] = f[..] else { return Err(bad()) };
+        let kind = kind.parse().ok().and_then(Kind::from_u8).ok_or_else(bad)?;
+        if hex.len() % 2 != 0 {
+            return Err(bad());
+        }
+        let address = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        let key = Key {
+            kind,
+            address,
+            port: port.parse().map_err(|_| bad())?,
+            fd: fd.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
+        };
+        if self.by_key.contains_key(&key) {
+            return Err(format!("inherited key {text:?} twice"));
+        }
+        socket::check_kind(socket.as_fd(), kind).map_err(|e| format!("{text:?}: {e}"))?;
+        let address = match socket::local_inet_addr(socket.as_fd()) {
+            Ok(Some(a)) if kind != Kind::Unix => Address::Inet(a),
+            Ok(None) if kind == Kind::Unix => Address::Unix(key.address.clone()),
+            _ => return Err(format!("{text:?}: not a socket of that family")),
+        };
+        let board = if kind == Kind::Udp { None } else { Seats::new() };
+        let slot = self.handles.insert(Handle {
+            key: key.clone(),
+            socket,
+            address,
+            workers: Vec::new(),
+            pins: 1,
+            unlink: None,
+            board,
+        });
+        self.by_key.insert(key, slot);
+        log::debug!("registry: inherited {} as handle {slot}", self.handles[slot].address);
+        Ok(slot as u32)
+    }
+}
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    #[test]
+    fn an_exported_key_is_imported_as_the_same_key_with_the_same_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut old = SocketRegistry::default();
+        let socket = OwnedFd::from(l);
+        let key =
+            Key { kind: Kind::Tcp, address: b"127.0.0.1".to_vec(), port: 0, fd: -1, index: 1 };
+        let address = Address::Inet(([127, 0, 0, 1], port).into());
+        let slot = old.handles.insert(Handle {
+            key: key.clone(),
+            socket,
+            address: address.clone(),
+            workers: Vec::new(),
+            pins: 0,
+            unlink: None,
+            board: None,
+        });
+        old.by_key.insert(key.clone(), slot);
+        let [(fd, text)] = &old.export()[..] else { panic!("one key") };
+        let mut new = SocketRegistry::default();
+        let dup = dup_raw(*fd).unwrap();
+        let identity = fd::identity(*fd);
+        let handle = new.import(dup, text).unwrap();
+        let h = &new.handles[handle as usize];
+        assert_eq!(h.key, key);
+        assert_eq!(h.address, address, "a port-0 key keeps its port");
+        assert_eq!(fd::identity(std::os::fd::AsRawFd::as_raw_fd(&h.socket)), identity);
+        assert_eq!(h.pins, 1, "held until the new master is ready");
+        assert!(h.board.is_some(), "a board of its own");
+        // Bad descriptions are refused, naming what was wrong.
+        for bad in ["1:0:-1:0", "9:0:-1:0:", "1:0:-1:0:zz", "1:0:-1:0:7"] {
+            let e = new.import(dup_raw(*fd).unwrap(), bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let e = new.import(dup_raw(*fd).unwrap(), text).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
 }

@@ -1,7 +1,10 @@
 //! How workers are started and how the master behaves.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::Signal;
@@ -21,9 +24,11 @@ pub const MASTER_DEATH_SIGNAL: Signal = Signal::SIGTERM;
 /// How workers are started and how the master behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The program a worker runs (default: `/proc/self/exe`). A worker is
-    /// the master's own child: a wrapper named here must `exec` the worker
-    /// program, not run it as a child of its own.
+    /// The program a worker runs (default: [`started_program`]: the path
+    /// this program was started from, so that a binary replaced on disk is
+    /// what the next worker runs). A worker is the master's own child: a
+    /// wrapper named here must `exec` the worker program, not run it as a
+    /// child of its own.
     pub exec: PathBuf,
     /// Its arguments (default: this process's arguments, without `argv[0]`).
     pub args: Vec<OsString>,
@@ -86,7 +91,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            exec: PathBuf::from("/proc/self/exe"),
+            exec: started_program(),
             args: std::env::args_os().skip(1).collect(),
             env: Vec::new(),
             cwd: None,
@@ -101,6 +106,72 @@ impl Default for Settings {
             stderr: Output::Inherit,
             subreaper: false,
         }
+    }
+}
+
+/// The path this program was started from, as an absolute path: `argv[0]`
+/// resolved as the kernel and the shell did (against the working directory
+/// if it has a `/`, else along `PATH`), resolved once, the first time this
+/// or [`Settings::default`] runs (so before the program changes directory).
+/// Symbolic links are kept, not resolved: a deploy that switches a link
+/// (`current -> releases/v2`) is followed too. Only if that path does not
+/// name this very program (same device and inode as `/proc/self/exe`) at
+/// that moment, for instance when `argv[0]` is not a path, is the answer
+/// `/proc/self/exe`: the running binary, even after it is replaced. Which of
+/// the two is logged at debug level.
+pub fn started_program() -> PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let argv0 = std::env::args_os().next().unwrap_or_default();
+            let cwd = std::env::current_dir().ok();
+            let path = std::env::var_os("PATH");
+            let found =
+                cwd.as_deref().and_then(|cwd| resolve_program(&argv0, cwd, path.as_deref()));
+            match found.filter(|p| same_file(p, Path::new("/proc/self/exe"))) {
+                Some(p) => {
+                    log::debug!(
+                        "workers run {} (the path this program was started from)",
+                        p.display()
+                    );
+                    p
+                }
+                None => {
+                    log::debug!(
+                        "argv[0] {argv0:?} names no file that is this program: workers run \
+                         /proc/self/exe (a binary replaced on disk is not picked up)"
+                    );
+                    PathBuf::from("/proc/self/exe")
+                }
+            }
+        })
+        .clone()
+}
+
+/// The absolute path `argv0` names, run from `cwd` with `PATH=path`: with a
+/// `/`, relative to `cwd`; otherwise the first executable file of that name
+/// in a directory of `path` (an empty entry is `cwd`). `None` if there is
+/// no such file.
+fn resolve_program(argv0: &OsStr, cwd: &Path, path: Option<&OsStr>) -> Option<PathBuf> {
+    if argv0.is_empty() {
+        return None;
+    }
+    let absolute = |p: &Path| -> PathBuf { cwd.join(p).components().collect() };
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if argv0.as_bytes().contains(&b'/') {
+        let p = absolute(Path::new(argv0));
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(path?).map(|dir| absolute(&dir.join(argv0))).find(|p| executable(p))
+}
+
+/// True if both paths name the same file now.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -135,5 +206,50 @@ impl Default for Heartbeat {
             timeout: Duration::from_secs(10),
             abort_first: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_program() -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mio-cluster-exec-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(dir.join("bin"));
+        let prog = dir.join("bin/prog");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("bin/plain"), "").unwrap();
+        (dir, prog)
+    }
+
+    #[test]
+    fn a_program_path_is_made_absolute_against_the_starting_directory() {
+        let (dir, prog) = dir_with_program();
+        let found = resolve_program(OsStr::new("./bin/prog"), &dir, None);
+        assert_eq!(found.as_deref(), Some(prog.as_path()));
+        assert!(found.unwrap().is_absolute());
+        assert_eq!(resolve_program(OsStr::new("bin/missing"), &dir, None), None);
+        assert_eq!(resolve_program(OsStr::new("bin/plain"), &dir, None), None, "not executable");
+    }
+
+    #[test]
+    fn a_bare_program_name_is_looked_up_along_path_in_order() {
+        let (dir, prog) = dir_with_program();
+        let path = std::env::join_paths(["/nonexistent", "bin", "/usr/bin"]).unwrap();
+        let found = resolve_program(OsStr::new("prog"), &dir, Some(&path));
+        assert_eq!(found.as_deref(), Some(prog.as_path()), "a relative PATH entry is from cwd");
+        assert_eq!(resolve_program(OsStr::new("prog"), &dir, None), None);
+        assert_eq!(resolve_program(OsStr::new("plain"), &dir, Some(&path)), None);
+        assert_eq!(resolve_program(OsStr::new(""), &dir, Some(&path)), None);
+    }
+
+    #[test]
+    fn the_default_program_is_this_test_binary_by_its_path() {
+        let p = started_program();
+        assert!(p.is_absolute());
+        assert_ne!(p, Path::new("/proc/self/exe"), "cargo starts tests by their path");
+        assert!(same_file(&p, &std::env::current_exe().unwrap()));
+        assert_eq!(Settings::default().exec, p);
     }
 }

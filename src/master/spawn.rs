@@ -20,7 +20,10 @@ use super::token::Source;
 use super::{Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL};
 use crate::ipc::channel::Channel;
 use crate::sys;
-use crate::{WorkerId, ENV_CHANNEL_FD, ENV_HEARTBEAT_MS, ENV_MASTER_PID, ENV_WORKER_ID};
+use crate::{
+    WorkerId, ENV_CHANNEL_FD, ENV_HEARTBEAT_MS, ENV_MASTER_PID, ENV_PROTOCOL, ENV_WORKER_ID,
+    PROTOCOL_VERSION,
+};
 
 /// The command that starts worker `id`: the program and arguments of
 /// `settings`, the environment of `settings` then `env` (the worker's own),
@@ -40,7 +43,8 @@ pub(super) fn command(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env(ENV_WORKER_ID, id.to_string())
         .env(ENV_CHANNEL_FD, channel_fd.to_string())
-        .env(ENV_MASTER_PID, master_pid.to_string());
+        .env(ENV_MASTER_PID, master_pid.to_string())
+        .env(ENV_PROTOCOL, PROTOCOL_VERSION.to_string());
     match &settings.heartbeat {
         Some(hb) => {
             cmd.env(ENV_HEARTBEAT_MS, hb.interval.as_millis().max(1).to_string());
@@ -298,6 +302,8 @@ mod tests {
         assert_eq!(env_of(&cmd, ENV_WORKER_ID), Some(Some(OsStr::new("3"))));
         assert_eq!(env_of(&cmd, ENV_CHANNEL_FD), Some(Some(OsStr::new("7"))));
         assert_eq!(env_of(&cmd, ENV_MASTER_PID), Some(Some(OsStr::new("42"))));
+        let version = PROTOCOL_VERSION.to_string();
+        assert_eq!(env_of(&cmd, ENV_PROTOCOL), Some(Some(OsStr::new(&version))));
     }
 
     #[test]

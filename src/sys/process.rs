@@ -273,3 +273,49 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<(
     }
     Ok(())
 }
+
+/// Spawns `cmd`, a program that is not a worker (a new master, for a hot
+/// upgrade), and opens its pidfd. The child keeps the descriptors `keep`
+/// (close-on-exec in this process) at their numbers across `exec`, starts
+/// with an empty signal mask and the application's `SIGCHLD` disposition,
+/// and, unlike a worker, gets no death signal: it outlives this process.
+/// As with [`spawn_worker`], the child stays a zombie until its pidfd is
+/// open.
+pub(crate) fn spawn_keeping(cmd: &mut Command, keep: Vec<RawFd>) -> io::Result<(Child, OwnedFd)> {
+    let zombies = KeepZombies::new()?;
+    let ignored = zombies.ignored;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls async-signal-safe functions (fcntl, sigemptyset, sigprocmask,
+    // signal) on integers, a vector allocated before the fork that it only
+    // reads, and a sigset on its own stack; it allocates nothing and takes
+    // no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if ignored {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pidfd = match pidfd_open(child.id()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    drop(zombies);
+    Ok((child, pidfd))
+}

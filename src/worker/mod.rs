@@ -162,10 +162,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::balance::{Balancer, BoardFds, Seat};
 use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
+use crate::ipc::codec::{ProtocolVersion, PROTOCOL_VERSION};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
 use crate::sys::socket::{self, BindOptions, Transport};
-use crate::{worker_env, WorkerId};
+use crate::{worker_env, WorkerId, ENV_PROTOCOL, EXIT_PROTOCOL};
 
 pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket};
 
@@ -249,10 +250,35 @@ enum Reply {
     Err(crate::SysError),
 }
 
+/// The master's protocol version, from [`ENV_PROTOCOL`]: a master that
+/// sets none is from before versions.
+fn master_version() -> ProtocolVersion {
+    let v = std::env::var(ENV_PROTOCOL).ok();
+    v.and_then(|v| v.parse().ok()).unwrap_or(ProtocolVersion::UNVERSIONED)
+}
+
+/// The protocol version this worker announces: [`PROTOCOL_VERSION`], or,
+/// for the crate's tests (the `fuzzing` feature only), the one in
+/// `MIO_CLUSTER_TEST_PROTOCOL`, to play a build of another version.
+fn claimed_version() -> ProtocolVersion {
+    #[cfg(feature = "fuzzing")]
+    if let Some(v) = std::env::var("MIO_CLUSTER_TEST_PROTOCOL").ok().and_then(|v| v.parse().ok()) {
+        return v;
+    }
+    PROTOCOL_VERSION
+}
+
 impl Worker {
     /// Connects to the master through the inherited channel and tells it the
     /// worker is online. Fails with `NotFound` in a process that is not a
     /// worker, or if called twice.
+    ///
+    /// A master whose protocol version this worker cannot speak
+    /// ([`ProtocolVersion::compatible`], read from
+    /// [`ENV_PROTOCOL`]) is told the worker's version,
+    /// the error is logged naming both versions, and the process exits with
+    /// [`EXIT_PROTOCOL`]: the only exit inside the
+    /// library, since such a worker can do nothing its master understands.
     pub fn new() -> io::Result<Worker> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
         let env = worker_env().ok_or_else(|| {
@@ -292,9 +318,23 @@ impl Worker {
             full: false,
             deferred: None,
         };
-        w.channel.queue(&Message::Online, Vec::new())?;
+        let (ours, masters) = (claimed_version(), master_version());
+        w.channel.queue(&Message::Online { version: ours }, Vec::new())?;
         w.channel.flush()?;
-        log::debug!("worker {} online (pid {})", w.id, std::process::id());
+        if !ours.compatible(masters) {
+            let what = format!(
+                "worker {}: this program speaks IPC protocol {ours}, its master {masters}; \
+                 the major versions must match; exiting with code {EXIT_PROTOCOL}",
+                w.id
+            );
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{what}");
+            } else {
+                eprintln!("{what}");
+            }
+            w.exit(EXIT_PROTOCOL);
+        }
+        log::debug!("worker {} online (pid {}, protocol {ours})", w.id, std::process::id());
         Ok(w)
     }
 
