@@ -475,6 +475,18 @@ fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drain
     });
     let third: u32 = field(&third, "pid").parse().unwrap();
     let _g3 = KillOnDrop(third);
+    // The status table (SIGUSR1) names each worker's generation: the first
+    // master's workers are 1, the third master's 3.
+    signal(third, "USR1");
+    let row = |p: &Proc, gen: &str| {
+        p.stderr().lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() > 3 && w[0].parse::<u32>().is_ok() && w[2] == gen
+        })
+    };
+    assert!(eventually(WAIT, || row(&p, "3")), "no generation-3 row:\n{}", p.stderr());
+    signal(first, "USR1");
+    assert!(eventually(WAIT, || row(&p, "1")), "no generation-1 row:\n{}", p.stderr());
     assert!(eventually(ROLL_WAIT, || !alive(second)), "the second master did not leave");
     assert!(alive(first), "the first master still drains: its connection is open");
     roundtrip(&mut held[0], b"still served").unwrap();

@@ -444,8 +444,8 @@ fn readiness(master: &Master, supervisor: &Supervisor, linger: &Linger, args: &A
 /// The `SIGUSR1` table: one row per worker.
 fn status_table(rows: &[mio_cluster::WorkerStatus]) -> String {
     let mut t = format!(
-        "{:>4} {:>8} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
-        "id", "pid", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
+        "{:>4} {:>8} {:>3} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
+        "id", "pid", "gen", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
     );
     for r in rows {
         let hb =
@@ -454,9 +454,10 @@ fn status_table(rows: &[mio_cluster::WorkerStatus]) -> String {
             r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
         let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
         t += &format!(
-            "{:>4} {:>8} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
+            "{:>4} {:>8} {:>3} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
             r.id,
             r.pid,
+            r.generation,
             format!("{:?}", r.state),
             r.uptime.as_secs_f64(),
             r.restarts.unwrap_or(0),

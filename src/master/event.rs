@@ -213,6 +213,9 @@ pub struct WorkerStatus {
     pub started_at: SystemTime,
     /// How long ago it was forked.
     pub uptime: Duration,
+    /// Its master's generation ([`Master::generation`](super::Master::generation)):
+    /// 1, and one more with each hot upgrade.
+    pub generation: u32,
     /// How many workers its supervisor seat had before it (`None`: not
     /// supervised, or not in a seat).
     pub restarts: Option<u32>,

@@ -389,6 +389,7 @@ impl Master {
     /// [`Supervisor`](crate::Supervisor)'s: see its `status`).
     pub fn status(&self) -> Vec<WorkerStatus> {
         let now = Instant::now();
+        let generation = self.generation();
         let mut rows: Vec<WorkerStatus> = self
             .workers
             .iter()
@@ -400,6 +401,7 @@ impl Master {
                     state: w.info.state,
                     started_at: w.started_at,
                     uptime: now.duration_since(w.started),
+                    generation,
                     restarts: None,
                     last_heartbeat: w.last_heartbeat.map(|t| now.duration_since(t)),
                     rss_bytes: usage.map(|u| u.0),

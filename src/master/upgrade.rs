@@ -37,7 +37,7 @@ use super::Master;
 use crate::sys;
 
 /// The environment variable that makes a master the new master of a hot
-/// upgrade: `ready=FD;target=N;sockets=FD=KEY,FD=KEY...` (descriptors
+/// upgrade: `ready=FD;target=N;generation=G;sockets=FD=KEY,FD=KEY...` (descriptors
 /// inherited by number). Read and removed by [`Master::new`].
 pub const ENV_UPGRADE: &str = "MIO_CLUSTER_UPGRADE";
 
@@ -121,8 +121,12 @@ impl Master {
         keep.extend(sockets.iter().map(|(fd, _)| *fd));
         let described: Vec<String> = sockets.iter().map(|(fd, k)| format!("{fd}={k}")).collect();
         let target = target.map_or(String::new(), |n| n.to_string());
-        let value =
-            format!("ready={};target={target};sockets={}", theirs.as_raw_fd(), described.join(","));
+        let value = format!(
+            "ready={};target={target};generation={};sockets={}",
+            theirs.as_raw_fd(),
+            self.generation() + 1,
+            described.join(",")
+        );
         let mut cmd = Command::new(&program);
         cmd.args(std::env::args_os().skip(1)).env(ENV_UPGRADE, value);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -149,6 +153,14 @@ impl Master {
             timeout,
             done: false,
         })
+    }
+
+    /// Which generation of masters this one is: 1 for a master started
+    /// afresh, one more than its old master's for the new master of a hot
+    /// upgrade. Its workers are of the same generation
+    /// ([`WorkerStatus::generation`](super::WorkerStatus::generation)).
+    pub fn generation(&self) -> u32 {
+        self.handover.as_ref().map_or(1, |h| h.generation)
     }
 
     /// In the new master of a hot upgrade, the worker count the old master
@@ -302,6 +314,8 @@ pub(super) struct Handover {
     /// Where to report ready; `None` once reported.
     report: Option<OwnedFd>,
     target: Option<usize>,
+    /// This master's generation (the old one's plus one).
+    generation: u32,
     /// The inherited keys, held until ready.
     handles: Vec<u32>,
 }
@@ -315,7 +329,7 @@ impl Handover {
     pub(super) fn take(sockets: &mut SocketRegistry) -> Option<Handover> {
         let value = std::env::var(ENV_UPGRADE).ok()?;
         std::env::remove_var(ENV_UPGRADE);
-        let mut h = Handover { report: None, target: None, handles: Vec::new() };
+        let mut h = Handover { report: None, target: None, generation: 2, handles: Vec::new() };
         for part in value.split(';') {
             match part.split_once('=') {
                 Some(("ready", fd)) => match fd.parse().map(sys::fd::take_inherited_socket) {
@@ -323,6 +337,7 @@ impl Handover {
                     _ => log::error!("upgrade: no report descriptor in {part:?}"),
                 },
                 Some(("target", n)) => h.target = n.parse().ok(),
+                Some(("generation", g)) => h.generation = g.parse().unwrap_or(2),
                 Some(("sockets", list)) => {
                     for entry in list.split(',').filter(|e| !e.is_empty()) {
                         match import(sockets, entry) {
