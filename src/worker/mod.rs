@@ -160,7 +160,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::balance::{Balancer, BoardFds, Seat};
+use crate::balance::{Balancer, BoardFds, Now, Seat};
 use crate::ipc::channel::{is_peer_gone, Channel, ReadStatus, ReadTurn};
 use crate::ipc::{ListenRequest, Message};
 use crate::listen::{Balance, Kind, ListenAddr, ListenError, ListenOptions};
@@ -169,9 +169,15 @@ use crate::{worker_env, WorkerId};
 
 pub use listener::{ConnGuard, Listener, SharedServer, StdStream, Stream, UdpSocket};
 
-/// The token of the worker's channel in its [`Poll`]; the application uses
-/// any other. Events with this token are the runtime's own.
+/// The token of the worker's channel in its [`Poll`]. The runtime's own
+/// tokens are this one and [`BELL_TOKEN`] (the two highest): the
+/// application uses any other, and skips events with these.
 pub const IPC_TOKEN: Token = Token(usize::MAX - 1);
+/// The token of the accept boards' bells in the worker's [`Poll`] (with
+/// [`Balance::Even`] on a shared socket): the runtime's own, like
+/// [`IPC_TOKEN`]. Apart from the channel's, so that a ring costs no read of
+/// the channel.
+pub const BELL_TOKEN: Token = Token(usize::MAX);
 /// How long [`Worker::listen`] waits for the master's answer.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -227,7 +233,8 @@ pub struct Worker {
     want_drained: bool,
     /// Heartbeat interval, when the master asked for heartbeats.
     heartbeat: Option<Duration>,
-    next_heartbeat: Instant,
+    /// When the next heartbeat is due (monotonic ns, as [`Now`]).
+    next_heartbeat: u64,
     /// Listen requests given up on (timed out) whose reply may still come.
     abandoned: Vec<u32>,
     /// The channel reached its end (or the peer reset it): the master is
@@ -236,8 +243,8 @@ pub struct Worker {
     /// The seats were marked asleep and the listeners put back since the
     /// last turn ([`Worker::timeout`]); the next turn need not do it.
     prepared: bool,
-    /// When a listener that stepped aside must be put back.
-    comeback: Option<Instant>,
+    /// When a listener that stepped aside must be put back (monotonic ns).
+    comeback: Option<u64>,
     /// The last turn filled `events`: more may be ready.
     full: bool,
     /// An error of the work done in [`Worker::timeout`], for the next turn.
@@ -284,7 +291,7 @@ impl Worker {
             again: false,
             want_drained: false,
             heartbeat: env.heartbeat_ms.map(Duration::from_millis),
-            next_heartbeat: Instant::now(),
+            next_heartbeat: 0,
             abandoned: Vec::new(),
             gone: false,
             prepared: false,
@@ -304,15 +311,16 @@ impl Worker {
     }
 
     /// The registry of the worker's poll, for the application's sources.
-    /// Any token but [`IPC_TOKEN`].
+    /// Any token but [`IPC_TOKEN`] and [`BELL_TOKEN`].
     pub fn registry(&self) -> &mio::Registry {
         self.poll.registry()
     }
 
     /// Waits for readiness like [`Poll::poll`], handles the channel's own
-    /// events, and leaves all events in `events` (skip [`IPC_TOKEN`]). Then
-    /// take [`WorkerEvent`]s with [`Worker::next_event`]. The wait is cut
-    /// short by the runtime's own deadlines ([`Worker::timeout`]).
+    /// events, and leaves all events in `events` (skip [`IPC_TOKEN`] and
+    /// [`BELL_TOKEN`]). Then take [`WorkerEvent`]s with
+    /// [`Worker::next_event`]. The wait is cut short by the runtime's own
+    /// deadlines ([`Worker::timeout`]).
     ///
     /// This is the simple path, for a worker whose loop is this poll. A
     /// loop of the application's own (another mio `Poll`, tokio) uses
@@ -333,9 +341,9 @@ impl Worker {
 
     /// Runs one turn of the runtime without waiting: takes what is ready in
     /// the worker's poll into `events` (the application's events are left
-    /// there, as with [`Worker::poll`]; skip [`IPC_TOKEN`]), reads the
-    /// channel, sends a heartbeat if one is due. Then take
-    /// [`WorkerEvent`]s with [`Worker::next_event`].
+    /// there, as with [`Worker::poll`]; skip [`IPC_TOKEN`] and
+    /// [`BELL_TOKEN`]), reads the channel, sends a heartbeat if one is due.
+    /// Then take [`WorkerEvent`]s with [`Worker::next_event`].
     ///
     /// Call it when the worker's descriptor ([`AsRawFd`]) is readable, and
     /// when [`Worker::timeout`] has passed.
@@ -354,10 +362,12 @@ impl Worker {
     /// the connections they leave to it) and puts back the listeners that
     /// stepped aside once they may take connections again.
     pub fn timeout(&mut self) -> Option<Duration> {
+        // One clock reading for the balance and the deadlines.
+        let mut now = Now::default();
         if !self.prepared {
             self.prepared = true;
-            match self.balance.before_poll() {
-                Ok(back) => self.comeback = back.map(|b| Instant::now() + b),
+            match self.balance.before_poll(&mut now) {
+                Ok(back) => self.comeback = back.map(|b| now.ns() + b.as_nanos() as u64),
                 Err(e) => self.deferred = Some(e),
             }
         }
@@ -370,14 +380,14 @@ impl Worker {
             (a, b) => a.or(b),
         };
         // The clock is read only when something is due.
-        due.map(|d| d.saturating_duration_since(Instant::now()))
+        due.map(|d| Duration::from_nanos(d.saturating_sub(now.ns())))
     }
 
     /// One turn: the wait (up to `timeout`), then the runtime's work.
     fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if !self.prepared {
             // Not prepared by `timeout`: put back the listeners due now.
-            if let Err(e) = self.balance.before_poll() {
+            if let Err(e) = self.balance.before_poll(&mut Now::default()) {
                 self.deferred = Some(e);
             }
         }
@@ -388,7 +398,9 @@ impl Worker {
             return Err(e);
         }
         let polled = self.poll.poll(events, timeout);
-        self.balance.after_poll();
+        // One clock reading after the wait, for the seats and the heartbeat.
+        let mut now = Now::default();
+        self.balance.after_poll(&mut now);
         match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -398,23 +410,24 @@ impl Worker {
             Err(e) => return Err(e),
         }
         if let (Some(interval), false) = (self.heartbeat, self.gone) {
-            let now = Instant::now();
+            let now = now.ns();
             if now >= self.next_heartbeat {
-                self.next_heartbeat = now + interval;
+                self.next_heartbeat = now + interval.as_nanos() as u64;
                 self.channel.queue(&Message::Heartbeat, Vec::new())?;
                 self.flush()?;
             }
         }
-        // One pass: is the channel ready, and how much work came for the
-        // application (readable events; a fresh connection's first writable
-        // edge is not work).
-        let (mut ipc, mut readable, mut n) = (false, 0, 0);
+        // One pass: is the channel ready, did a bell ring, and how much
+        // work came for the application (readable events; a fresh
+        // connection's first writable edge is not work).
+        let (mut ipc, mut bell, mut readable, mut n) = (false, false, 0, 0);
         for e in events.iter() {
             n += 1;
-            if e.token() == IPC_TOKEN {
-                ipc = true;
-            } else if e.is_readable() {
-                readable += 1;
+            match e.token() {
+                IPC_TOKEN => ipc = true,
+                BELL_TOKEN => bell = true,
+                _ if e.is_readable() => readable += 1,
+                _ => {}
             }
         }
         self.balance.set_idle_but_accepting(readable <= 1);
@@ -425,9 +438,8 @@ impl Worker {
             self.again = false;
             self.service(None)?;
         }
-        if ipc && self.balance.maybe_rung() {
-            // Maybe a bell: the next poll looks at the board at once.
-            self.again = true;
+        if bell {
+            self.balance.rung();
         }
         Ok(())
     }
@@ -478,7 +490,7 @@ impl Worker {
     /// and [`Balance::Exclusive`], only one idle worker is woken per
     /// connection (`EPOLLEXCLUSIVE`, level-triggered), and with
     /// [`Balance::Even`] the socket's bell is registered too (under
-    /// [`IPC_TOKEN`]); with [`Balance::Shared`] it is a plain edge-triggered
+    /// [`BELL_TOKEN`]); with [`Balance::Shared`] it is a plain edge-triggered
     /// registration. Take connections with [`Worker::accept`].
     pub fn register_listener(&mut self, listener: &mut Listener, token: Token) -> io::Result<()> {
         if listener.turn.balance == Balance::Shared {
