@@ -27,7 +27,7 @@ use std::time::Duration;
 use common::echo_conn::{self, Conn};
 use common::Args;
 use mio::{Events, Token};
-use mio_cluster::worker::IPC_TOKEN;
+use mio_cluster::worker::{BELL_TOKEN, IPC_TOKEN};
 use mio_cluster::{ListenOptions, Worker, WorkerEvent};
 use slab::Slab;
 
@@ -71,7 +71,7 @@ fn worker(args: &Args) -> io::Result<()> {
         }
         for event in events.iter() {
             match event.token() {
-                IPC_TOKEN => {}
+                IPC_TOKEN | BELL_TOKEN => {}
                 LISTENER => {
                     retry_accept =
                         accept_some(&mut worker, listener.as_ref(), &mut conns, &mut stats)?

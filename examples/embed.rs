@@ -38,7 +38,7 @@ use echo_conn::Conn;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use mio_cluster::supervisor::STANDARD_SIGNALS;
-use mio_cluster::worker::IPC_TOKEN;
+use mio_cluster::worker::{BELL_TOKEN, IPC_TOKEN};
 use mio_cluster::{
     Event, Heartbeat, ListenAddr, ListenOptions, Master, Policy, Role, Settings, Supervisor,
     Worker, WorkerEvent,
@@ -363,7 +363,7 @@ fn worker(args: &Args) -> io::Result<()> {
         }
         for event in events.iter() {
             match event.token() {
-                IPC_TOKEN => {}
+                IPC_TOKEN | BELL_TOKEN => {}
                 LISTENER => retry = accept(&mut worker, listener.as_ref(), &mut conns)?,
                 Token(key) => echo_conn::ready(worker.registry(), &mut conns, key, &mut buf)?,
             }

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use common::http::Session;
 use common::Args;
 use mio::{Events, Interest, Token};
-use mio_cluster::worker::IPC_TOKEN;
+use mio_cluster::worker::{BELL_TOKEN, IPC_TOKEN};
 use mio_cluster::{ListenOptions, Stream, Worker, WorkerEvent};
 use slab::Slab;
 
@@ -60,7 +60,7 @@ fn worker(args: &Args) -> io::Result<()> {
         worker.poll(&mut events, None)?;
         for event in events.iter() {
             match event.token() {
-                IPC_TOKEN => {}
+                IPC_TOKEN | BELL_TOKEN => {}
                 LISTENER => {
                     let Some(l) = listener.as_ref() else { continue };
                     while let Ok(mut stream) = worker.accept(l) {

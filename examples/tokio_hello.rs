@@ -36,7 +36,7 @@ use std::time::Duration;
 use common::http::Session;
 use common::Args;
 use mio::{Events, Token};
-use mio_cluster::worker::{ConnGuard, IPC_TOKEN};
+use mio_cluster::worker::{ConnGuard, BELL_TOKEN, IPC_TOKEN};
 use mio_cluster::{ListenOptions, StdStream, Stream, Worker, WorkerEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -99,7 +99,7 @@ async fn serve_worker(args: &Args) -> io::Result<()> {
         for event in events.iter() {
             match event.token() {
                 // The runtime's own.
-                IPC_TOKEN => {}
+                IPC_TOKEN | BELL_TOKEN => {}
                 LISTENER => {
                     let Some(l) = listener.as_ref() else { continue };
                     loop {

@@ -6,13 +6,22 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--duration SECS] [--rounds N] [--quick]
-//!     [--only KEY,KEY..] [--skip-extras]
+//!     [--only KEY,KEY..] [--skip-extras] [--baseline PATH]
 //! ```
 //!
 //! `--only` keeps the listed servers of the main table (keys: `ours1`,
 //! `ours2`, `ours4`, `ours4-shared`, `ours4-exclusive`, `node2-none`,
-//! `node2-rr`, `node4-none`, `node4-rr`, `reference`); `--skip-extras` stops
+//! `node2-rr`, `node4-none`, `node4-rr`, `plain2`, `plain4`, `reference`,
+//! and with `--baseline`, `base2` and `base4`); `--skip-extras` stops
 //! after the main table, its ratios and the memory table.
+//!
+//! `plain2` and `plain4` are the plain multi-process server
+//! (`reference_echo --processes N`: N mio loops on `SO_REUSEPORT` sockets,
+//! nothing of the crate's): what N processes on this machine cost with no
+//! cluster at all. `--baseline PATH` also runs another build of `echo` (a
+//! copy of an older `target/release/examples/echo`) with 2 and 4 workers,
+//! in the same rounds, so that a change is measured before and after in one
+//! interleaved run.
 //!
 //! Server CPU: the utime + stime of every process of the server's tree
 //! (master and workers, from `/proc/<pid>/stat`), read just before and just
@@ -35,6 +44,7 @@ struct Opts {
     quick: bool,
     only: Option<Vec<String>>,
     skip_extras: bool,
+    baseline: Option<PathBuf>,
 }
 
 fn opts() -> Opts {
@@ -53,6 +63,11 @@ fn opts() -> Opts {
             .and_then(|i| args.get(i + 1))
             .map(|v| v.split(',').map(|k| k.trim().to_string()).collect()),
         skip_extras: args.iter().any(|a| a == "--skip-extras"),
+        baseline: args
+            .iter()
+            .position(|a| a == "--baseline")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from),
     }
 }
 
@@ -106,6 +121,31 @@ fn node(workers: usize, policy: &str) -> Server {
             "127.0.0.1:0".into(),
         ],
         env: vec![("NODE_CLUSTER_SCHED_POLICY".into(), policy.into())],
+    }
+}
+
+/// `echo` from another build (`--baseline`), with `workers` workers.
+fn baseline(path: &std::path::Path, workers: usize) -> Server {
+    let mut s = ours(workers, &[]);
+    s.cmd[0] = path.display().to_string();
+    s.key = format!("base{workers}");
+    s.name = format!("mio-cluster, {workers} workers, baseline build");
+    s
+}
+
+/// The plain multi-process server: `processes` mio loops, no cluster.
+fn plain(processes: usize) -> Server {
+    Server {
+        key: format!("plain{processes}"),
+        name: format!("{processes} processes, mio, SO_REUSEPORT, no cluster"),
+        cmd: vec![
+            bin("reference_echo").display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--processes".into(),
+            processes.to_string(),
+        ],
+        env: vec![],
     }
 }
 
@@ -364,6 +404,12 @@ fn main() {
             servers.push(node(w, "rr"));
         }
     }
+    if let Some(path) = &o.baseline {
+        servers.push(baseline(path, 2));
+        servers.push(baseline(path, 4));
+    }
+    servers.push(plain(2));
+    servers.push(plain(4));
     servers.push(reference());
     if let Some(only) = &o.only {
         servers.retain(|s| only.contains(&s.key));
@@ -479,6 +525,32 @@ fn main() {
     row("server CPU per connection, ours / Node's best (lower is better)", &|w| {
         let best = node_at(w, "none")?.4.min(node_at(w, "rr")?.4);
         Some(ours_at(w)?.4 / best)
+    });
+    let plain_at = |w: usize| get(&format!("{w} processes, mio, SO_REUSEPORT, no cluster"));
+    row("server CPU per request, ours / plain mio with as many processes", &|w| {
+        Some(ours_at(w)?.3 / plain_at(w)?.3)
+    });
+    row("server CPU per connection, ours / plain mio with as many processes", &|w| {
+        Some(ours_at(w)?.4 / plain_at(w)?.4)
+    });
+    row(
+        "server CPU per request, plain mio with as many processes / single-process reference",
+        &|w| Some(plain_at(w)?.3 / reference?.3),
+    );
+    row(
+        "server CPU per connection, plain mio with as many processes / single-process reference",
+        &|w| Some(plain_at(w)?.4 / reference?.4),
+    );
+    let base_at = |w: usize| get(&format!("mio-cluster, {w} workers, baseline build"));
+    row("server CPU per request, ours / baseline build", &|w| Some(ours_at(w)?.3 / base_at(w)?.3));
+    row("server CPU per connection, ours / baseline build", &|w| {
+        Some(ours_at(w)?.4 / base_at(w)?.4)
+    });
+    row("server CPU per request, baseline build / single-process reference", &|w| {
+        Some(base_at(w)?.3 / reference?.3)
+    });
+    row("server CPU per connection, baseline build / single-process reference", &|w| {
+        Some(base_at(w)?.4 / reference?.4)
     });
 
     println!("\n| memory after the echo load (VmRSS) | master | per worker |");

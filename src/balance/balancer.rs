@@ -14,11 +14,11 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::board::{Admission, Board};
-use super::{Seat, Turn, STEP_ASIDE_MAX};
+use super::{Now, Seat, Turn, STEP_ASIDE_MAX};
 use crate::listen::Balance;
 use crate::sys::epoll;
 use crate::sys::shm::{monotonic_ms, monotonic_ns};
-use crate::worker::IPC_TOKEN;
+use crate::worker::BELL_TOKEN;
 
 /// The accept balance of one worker's poll (its epoll instance).
 pub(crate) struct Balancer {
@@ -27,7 +27,7 @@ pub(crate) struct Balancer {
     /// Listeners registered by `register` (those that take turns or sit on
     /// a board, and shared ones: all are detached when this drops).
     turns: Vec<Weak<Turn>>,
-    /// Seats whose bell is registered (with [`IPC_TOKEN`]) in the poll.
+    /// Seats whose bell is registered (with [`BELL_TOKEN`]) in the poll.
     bells: Vec<Arc<Seat>>,
     /// How many times the worker's poll returned.
     polls: u64,
@@ -47,7 +47,7 @@ impl Balancer {
     /// registry is `registry`: with [`Balance::Even`] and
     /// [`Balance::Exclusive`] exclusively (`EPOLLEXCLUSIVE`,
     /// level-triggered) under `token`, and with [`Balance::Even`] the
-    /// socket's bell too (under [`IPC_TOKEN`]). With [`Balance::Shared`] the
+    /// socket's bell too (under [`BELL_TOKEN`]). With [`Balance::Shared`] the
     /// caller registered the socket itself (a plain registration): it is
     /// only kept, to be detached.
     pub(crate) fn register(
@@ -67,7 +67,7 @@ impl Balancer {
                     if !seat.bell_registered.swap(true, Ordering::Relaxed) {
                         // Edge-triggered: each ring is reported once.
                         let bell = &mut SourceFd(&seat.bell_fd());
-                        registry.register(bell, IPC_TOKEN, Interest::READABLE)?;
+                        registry.register(bell, BELL_TOKEN, Interest::READABLE)?;
                         self.bells.push(seat.clone());
                     }
                 }
@@ -198,11 +198,12 @@ impl Balancer {
     /// worker is under its share again (or after [`STEP_ASIDE_MAX`]), lets a
     /// worker under its share see connections another stepped aside from,
     /// and marks its seats asleep. Returns how soon a listener must come back.
-    pub(crate) fn before_poll(&mut self) -> io::Result<Option<Duration>> {
+    /// Reads the clock (`now`) only if it has listeners.
+    pub(crate) fn before_poll(&mut self, now: &mut Now) -> io::Result<Option<Duration>> {
         if self.turns.is_empty() {
             return Ok(None);
         }
-        let now = monotonic_ns();
+        let now = now.ns();
         let epfd = self.epfd;
         let mut back: Option<Duration> = None;
         for turn in self.turns.iter().filter_map(Weak::upgrade) {
@@ -242,22 +243,29 @@ impl Balancer {
     }
 
     /// After waiting (whatever the wait returned): counts the poll, and
-    /// marks the seats awake (running since now).
-    pub(crate) fn after_poll(&mut self) {
+    /// marks the seats awake (running since `now`, read only if it has
+    /// listeners).
+    pub(crate) fn after_poll(&mut self, now: &mut Now) {
         self.polls += 1;
         if self.turns.is_empty() {
             return;
         }
-        let state = Board::awake(monotonic_ms(monotonic_ns()));
-        self.turns.retain(|t| match t.upgrade() {
-            Some(turn) => {
-                if let (Some(seat), Some(_)) = (turn.seat.as_ref(), turn.token()) {
-                    seat.set_state(state);
+        let state = Board::awake(monotonic_ms(now.ns()));
+        let mut dropped = false;
+        for t in &self.turns {
+            match t.upgrade() {
+                Some(turn) => {
+                    if let (Some(seat), Some(_)) = (turn.seat.as_ref(), turn.token()) {
+                        seat.set_state(state);
+                    }
                 }
-                true
+                None => dropped = true,
             }
-            None => false,
-        });
+        }
+        // Forgotten only once one is gone: the list is not rewritten each turn.
+        if dropped {
+            self.turns.retain(|t| t.strong_count() > 0);
+        }
     }
 
     /// What the poll brought: whether the application had at most one
@@ -267,15 +275,13 @@ impl Balancer {
         self.idle_but_accepting = idle;
     }
 
-    /// The poll reported [`IPC_TOKEN`], which the bells share with the
-    /// channel. True if one of this worker's bells may have rung: the next
-    /// poll should not wait, so that it looks at the boards at once.
-    pub(crate) fn maybe_rung(&mut self) -> bool {
-        if self.bells.is_empty() {
-            return false;
-        }
+    /// The poll reported [`BELL_TOKEN`]: one of this worker's bells rang.
+    /// Nothing to read (the bell is edge-triggered and never drained): the
+    /// board is looked at before the next wait, as before every wait
+    /// ([`before_poll`](Self::before_poll)). Forgets the bells of seats
+    /// that were left.
+    pub(crate) fn rung(&mut self) {
         self.bells.retain(|seat| seat.is_open());
-        true
     }
 }
 

@@ -141,13 +141,19 @@ impl Board {
         rung != 0 && after(rung & TIME, since) && age(now_ms, rung & TIME) >= DEAF_MS
     }
 
-    fn high_water(&self) -> u32 {
+    /// The seats in use: workers read the seats below it.
+    pub(crate) fn high_water(&self) -> u32 {
         self.word(1).load(Relaxed).min(MAX_SEATS)
     }
 
     /// Master: seat `seat` is given out; seats below `high_water` are read.
     pub(crate) fn open_seat(&self, seat: u32, high_water: u32) {
         self.reset_seat(seat);
+        self.set_high_water(high_water);
+    }
+
+    /// Master: only seats below `high_water` are read from now on.
+    pub(crate) fn set_high_water(&self, high_water: u32) {
         self.word(1).store(high_water.min(MAX_SEATS), Relaxed);
     }
 

@@ -28,7 +28,7 @@
 //!
 //! One page of shared memory per shared stream socket (a sealed memfd; see
 //! [`board`] for the layout), and its bell (an eventfd every seated worker
-//! waits on, edge-triggered, under the channel's token).
+//! waits on, edge-triggered, under its own token, `BELL_TOKEN`).
 //!
 //! - The **master** ([`seats::Seats`], in the registry) creates both, gives
 //!   each worker that listens a seat with duplicates of them, writes the
@@ -67,6 +67,8 @@ mod turn;
 
 use std::time::Duration;
 
+use crate::sys::shm::monotonic_ns;
+
 pub(crate) use balancer::Balancer;
 pub(crate) use seat::{BoardFds, Seat, SeatGuard};
 pub(crate) use turn::Turn;
@@ -74,3 +76,17 @@ pub(crate) use turn::Turn;
 /// The longest a worker stays out of the queue after stepping aside from a
 /// connection it was over its share for.
 pub(crate) const STEP_ASIDE_MAX: Duration = Duration::from_millis(2);
+
+/// One reading of the monotonic clock ([`monotonic_ns`]), taken the first
+/// time something asks for it: the worker's runtime reads the clock at most
+/// once before each wait of its poll and once after, whoever needs it (the
+/// seats' states, the listeners that stepped aside, the heartbeat).
+#[derive(Default)]
+pub(crate) struct Now(Option<u64>);
+
+impl Now {
+    /// Nanoseconds of the monotonic clock, read on the first call.
+    pub(crate) fn ns(&mut self) -> u64 {
+        *self.0.get_or_insert_with(monotonic_ns)
+    }
+}

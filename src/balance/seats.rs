@@ -73,6 +73,7 @@ impl Seats {
                 self.board.reset_seat(i as u32);
             }
         }
+        self.trim();
     }
 
     /// `worker` exited: its retired seats are free.
@@ -82,6 +83,21 @@ impl Seats {
                 *t = SeatUse::Free;
                 self.board.reset_seat(i as u32);
             }
+        }
+        self.trim();
+    }
+
+    /// Lowers the board's high-water mark past the free seats at its end:
+    /// every worker reads every seat below it at each accept it decides,
+    /// and a rolling restart (old and new workers seated side by side)
+    /// would otherwise leave it at its peak for good. A free seat counts
+    /// for nothing (reset, and its worker no longer writes to it), so no
+    /// reader's decision changes.
+    fn trim(&mut self) {
+        let used = self.taken.iter().rposition(|t| *t != SeatUse::Free).map_or(0, |i| i + 1);
+        if used < self.taken.len() {
+            self.taken.truncate(used);
+            self.board.set_high_water(used as u32);
         }
     }
 }
@@ -104,5 +120,37 @@ mod tests {
         // Closed its listener: it no longer writes, the seat is free at once.
         seats.leave(b, true);
         assert_eq!(seats.take(5).unwrap().seat, 1);
+    }
+
+    #[test]
+    fn the_seats_read_come_down_when_the_last_seats_are_freed() {
+        let mut seats = Seats::new().expect("memfd and eventfd");
+        for w in 1..=4 {
+            seats.take(w);
+        }
+        // A rolling restart: four new workers seated beside the old ones.
+        for w in 1..=4 {
+            seats.leave(w, false);
+        }
+        for w in 5..=8 {
+            seats.take(w);
+        }
+        assert_eq!(seats.board.high_water(), 8);
+        // The old ones exit: their seats are free, but only the ones at the
+        // end can stop being read.
+        for w in 1..=4 {
+            seats.exited(w);
+        }
+        assert_eq!(seats.board.high_water(), 8);
+        // The new ones leave in turn: the mark comes down past free seats.
+        seats.leave(8, true);
+        assert_eq!(seats.board.high_water(), 7);
+        seats.exited(5);
+        seats.exited(6);
+        seats.exited(7);
+        assert_eq!(seats.board.high_water(), 0);
+        // Seats are given from the start again.
+        assert_eq!(seats.take(9).unwrap().seat, 0);
+        assert_eq!(seats.board.high_water(), 1);
     }
 }
