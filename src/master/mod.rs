@@ -216,9 +216,10 @@ impl Master {
     /// [`Master::upgrade`]), takes over the old master's listening sockets:
     /// its workers get the same ones.
     pub fn new(settings: Settings) -> io::Result<Master> {
-        // Socket activation: takes systemd's sockets and removes its
+        // Socket activation: takes systemd's sockets (or, in the new master
+        // of a hot upgrade, the old one's names for them) and removes its
         // variables before any worker is forked.
-        crate::host::systemd::activated_sockets();
+        crate::listen::activation::take(std::env::var_os(ENV_UPGRADE).is_some());
         let inherited = sys::fd::open_fds()?;
         let limit = sys::fd::raise_nofile_limit()?;
         let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);

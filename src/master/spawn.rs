@@ -57,9 +57,9 @@ pub(super) fn command(
     }
     // The sockets systemd passed, by name, for `systemd:NAME` (a master in
     // a worker's child must not pass its parent's on).
-    match crate::host::systemd::encode_for_workers() {
-        Some(v) => cmd.env(crate::host::systemd::ENV_SYSTEMD_SOCKETS, v),
-        None => cmd.env_remove(crate::host::systemd::ENV_SYSTEMD_SOCKETS),
+    match crate::listen::activation::encode_for_workers() {
+        Some(v) => cmd.env(crate::listen::activation::ENV_SYSTEMD_SOCKETS, v),
+        None => cmd.env_remove(crate::listen::activation::ENV_SYSTEMD_SOCKETS),
     };
     if settings.stdout == Output::Piped {
         cmd.stdout(Stdio::piped());

@@ -130,8 +130,8 @@ impl Master {
         let mut cmd = Command::new(&program);
         cmd.args(std::env::args_os().skip(1)).env(ENV_UPGRADE, value);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        if let Some(v) = crate::host::systemd::encode_for_workers() {
-            cmd.env(crate::host::systemd::ENV_SYSTEMD_SOCKETS, v);
+        if let Some(v) = crate::listen::activation::encode_for_workers() {
+            cmd.env(crate::listen::activation::ENV_SYSTEMD_SOCKETS, v);
         }
         let (child, pidfd) = sys::process::spawn_keeping(&mut cmd, keep).map_err(|e| {
             io::Error::new(e.kind(), format!("starting new master {}: {e}", program.display()))

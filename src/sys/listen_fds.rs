@@ -9,8 +9,6 @@ use nix::sys::socket::{
     self as nsock, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
 };
 
-use crate::listen::Kind;
-
 /// Sets `FD_CLOEXEC` on descriptor `fd`, which this process inherited and
 /// nothing owns yet. Fails with `EBADF` if it is not open.
 pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
@@ -22,10 +20,9 @@ pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// What kind of listenable socket descriptor `fd` is: a TCP (stream, inet)
-/// socket, a UDP (datagram, inet) one or a Unix stream one; `None` for
-/// anything else (another socket type or family, a FIFO, a closed number).
-pub(crate) fn socket_kind(fd: RawFd) -> Option<Kind> {
+/// The family and type of socket descriptor `fd`; `None` if it is not a
+/// socket (a FIFO, a closed number) or has no address family.
+pub(crate) fn socket_type(fd: RawFd) -> Option<(AddressFamily, SockType)> {
     // SAFETY: fcntl(F_GETFD) on any integer is memory-safe; it tells us
     // whether the number is open, and we borrow it only if it is.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -37,12 +34,7 @@ pub(crate) fn socket_kind(fd: RawFd) -> Option<Kind> {
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let ty = nsock::getsockopt(&fd, sockopt::SockType).ok()?;
     let ss: SockaddrStorage = nsock::getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
-    match (ss.family()?, ty) {
-        (AddressFamily::Inet | AddressFamily::Inet6, SockType::Stream) => Some(Kind::Tcp),
-        (AddressFamily::Inet | AddressFamily::Inet6, SockType::Datagram) => Some(Kind::Udp),
-        (AddressFamily::Unix, SockType::Stream) => Some(Kind::Unix),
-        _ => None,
-    }
+    Some((ss.family()?, ty))
 }
 
 /// The path a Unix socket is bound to, as [`Address::Unix`](crate::Address)

@@ -43,7 +43,7 @@ impl Worker {
     /// [`ListenError`] that names the errno, the syscall and the address.
     pub fn listen(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<Listener> {
         if let ListenAddr::Named(name) = addr {
-            crate::host::systemd::find_socket(name)?;
+            crate::listen::activation::find_socket(name)?;
         }
         if addr.kind() == Kind::Udp {
             return Err(io::Error::new(
@@ -95,7 +95,7 @@ impl Worker {
     /// with [`ListenOptions::exclusive`].
     pub fn bind_udp(&mut self, addr: &ListenAddr, opts: ListenOptions) -> io::Result<UdpSocket> {
         if let ListenAddr::Named(name) = addr {
-            crate::host::systemd::find_socket(name)?;
+            crate::listen::activation::find_socket(name)?;
         }
         if addr.kind() != Kind::Udp {
             return Err(io::Error::new(
@@ -124,7 +124,7 @@ impl Worker {
             ListenAddr::Fd(n) | ListenAddr::UdpFd(n) => (Vec::new(), 0, *n),
             // The master's descriptor that systemd passed under that name.
             ListenAddr::Named(name) => {
-                let socket = crate::host::systemd::find_socket(name)?;
+                let socket = crate::listen::activation::find_socket(name)?;
                 if socket.kind.is_none() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub(crate) mod activation;
+
 use crate::sys::{SysError, Syscall};
 
 /// The kind of socket in a registry key.
@@ -92,7 +94,7 @@ impl ListenAddr {
             ListenAddr::Udp(_) | ListenAddr::UdpFd(_) => Kind::Udp,
             ListenAddr::Unix(_) => Kind::Unix,
             // What systemd passed; a name it did not pass fails at listen.
-            ListenAddr::Named(name) => crate::host::systemd::kind_of(name).unwrap_or(Kind::Tcp),
+            ListenAddr::Named(name) => activation::kind_of(name).unwrap_or(Kind::Tcp),
         }
     }
 }
