@@ -133,18 +133,9 @@ pub(crate) fn spawn_worker(
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
-    let pidfd = match pidfd_open(child.id()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            // Not reaped yet (it cannot be, here): the pid is still ours.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-    };
+    let spawned = spawn_with_pidfd(cmd);
     drop(zombies);
-    Ok((child, pidfd))
+    spawned
 }
 
 /// While alive, children of this process that exit stay zombies until
@@ -189,6 +180,22 @@ impl Drop for KeepZombies {
         if let Some(old) = &self.old {
             // SAFETY: puts back the action sigaction returned earlier.
             unsafe { libc::sigaction(libc::SIGCHLD, old, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// Spawns `cmd` and opens its pidfd, while the caller keeps children from
+/// being reaped by anyone else ([`KeepZombies`]); a child whose pidfd cannot
+/// be opened is killed and reaped.
+fn spawn_with_pidfd(cmd: &mut Command) -> io::Result<(Child, OwnedFd)> {
+    let mut child = cmd.spawn()?;
+    match pidfd_open(child.id()) {
+        Ok(fd) => Ok((child, fd)),
+        Err(e) => {
+            // Not reaped yet (it cannot be, here): the pid is still ours.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
         }
     }
 }
@@ -307,15 +314,7 @@ pub(crate) fn spawn_keeping(cmd: &mut Command, keep: Vec<RawFd>) -> io::Result<(
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
-    let pidfd = match pidfd_open(child.id()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-    };
+    let spawned = spawn_with_pidfd(cmd);
     drop(zombies);
-    Ok((child, pidfd))
+    spawned
 }
