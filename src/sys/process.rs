@@ -96,18 +96,7 @@ pub(crate) fn spawn_worker(
     // and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(set.as_mut_ptr());
-            if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if ignored {
-                // Inherited across exec, as it would have been.
-                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-            }
+            prepare_exec(&[keep], ignored)?;
             if let Some(c) = &creds {
                 if let Some(groups) = &c.groups {
                     if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
@@ -182,6 +171,36 @@ impl Drop for KeepZombies {
             unsafe { libc::sigaction(libc::SIGCHLD, old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// In a forked child before exec: keeps `keep` open across exec, empties
+/// the signal mask (the master blocks the signals it reads through its
+/// signalfd; a new process starts with none blocked), and ignores `SIGCHLD`
+/// again if the parent did (inherited across exec, as it would have been
+/// without [`KeepZombies`]). Async-signal-safe: system calls on integers
+/// and a sigset on the stack; it allocates nothing and takes no lock.
+fn prepare_exec(keep: &[RawFd], sigchld_ignored: bool) -> io::Result<()> {
+    for &fd in keep {
+        // SAFETY: fcntl(F_SETFD) on an integer changes no memory of ours.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set on our stack; sigprocmask reads
+    // it and writes nothing back (a null old set).
+    let r = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut())
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if sigchld_ignored {
+        // SAFETY: setting a disposition to SIG_IGN installs no handler.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    }
+    Ok(())
 }
 
 /// Spawns `cmd` and opens its pidfd, while the caller keeps children from
@@ -298,19 +317,7 @@ pub(crate) fn spawn_keeping(cmd: &mut Command, keep: Vec<RawFd>) -> io::Result<(
     // no lock.
     unsafe {
         cmd.pre_exec(move || {
-            for &fd in &keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(set.as_mut_ptr());
-            if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if ignored {
-                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-            }
+            prepare_exec(&keep, ignored)?;
             Ok(())
         });
     }

@@ -1,0 +1,183 @@
+//! One turn of the master's reactor: what is ready (channels, exits,
+//! signals, output pipes), then what is due (disconnect kills, kept
+//! sockets), and reaping a worker that exited.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::Events;
+
+use super::token::Source;
+use super::{Event, ExitStatus, Master, OutputStream, State, STALL};
+use crate::sys;
+use crate::Signal;
+
+impl Master {
+    pub(super) fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(256));
+        let before = Instant::now();
+        // Its deadline as of the last turn, unless that one is gone since
+        // (a worker exited, a seat was removed).
+        let due = match (self.due, self.next_deadline()) {
+            (Some(then), Some(now)) => Some(then.max(now)),
+            _ => None,
+        };
+        if let Some(due) = due.filter(|&due| before > due + STALL) {
+            // Run far past its deadline: the process was stopped, or the
+            // application's loop did not call it.
+            log::warn!("the master ran {:?} after its deadline", before - due);
+        }
+        let res = self.poll.poll(&mut events, timeout);
+        let after = Instant::now();
+        if let Some(t) = timeout {
+            // Woken far later than asked: this process was stopped or starved.
+            if after.duration_since(before) > t + STALL {
+                log::warn!("the master was stalled for {:?}", after.duration_since(before) - t);
+            }
+        }
+        if let Err(e) = res {
+            self.events = Some(events);
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        // A full batch may have left ready sources in the reactor, and no
+        // new edge will tell the application's loop.
+        self.more_ready = events.iter().count() >= events.capacity();
+        let starved = std::mem::take(&mut self.fd_starved);
+        let now = Instant::now();
+        let rested: Vec<usize> =
+            self.resting.iter().filter(|&&(_, t)| t <= now).map(|&(slot, _)| slot).collect();
+        self.resting.retain(|&(_, t)| t > now);
+        let turns = std::mem::take(&mut self.again).into_iter().chain(rested);
+        for slot in turns.chain(starved) {
+            if self.workers.contains(slot) {
+                self.service_channel(slot);
+            }
+        }
+        for (slot, stream) in std::mem::take(&mut self.again_output) {
+            if self.workers.contains(slot) {
+                self.read_output(slot, stream, false);
+            }
+        }
+        for ev in events.iter() {
+            let source = Source::of(ev.token());
+            match source {
+                Source::Signals => self.read_signals(),
+                Source::Channel(slot) | Source::Exit(slot) | Source::Output(slot, _)
+                    if !self.workers.contains(slot) => {}
+                // A worker with work left from its last turn gets its next
+                // one after everyone else (it is in `again`), or when its
+                // rest is over.
+                Source::Channel(slot)
+                    if self.again.contains(&slot)
+                        || self.resting.iter().any(|&(s, _)| s == slot) => {}
+                Source::Channel(slot) => self.service_channel(slot),
+                Source::Exit(slot) => self.reap(slot),
+                Source::Output(slot, stream) => self.read_output(slot, stream, false),
+            }
+        }
+        self.events = Some(events);
+        let now = Instant::now();
+        self.reap_others(now);
+        self.fire_deadlines(now);
+        // A deadline left in the past (its work could not be done) asks for
+        // the next turn at once, not for a stall warning.
+        self.due = self.next_deadline().map(|due| due.max(now));
+        Ok(())
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let kills = self.workers.iter().filter_map(|(_, w)| w.kill_at);
+        let others = self.reaper.as_ref().and_then(|r| r.deadline());
+        kills.chain(self.sockets.kept_until()).chain(others).min()
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        for (_, w) in self.workers.iter_mut() {
+            if w.kill_at.is_some_and(|t| t <= now) {
+                w.kill_at = None;
+                log::warn!(
+                    "worker {} (pid {}) did not exit in time; killing it",
+                    w.info.id,
+                    w.info.pid
+                );
+                w.forced = true;
+                let _ = w.signal(Signal::SIGKILL);
+            }
+        }
+        self.sockets.expire_kept(now);
+    }
+
+    fn read_signals(&mut self) {
+        let Some(s) = self.signals.as_ref() else {
+            return;
+        };
+        loop {
+            match s.read() {
+                Ok(Some(Signal::SIGCHLD)) if self.reaper.is_some() => {
+                    if let Some(r) = self.reaper.as_mut() {
+                        r.wake();
+                    }
+                    if self.settings.signals.contains(&Signal::SIGCHLD) {
+                        self.queue.push_back(Event::Signal(Signal::SIGCHLD));
+                    }
+                }
+                Ok(Some(sig)) => self.queue.push_back(Event::Signal(sig)),
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("reading signalfd: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The worker's pidfd is readable: reap it.
+    fn reap(&mut self, slot: usize) {
+        // The pidfd is readable: the process has exited. If it was reaped
+        // elsewhere (SIGCHLD ignored, a PID 1 reaping everything), its status
+        // is lost but its exit is still reported. Reaped by its pidfd, never
+        // by its pid: a pid freed by the kernel may be another process's.
+        let status = match sys::process::pidfd_reap(self.workers[slot].pidfd.as_fd()) {
+            Ok(Some(sys::process::Reaped::Code(c))) => ExitStatus::Code(c),
+            Ok(Some(sys::process::Reaped::Signal(s))) => ExitStatus::Signal(s),
+            Ok(None) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => ExitStatus::Unknown,
+            Err(e) => {
+                log::error!("waitid for worker {}: {e}", self.workers[slot].info.id);
+                ExitStatus::Unknown
+            }
+        };
+        // Deliver whatever it sent and wrote before dying, then its disconnect.
+        // It is dead already: nothing it says now makes it a roll's new
+        // worker or earns it a socket.
+        self.workers[slot].info.state = State::Dead;
+        self.service_channel_with(slot, true);
+        self.read_output(slot, OutputStream::Stdout, true);
+        self.read_output(slot, OutputStream::Stderr, true);
+        self.close_channel(slot, None);
+        let mut w = self.workers.remove(slot);
+        self.again.retain(|s| *s != slot);
+        self.resting.retain(|&(s, _)| s != slot);
+        self.fd_starved.retain(|s| *s != slot);
+        self.again_output.retain(|(s, _)| *s != slot);
+        let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
+        self.ids.remove(&w.info.id);
+        w.info.state = State::Dead;
+        log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
+        self.sockets.worker_exited(w.info.id);
+        self.queue.push_back(Event::Exit {
+            id: w.info.id,
+            pid: w.info.pid,
+            status,
+            exited_after_disconnect: w.info.exited_after_disconnect,
+        });
+        if w.forced && self.disconnecting_all {
+            self.forced += 1;
+        }
+        if self.disconnecting_all && self.workers.is_empty() {
+            self.all_left();
+        }
+    }
+}
