@@ -95,12 +95,12 @@ mod upgrade;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Signal;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll};
 use slab::Slab;
 
 use crate::ipc::channel::Channel;
@@ -564,41 +564,5 @@ impl Master {
             .get(&id)
             .copied()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no live worker {id}")))
-    }
-}
-
-impl AsRawFd for Master {
-    /// The reactor's epoll descriptor: readable when [`Master::process`] has
-    /// work, so the master can be nested in another event loop (with
-    /// [`Master::timeout`] for its deadlines).
-    fn as_raw_fd(&self) -> RawFd {
-        self.poll.as_raw_fd()
-    }
-}
-
-/// Registers the master's epoll descriptor in the application's [`Poll`],
-/// readable when [`Master::process`] has work. See the [module
-/// docs](self) for the loop around it.
-impl mio::event::Source for Master {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.poll.as_raw_fd()).reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        SourceFd(&self.poll.as_raw_fd()).deregister(registry)
     }
 }

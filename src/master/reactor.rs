@@ -3,11 +3,11 @@
 //! sockets), and reaping a worker that exited.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::Events;
+use mio::{Events, Interest, Token};
 
 use super::token::Source;
 use super::{Event, ExitStatus, Master, OutputStream, State, STALL};
@@ -179,5 +179,41 @@ impl Master {
         if self.disconnecting_all && self.workers.is_empty() {
             self.all_left();
         }
+    }
+}
+
+impl AsRawFd for Master {
+    /// The reactor's epoll descriptor: readable when [`Master::process`] has
+    /// work, so the master can be nested in another event loop (with
+    /// [`Master::timeout`] for its deadlines).
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}
+
+/// Registers the master's epoll descriptor in the application's [`Poll`](mio::Poll),
+/// readable when [`Master::process`] has work. See the [module
+/// docs](crate::master) for the loop around it.
+impl mio::event::Source for Master {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).deregister(registry)
     }
 }
