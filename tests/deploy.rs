@@ -503,6 +503,13 @@ fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drain
     stop(third);
 }
 
+/// The parent pid of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[test]
 fn under_systemd_the_old_master_names_the_new_one_main_pid_before_it_exits() {
     let site = Site::new("upgrade-systemd");
@@ -527,13 +534,16 @@ fn under_systemd_the_old_master_names_the_new_one_main_pid_before_it_exits() {
     p.signal("USR2");
     let new = next_ready(&mut p, old, ROLL_WAIT);
     let _guard = KillOnDrop(new);
-    // The new master's own READY=1 (it was handed the notification socket),
-    // and the old one's MAINPID=, in either order; after MAINPID= the old
-    // master says nothing more, and it exits only after it sent it.
-    let mut got = [next(), next()];
-    got.sort();
-    assert_eq!(got[0], format!("MAINPID={new}"), "{got:?}");
-    assert!(got[1].starts_with("READY=1\nSTATUS=2 workers listening on"), "{got:?}");
+    // The old master's MAINPID= first: systemd takes notifications from
+    // the main process alone, so the new master (handed the notification
+    // socket) says nothing before it, then its status. After MAINPID= the
+    // old master says nothing more, and it exits only after it sent it.
+    assert_eq!(next(), format!("MAINPID={new}"));
+    let status = next();
+    assert!(status.starts_with("STATUS=2 workers listening on"), "{status:?}");
+    // Started detached: the service manager, not the old master, is its
+    // parent (so that systemd supervises it as its own child).
+    assert_ne!(parent_of(new), old, "the new master is still the old one's child");
     assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
     stop(new);
 }

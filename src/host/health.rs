@@ -94,8 +94,28 @@ struct Client {
 impl Health {
     /// Binds the listener (`SO_REUSEADDR`, close-on-exec, non-blocking).
     pub fn bind(addr: SocketAddr) -> io::Result<Health> {
-        let mut listener = TcpListener::bind(addr)
+        let listener = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("health listener on {addr}: {e}")))?;
+        Health::with_listener(listener)
+    }
+
+    /// Serves on a listening socket bound elsewhere: inherited from an old
+    /// master in a hot upgrade ([`Master::take_handed_over`](crate::Master::take_handed_over)),
+    /// or from a service manager. Made non-blocking.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Health> {
+        listener.set_nonblocking(true)?;
+        Health::with_listener(TcpListener::from_std(listener))
+    }
+
+    /// The listening socket, to hand over to the new master of a hot
+    /// upgrade ([`UpgradeOptions::descriptors`](crate::master::UpgradeOptions::descriptors)):
+    /// the same socket keeps its queue, so no probe goes unanswered.
+    pub fn listener_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd()
+    }
+
+    fn with_listener(mut listener: TcpListener) -> io::Result<Health> {
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;

@@ -1,9 +1,12 @@
 //! Fitting the cluster into the engines that run it in production: systemd
 //! ([`systemd`]: socket activation, readiness and the watchdog), a
 //! container's PID 1 or a subreaper ([`reaper`]), Kubernetes' probes
-//! ([`health`]) and its asynchronous endpoint removal ([`linger`]).
+//! ([`health`]) and its asynchronous endpoint removal ([`linger`]); and
+//! the production master that puts them together with the signal
+//! meanings, the hot upgrade and the exit codes ([`manager`]).
 
 pub mod health;
 pub mod linger;
+pub mod manager;
 pub mod reaper;
 pub mod systemd;

@@ -75,6 +75,9 @@ pub(crate) struct Reaper {
     due: bool,
     /// After the last worker left: the other children are being stopped.
     stopping: Option<Stopping>,
+    /// The new master of a hot upgrade, while it is this process's child:
+    /// never signalled, reaped or waited for here (its `Upgrade` does).
+    spared: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -104,7 +107,20 @@ impl Reaper {
         );
         // Orphans adopted before this point (a PID 1 started late) are
         // looked at in the first turn.
-        Ok(Some(Reaper { due: true, stopping: None }))
+        Ok(Some(Reaper { due: true, stopping: None, spared: None }))
+    }
+
+    /// Spares `pid` (the new master of a hot upgrade, a child of this
+    /// process), or no one: it is left out of every reap, signal and wait.
+    pub(crate) fn spare(&mut self, pid: Option<u32>) {
+        self.spared = pid;
+    }
+
+    /// The children this reaper answers for: all but the spared one.
+    fn others(&self) -> Vec<u32> {
+        let mut pids = reap::children();
+        pids.retain(|&p| Some(p) != self.spared);
+        pids
     }
 
     /// A `SIGCHLD` arrived: look at the end of this turn.
@@ -118,6 +134,8 @@ impl Reaper {
         if !std::mem::take(&mut self.due) {
             return;
         }
+        let spared = self.spared;
+        let is_worker = |pid| is_worker(pid) || Some(pid) == spared;
         loop {
             match reap::peek() {
                 Ok(Peek::Exited(pid)) if !is_worker(pid) => {
@@ -150,7 +168,7 @@ impl Reaper {
         if self.stopping.is_some() {
             return true;
         }
-        if matches!(reap::peek(), Ok(Peek::NoChildren) | Err(_)) {
+        if matches!(reap::peek(), Ok(Peek::NoChildren) | Err(_)) || self.others().is_empty() {
             return false;
         }
         let mut s = Stopping {
@@ -159,7 +177,7 @@ impl Reaper {
             killing: false,
             killed: 0,
         };
-        s.tell(Signal::SIGTERM);
+        s.tell(Signal::SIGTERM, self.others());
         log::info!(
             "every worker has left; waiting up to {timeout:?} for {} other processes",
             s.told.len()
@@ -172,8 +190,10 @@ impl Reaper {
     /// (with how many needed `SIGKILL`); meanwhile tells newcomers, and
     /// kills everyone left at the deadline.
     pub(crate) fn stopped(&mut self, now: Instant) -> Option<usize> {
+        self.stopping.as_ref()?;
+        let others = self.others();
         let s = self.stopping.as_mut()?;
-        if matches!(reap::peek(), Ok(Peek::NoChildren)) {
+        if others.is_empty() {
             let killed = s.killed;
             self.stopping = None;
             return Some(killed);
@@ -184,7 +204,7 @@ impl Reaper {
             log::warn!("other processes outlived the shutdown timeout; killing them");
         }
         let sig = if s.killing { Signal::SIGKILL } else { Signal::SIGTERM };
-        s.tell(sig);
+        s.tell(sig, others);
         None
     }
 
@@ -203,9 +223,9 @@ impl Reaper {
 }
 
 impl Stopping {
-    /// Sends `sig` to every child not told yet.
-    fn tell(&mut self, sig: Signal) {
-        for pid in reap::children() {
+    /// Sends `sig` to every child in `children` not told yet.
+    fn tell(&mut self, sig: Signal, children: Vec<u32>) {
+        for pid in children {
             if self.told.insert(pid) {
                 log::debug!("{sig} to pid {pid}");
                 if sig == Signal::SIGKILL {

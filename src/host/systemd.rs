@@ -94,6 +94,8 @@ pub struct Notifier {
     last_status: Option<String>,
     /// The last due ping found the pool dead (logged once per outage).
     withheld: bool,
+    /// `READY=1` was sent: a withheld ping is worth a warning from then on.
+    started: bool,
 }
 
 impl Notifier {
@@ -144,6 +146,7 @@ impl Notifier {
             next_ping,
             last_status: None,
             withheld: false,
+            started: false,
         })
     }
 
@@ -164,6 +167,7 @@ impl Notifier {
     pub fn ready(&mut self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={status}"));
         self.last_status = Some(status.to_string());
+        self.started = true;
     }
 
     /// `RELOADING=1` with `MONOTONIC_USEC=` now, as `Type=notify-reload`
@@ -217,7 +221,8 @@ impl Notifier {
             self.next_ping = Some(now + every / 2);
             true
         } else {
-            if !std::mem::replace(&mut self.withheld, true) {
+            // Before READY=1 no worker listens yet: nothing to say.
+            if !std::mem::replace(&mut self.withheld, true) && self.started {
                 log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
             }
             self.next_ping = Some(now + (every / 10).max(Duration::from_millis(1)));
@@ -252,6 +257,9 @@ pub struct Service {
     ready: bool,
     stopping: bool,
     fresh: Option<Duration>,
+    /// The new master of a hot upgrade, until the old one has named it the
+    /// main process: systemd would refuse its notifications.
+    held: bool,
 }
 
 impl Service {
@@ -259,15 +267,52 @@ impl Service {
     /// master's heartbeats (a worker whose last one is older than three
     /// intervals does not keep the watchdog pinging). Reads the
     /// notification variables ([`Notifier::from_env`]).
+    ///
+    /// Warns if the watchdog cannot catch a hung pool with these heartbeats
+    /// ([`watchdog_mismatch`]).
     pub fn from_env(workers: usize, heartbeat: Option<&crate::Heartbeat>) -> io::Result<Service> {
+        let notifier = Notifier::from_env()?;
+        if let Some(w) = notifier.as_ref().and_then(Notifier::watchdog) {
+            if let Some(why) = watchdog_mismatch(w, heartbeat) {
+                log::warn!("watchdog: {why}");
+            }
+        }
         Ok(Service {
-            notifier: Notifier::from_env()?,
+            notifier,
             workers,
             listening: Default::default(),
             ready: false,
             stopping: false,
-            fresh: heartbeat.map(|h| h.interval * 3),
+            fresh: heartbeat.map(fresh_window),
+            held: false,
         })
+    }
+
+    /// Whether there is a notification socket (`NOTIFY_SOCKET` was set),
+    /// and this master has not handed it over.
+    pub fn has_notifier(&self) -> bool {
+        self.notifier.is_some()
+    }
+
+    /// In the new master of a hot upgrade: says nothing to systemd until
+    /// [`became_main`](Self::became_main) (systemd takes notifications only
+    /// from the main process, and the old master is that until it names this
+    /// one with `MAINPID=`).
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// The old master has named this one the main process: from now on the
+    /// status and the watchdog's pings go out.
+    pub fn became_main(&mut self, master: &crate::Master) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        let status = self.pool_text(master);
+        if let Some(n) = self.notifier.as_mut() {
+            n.started = self.ready;
+            n.status(&status);
+        }
     }
 
     /// The notifier, if `NOTIFY_SOCKET` was set.
@@ -290,7 +335,7 @@ impl Service {
                 if !self.ready && self.listening.len() >= self.workers {
                     self.ready = true;
                     let status = self.pool_text(master);
-                    if let Some(n) = self.notifier.as_mut() {
+                    if let (Some(n), false) = (self.notifier.as_mut(), self.held) {
                         n.ready(&status);
                     }
                     return true;
@@ -352,7 +397,7 @@ impl Service {
     /// After each turn's events: `STATUS=` if the pool changed, and the
     /// watchdog's ping if one is due and the pool is alive.
     pub fn tick(&mut self, master: &crate::Master) {
-        if self.notifier.is_none() {
+        if self.notifier.is_none() || self.held {
             return;
         }
         let status = (self.ready && !self.stopping).then(|| self.pool_text(master));
@@ -374,6 +419,42 @@ impl Service {
             .collect();
         pool_status(serving.len(), serving)
     }
+}
+
+/// How long after its last heartbeat a worker still keeps the watchdog
+/// pinged: three heartbeat intervals.
+fn fresh_window(h: &crate::Heartbeat) -> Duration {
+    h.interval * 3
+}
+
+/// Why a watchdog of `watchdog` cannot always catch a hung pool with these
+/// heartbeats, if it cannot. When every worker hangs just after a ping, the
+/// pings go on while the workers' last heartbeats are fresh (three
+/// intervals), and the master replaces the hung workers at the heartbeat
+/// timeout and pings again: systemd's deadline, the last ping plus the
+/// watchdog timeout, must come before that. `WatchdogSec` at most half the
+/// heartbeat timeout is always enough with the default interval (a tenth
+/// of the timeout). Without heartbeats a hung worker is never seen.
+pub fn watchdog_mismatch(
+    watchdog: Duration,
+    heartbeat: Option<&crate::Heartbeat>,
+) -> Option<String> {
+    let Some(h) = heartbeat else {
+        return Some(format!(
+            "WATCHDOG_USEC is {watchdog:?} but heartbeats are off: a hung worker keeps the \
+             watchdog pinged; turn heartbeats on (--heartbeat-timeout)"
+        ));
+    };
+    let latest = fresh_window(h) + watchdog;
+    (latest >= h.timeout).then(|| {
+        format!(
+            "WATCHDOG_USEC is {watchdog:?} with a heartbeat timeout of {:?}: a pool that hangs \
+             just after a ping is replaced by the master before systemd's deadline; use a \
+             watchdog of at most half the heartbeat timeout (WatchdogSec={})",
+            h.timeout,
+            (h.timeout / 2).as_secs().max(1)
+        )
+    })
 }
 
 /// The watchdog timeout `WATCHDOG_USEC` gives this process
@@ -410,6 +491,22 @@ mod tests {
         assert_eq!(watchdog_interval(Some("2000000"), Some("1")), None);
         assert_eq!(watchdog_interval(Some("0"), None), None);
         assert_eq!(watchdog_interval(None, None), None);
+    }
+
+    #[test]
+    fn the_watchdog_must_fire_before_the_heartbeat_timeout_replaces_a_hung_pool() {
+        let hb = |secs| crate::Heartbeat {
+            timeout: Duration::from_secs(secs),
+            interval: Duration::from_secs(secs) / 10,
+            ..crate::Heartbeat::default()
+        };
+        // The shipped unit: WatchdogSec=5, --heartbeat-timeout 10.
+        assert_eq!(watchdog_mismatch(Duration::from_secs(5), Some(&hb(10))), None);
+        // The old one: WatchdogSec=10 with the same timeout.
+        let why = watchdog_mismatch(Duration::from_secs(10), Some(&hb(10))).unwrap();
+        assert!(why.contains("WatchdogSec=5"), "{why}");
+        assert!(watchdog_mismatch(Duration::from_secs(7), Some(&hb(10))).is_some());
+        assert!(watchdog_mismatch(Duration::from_secs(5), None).unwrap().contains("off"));
     }
 
     #[test]

@@ -116,7 +116,7 @@ use token::Source;
 
 pub use event::{Event, ExitStatus, OutputStream, SocketId, State, WorkerInfo, WorkerStatus};
 pub use settings::{started_program, Heartbeat, Output, Settings, MASTER_DEATH_SIGNAL};
-pub use upgrade::{Upgrade, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT, ENV_UPGRADE};
+pub use upgrade::{Upgrade, UpgradeOptions, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT, ENV_UPGRADE};
 
 /// Descriptors below `RLIMIT_NOFILE` that no worker's new key may take:
 /// kept for the channels, spawns (about 6 each) and listen replies.

@@ -333,6 +333,12 @@ impl SocketRegistry {
 
     /// True if `fd` is open and names what it named when the master was
     /// created.
+    /// `fd` is the master's own (handed over for another use): a worker may
+    /// not name it with `fd:N`.
+    pub(crate) fn forget_inherited(&mut self, fd: i32) {
+        self.inherited.retain(|&(n, _)| n != fd);
+    }
+
     fn is_inherited(&self, fd: i32) -> bool {
         self.inherited.iter().any(|&(n, id)| n == fd && fd::identity(fd) == Some(id))
     }

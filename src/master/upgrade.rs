@@ -10,6 +10,23 @@
 //! nothing to restore. The cost is a new main PID, which the old master
 //! tells systemd (`MAINPID=`) before it exits.
 //!
+//! The new master runs in a process group of its own: a rollback kills the
+//! whole group, so nothing the new program started keeps a socket. Started
+//! [`detached`](UpgradeOptions::detach), it is not this master's child but
+//! its grandchild, re-parented at once to the service manager (systemd), so
+//! that the manager supervises it as a child of its own once it is named
+//! the main process; its exit status then goes to the manager, and a new
+//! master that gives up says why over the readiness channel first
+//! ([`Master::report_failure`]). Not detached (a master that reaps as PID 1
+//! or a subreaper would get it back as an orphan anyway), it is this
+//! master's child, which the reaper spares: never signalled, reaped or
+//! waited for by it.
+//!
+//! The readiness channel, a socket pair, carries lines: `pid=N` (a
+//! detached start's pid), then from the new master `ready` or
+//! `failed: REASON`, and from the old one `main` once it has named the new
+//! one the service's main process (the new one notifies systemd only then).
+//!
 //! The hand-over, old side ([`Master::upgrade`]): every registry key and its
 //! socket (the same open socket: device and inode, and a port-0 key's port,
 //! stay), the target worker count and a socket pair for the readiness
@@ -22,7 +39,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
@@ -44,8 +61,35 @@ pub const ENV_UPGRADE: &str = "MIO_CLUSTER_UPGRADE";
 /// How long a new master may take to report ready, by default.
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The line a new master writes when it is ready.
-const READY: &[u8] = b"ready\n";
+/// The most the readiness channel's lines may hold, in all.
+const MAX_REPORT: usize = 4096;
+
+/// How to start a hot upgrade ([`Master::upgrade`]).
+#[derive(Debug, Default)]
+pub struct UpgradeOptions<'a> {
+    /// The worker count the new master should keep
+    /// ([`Master::inherited_target`]).
+    pub target: Option<usize>,
+    /// How long it may take to report ready ([`Master::report_ready`])
+    /// before it is killed (zero: [`DEFAULT_UPGRADE_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Added to its environment: what this process took out of its own and
+    /// the new master needs, such as systemd's notification socket
+    /// ([`Service::handover_env`](crate::host::systemd::Service::handover_env)).
+    pub env: Vec<(OsString, OsString)>,
+    /// Descriptors handed over by name besides the registry's sockets (the
+    /// health listener's, say): the new master takes each with
+    /// [`Master::take_handed_over`]. Names are `[a-z0-9_-]`, at most 32.
+    pub descriptors: Vec<(String, BorrowedFd<'a>)>,
+    /// Start it re-parented away from this process: this process's child
+    /// forks it and exits at once, so it becomes the child of the nearest
+    /// subreaper or of init, a service manager that then supervises it as
+    /// its own once it is named the main process. Its exit status goes
+    /// there too: a new master that gives up says why first
+    /// ([`Master::report_failure`]). Ignored (with a warning) by a master
+    /// that reaps, which would get it back as an orphan.
+    pub detach: bool,
+}
 
 /// What a hot upgrade came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +116,12 @@ pub enum UpgradeOutcome {
 /// master (a rollback).
 #[derive(Debug)]
 pub struct Upgrade {
-    child: Child,
+    pid: u32,
+    /// Its process group: killed whole on a rollback.
+    group: u32,
     pidfd: OwnedFd,
+    /// This process's child (reaped here), unless started detached.
+    child: Option<Child>,
     report: UnixStream,
     got: Vec<u8>,
     deadline: Instant,
@@ -84,27 +132,19 @@ pub struct Upgrade {
 impl Master {
     /// Starts a hot upgrade: a new master from [`started_program`] (the
     /// program now at the path this one was started from) with this
-    /// process's arguments, handed every listening socket of the registry
-    /// and `target` (the worker count it should keep; see
-    /// [`Master::inherited_target`]). It must report ready
-    /// ([`Master::report_ready`]) within `timeout`, or it is killed.
+    /// process's arguments, handed every listening socket of the registry,
+    /// the worker count to keep and the descriptors of `options`. It must
+    /// report ready ([`Master::report_ready`]) within the timeout, or it is
+    /// killed, with its whole process group.
     ///
     /// Fails at once, starting nothing, if the program is missing or not
     /// executable.
     ///
     /// [`started_program`]: super::started_program
     ///
-    /// `env` is added to the new master's environment: what this process
-    /// took out of its own and the new master needs, such as systemd's
-    /// notification socket ([`Service::handover_env`](crate::host::systemd::Service::handover_env)).
     /// The sockets systemd passed by socket activation are handed over by
     /// name too, so `systemd:NAME` still names them in the new master.
-    pub fn upgrade(
-        &mut self,
-        target: Option<usize>,
-        timeout: Duration,
-        env: &[(OsString, OsString)],
-    ) -> io::Result<Upgrade> {
+    pub fn upgrade(&mut self, options: UpgradeOptions<'_>) -> io::Result<Upgrade> {
         let program = super::started_program();
         let meta = std::fs::metadata(&program).map_err(|e| {
             io::Error::new(e.kind(), format!("new master {}: {e}", program.display()))
@@ -115,41 +155,70 @@ impl Master {
                 format!("new master {}: not an executable file", program.display()),
             ));
         }
+        for (name, _) in &options.descriptors {
+            if !valid_name(name) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("upgrade: descriptor name {name:?} is not [a-z0-9_-]{{1,32}}"),
+                ));
+            }
+        }
+        let detach = options.detach && self.reaper.is_none();
+        if options.detach && !detach {
+            log::warn!(
+                "upgrade: this master reaps (PID 1 or a subreaper): the new master stays its \
+                 child instead of being detached"
+            );
+        }
         let (ours, theirs) = sys::socket::socketpair()?;
         let sockets = self.sockets.export();
         let mut keep: Vec<RawFd> = vec![theirs.as_raw_fd()];
         keep.extend(sockets.iter().map(|(fd, _)| *fd));
+        keep.extend(options.descriptors.iter().map(|(_, fd)| fd.as_raw_fd()));
         let described: Vec<String> = sockets.iter().map(|(fd, k)| format!("{fd}={k}")).collect();
-        let target = target.map_or(String::new(), |n| n.to_string());
+        let fds: Vec<String> =
+            options.descriptors.iter().map(|(n, fd)| format!("{n}:{}", fd.as_raw_fd())).collect();
+        let target = options.target.map_or(String::new(), |n| n.to_string());
         let value = format!(
-            "ready={};target={target};generation={};sockets={}",
+            "ready={};target={target};generation={};sockets={};fds={}",
             theirs.as_raw_fd(),
             self.generation() + 1,
-            described.join(",")
+            described.join(","),
+            fds.join(",")
         );
         let mut cmd = Command::new(&program);
         cmd.args(std::env::args_os().skip(1)).env(ENV_UPGRADE, value);
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         if let Some(v) = crate::listen::activation::encode_for_workers() {
             cmd.env(crate::listen::activation::ENV_SYSTEMD_SOCKETS, v);
         }
-        let (child, pidfd) = sys::process::spawn_keeping(&mut cmd, keep).map_err(|e| {
+        let how = detach.then(|| (theirs.as_raw_fd(), ours.as_raw_fd()));
+        let new = sys::process::spawn_new_master(&mut cmd, keep, how).map_err(|e| {
             io::Error::new(e.kind(), format!("starting new master {}: {e}", program.display()))
         })?;
         drop(theirs);
+        if let (Some(r), Some(_)) = (self.reaper.as_mut(), new.child.as_ref()) {
+            r.spare(Some(new.pid));
+        }
+        let timeout =
+            if options.timeout.is_zero() { DEFAULT_UPGRADE_TIMEOUT } else { options.timeout };
         log::info!(
-            "upgrade: new master (pid {}) started from {}, handed {} listening sockets; \
+            "upgrade: new master (pid {}{}) started from {}, handed {} listening sockets{}; \
              waiting up to {timeout:?} for it to be ready",
-            child.id(),
+            new.pid,
+            if detach { ", detached" } else { "" },
             program.display(),
-            sockets.len()
+            sockets.len(),
+            if fds.is_empty() { String::new() } else { format!(" and {}", fds.join(", ")) }
         );
         Ok(Upgrade {
-            child,
-            pidfd,
+            pid: new.pid,
+            group: new.group,
+            pidfd: new.pidfd,
+            child: new.child,
             report: UnixStream::from(ours),
             got: Vec::new(),
-            deadline: Instant::now() + timeout,
+            deadline: Instant::now().checked_add(timeout).unwrap_or_else(far_future),
             timeout,
             done: false,
         })
@@ -171,7 +240,7 @@ impl Master {
 
     /// True in the new master of a hot upgrade until it reports ready.
     pub fn is_upgrading(&self) -> bool {
-        self.handover.as_ref().is_some_and(|h| h.report.is_some())
+        self.handover.as_ref().is_some_and(|h| h.report.is_some() && !h.ready)
     }
 
     /// In the new master of a hot upgrade: tells the old master that this
@@ -180,21 +249,63 @@ impl Master {
     /// Does nothing in a master that is not one, or the second time.
     pub fn report_ready(&mut self) -> io::Result<()> {
         let Some(h) = self.handover.as_mut() else { return Ok(()) };
-        let Some(report) = h.report.take() else { return Ok(()) };
+        if h.ready {
+            return Ok(());
+        }
+        let Some(report) = h.report.as_mut() else { return Ok(()) };
+        h.ready = true;
         for handle in std::mem::take(&mut h.handles) {
             self.sockets.unpin(handle);
         }
-        let mut report = UnixStream::from(report);
-        report.write_all(READY)?;
+        report.write_all(b"ready\n")?;
         log::info!("upgrade: ready; the old master drains its workers");
         Ok(())
+    }
+
+    /// In the new master of a hot upgrade that has not reported ready: tells
+    /// the old master why this one gives up (one line, before it exits), so
+    /// that its log says so even when this process's exit status goes to
+    /// another parent. Does nothing otherwise.
+    pub fn report_failure(&mut self, reason: &str) {
+        let Some(h) = self.handover.as_mut() else { return };
+        if h.ready {
+            return;
+        }
+        if let Some(mut report) = h.report.take() {
+            let line: String = reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_REPORT / 2)
+                .collect();
+            let _ = report.write_all(format!("failed: {line}\n").as_bytes());
+        }
+    }
+
+    /// In the new master of a hot upgrade, once ready: the channel on which
+    /// the old master says `main` (it has named this one the service's main
+    /// process) or closes. Taken once.
+    pub(crate) fn take_old_master_channel(&mut self) -> Option<UnixStream> {
+        let h = self.handover.as_mut()?;
+        if !h.ready {
+            return None;
+        }
+        h.report.take()
+    }
+
+    /// In the new master of a hot upgrade: the descriptor the old master
+    /// handed over under `name` ([`UpgradeOptions::descriptors`]), taken
+    /// once.
+    pub fn take_handed_over(&mut self, name: &str) -> Option<OwnedFd> {
+        let h = self.handover.as_mut()?;
+        let at = h.fds.iter().position(|(n, _)| n == name)?;
+        Some(h.fds.swap_remove(at).1)
     }
 }
 
 impl Upgrade {
     /// The new master's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// How long until [`Upgrade::process`] must be called even if nothing
@@ -204,60 +315,96 @@ impl Upgrade {
     }
 
     /// Looks at the new master: `Some` once, when the upgrade is over
-    /// (ready, or failed and rolled back: the new master killed if it still
-    /// ran, and reaped). Once ready, `master` (the one that started it) no
+    /// (ready, or failed and rolled back: the new master's process group
+    /// killed if it still ran, and the new master reaped if it is this
+    /// process's child). Once ready, `master` (the one that started it) no
     /// longer unlinks the Unix socket files it bound: they are the new
     /// master's.
     pub fn process(&mut self, master: &mut Master) -> Option<UpgradeOutcome> {
         if self.done {
             return None;
         }
-        let pid = self.pid();
-        let mut buf = [0u8; 64];
+        let pid = self.pid;
+        let mut buf = [0u8; 512];
         // An end of the report without `ready` is the new master exiting
         // (its descriptors close before it can be reaped): its pidfd says
         // how, or the deadline comes.
         loop {
             match self.report.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) if self.got.len() < READY.len() => self.got.extend_from_slice(&buf[..n]),
+                Ok(n) if self.got.len() + n <= MAX_REPORT => self.got.extend_from_slice(&buf[..n]),
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
-        if self.got.starts_with(READY) {
-            self.done = true;
-            master.sockets.keep_files();
-            log::info!("upgrade: the new master (pid {pid}) is ready");
-            return Some(UpgradeOutcome::Ready { pid });
+        let mut said = None;
+        for line in self.got.split(|&b| b == b'\n') {
+            if line == b"ready" {
+                self.done = true;
+                master.sockets.keep_files();
+                log::info!("upgrade: the new master (pid {pid}) is ready");
+                return Some(UpgradeOutcome::Ready { pid });
+            }
+            if let Some(why) = line.strip_prefix(b"failed: ") {
+                said = Some(String::from_utf8_lossy(why).into_owned());
+            }
         }
-        let reason = match sys::process::pidfd_reap(self.pidfd.as_fd()) {
-            Ok(Some(how)) => Some(format!("exited ({}) before it was ready", describe(how))),
-            Ok(None) if Instant::now() >= self.deadline => {
+        let gone = match self.child.as_ref() {
+            Some(_) => sys::process::pidfd_reap(self.pidfd.as_fd()).map(|r| r.map(Some)),
+            None => sys::process::pidfd_exited(self.pidfd.as_fd()).map(|e| e.then_some(None)),
+        };
+        let reason = match (gone, said) {
+            (Ok(Some(how)), said) => {
+                let status = match how {
+                    Some(how) => describe(how),
+                    None => "its exit status went to its new parent".into(),
+                };
+                let said = said.map_or(String::new(), |s| format!(": {s}"));
+                Some(format!("exited ({status}) before it was ready{said}"))
+            }
+            (Ok(None), _) if Instant::now() >= self.deadline => {
                 Some(format!("was not ready within {:?}", self.timeout))
             }
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot be watched: {e}")),
+            (Ok(None), _) => None,
+            (Err(e), _) => Some(format!("cannot be watched: {e}")),
         }?;
-        Some(self.fail(reason))
+        Some(self.fail(master, reason))
     }
 
-    fn fail(&mut self, reason: String) -> UpgradeOutcome {
+    /// After [`UpgradeOutcome::Ready`], once this master has named the new
+    /// one the service's main process (`MAINPID=`, or nothing to name):
+    /// tells it that it speaks for the service from now on.
+    pub fn confirm_main(&mut self) {
+        if let Err(e) = self.report.write_all(b"main\n") {
+            log::debug!("upgrade: telling the new master it is the main process: {e}");
+        }
+    }
+
+    fn fail(&mut self, master: &mut Master, reason: String) -> UpgradeOutcome {
         self.done = true;
         self.kill();
-        let reason = format!("new master (pid {}) {reason}", self.pid());
+        if let Some(r) = master.reaper.as_mut() {
+            r.spare(None);
+        }
+        let reason = format!("new master (pid {}) {reason}", self.pid);
         log::error!("upgrade failed: {reason}; this master keeps serving");
         UpgradeOutcome::Failed { reason }
     }
 
-    /// Kills the new master (its workers get their death signal) and
-    /// reaps it.
+    /// Kills the new master's process group (its workers, in groups of
+    /// their own, get their death signal) and reaps the new master if it is
+    /// this process's child.
     fn kill(&mut self) {
         let _ = sys::process::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-        // Ours to reap: nobody else waits for it (or the kernel reaped it:
-        // then ECHILD).
-        let _ = self.child.wait();
+        if let Err(e) = sys::process::signal_group(self.group, libc::SIGKILL) {
+            log::warn!("upgrade: SIGKILL to process group {}: {e}", self.group);
+        }
+        if let Some(child) = self.child.as_mut() {
+            // Ours to reap: the reaper spares it (or the kernel reaped it:
+            // then ECHILD).
+            let _ = child.wait();
+        }
     }
 }
 
@@ -271,10 +418,22 @@ fn describe(how: sys::process::Reaped) -> String {
     }
 }
 
+/// A deadline past any wait: for a timeout too long to add to now.
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 impl Drop for Upgrade {
     fn drop(&mut self) {
         if !self.done {
-            log::warn!("upgrade abandoned: killing the new master (pid {})", self.pid());
+            log::warn!("upgrade abandoned: killing the new master (pid {})", self.pid);
             self.done = true;
             self.kill();
         }
@@ -311,13 +470,18 @@ impl Source for Upgrade {
 /// What the new master of a hot upgrade was handed.
 #[derive(Debug)]
 pub(super) struct Handover {
-    /// Where to report ready; `None` once reported.
-    report: Option<OwnedFd>,
+    /// The readiness channel to the old master; `None` once given up or
+    /// taken after ready.
+    report: Option<UnixStream>,
+    /// `ready` was reported.
+    ready: bool,
     target: Option<usize>,
     /// This master's generation (the old one's plus one).
     generation: u32,
     /// The inherited keys, held until ready.
     handles: Vec<u32>,
+    /// Descriptors handed over by name.
+    fds: Vec<(String, OwnedFd)>,
 }
 
 impl Handover {
@@ -329,11 +493,21 @@ impl Handover {
     pub(super) fn take(sockets: &mut SocketRegistry) -> Option<Handover> {
         let value = std::env::var(ENV_UPGRADE).ok()?;
         std::env::remove_var(ENV_UPGRADE);
-        let mut h = Handover { report: None, target: None, generation: 2, handles: Vec::new() };
+        let mut h = Handover {
+            report: None,
+            ready: false,
+            target: None,
+            generation: 2,
+            handles: Vec::new(),
+            fds: Vec::new(),
+        };
         for part in value.split(';') {
             match part.split_once('=') {
                 Some(("ready", fd)) => match fd.parse().map(sys::fd::take_inherited_socket) {
-                    Ok(Ok(fd)) => h.report = Some(fd),
+                    Ok(Ok(fd)) => {
+                        sockets.forget_inherited(fd.as_raw_fd());
+                        h.report = Some(UnixStream::from(fd));
+                    }
                     _ => log::error!("upgrade: no report descriptor in {part:?}"),
                 },
                 Some(("target", n)) => h.target = n.parse().ok(),
@@ -343,6 +517,25 @@ impl Handover {
                         match import(sockets, entry) {
                             Ok(handle) => h.handles.push(handle),
                             Err(e) => log::error!("upgrade: inherited socket {entry:?}: {e}"),
+                        }
+                    }
+                }
+                Some(("fds", list)) => {
+                    for entry in list.split(',').filter(|e| !e.is_empty()) {
+                        let taken = entry
+                            .split_once(':')
+                            .filter(|(name, _)| valid_name(name))
+                            .and_then(|(name, fd)| Some((name, fd.parse::<RawFd>().ok()?)))
+                            .ok_or_else(|| "not NAME:FD".to_string())
+                            .and_then(|(name, fd)| {
+                                let fd = sys::fd::take_inherited_socket(fd)
+                                    .map_err(|e| e.to_string())?;
+                                sockets.forget_inherited(fd.as_raw_fd());
+                                Ok((name.to_string(), fd))
+                            });
+                        match taken {
+                            Ok(named) => h.fds.push(named),
+                            Err(e) => log::error!("upgrade: inherited descriptor {entry:?}: {e}"),
                         }
                     }
                 }

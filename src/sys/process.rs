@@ -280,6 +280,24 @@ pub(crate) fn waitid_reap(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<
     }))
 }
 
+/// Whether the process of `pidfd` has exited (its pidfd is readable),
+/// without reaping it: for a process that is not this one's child.
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    loop {
+        // SAFETY: poll reads and writes the one pollfd of our stack array,
+        // and returns at once (timeout 0).
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        if r >= 0 {
+            return Ok(r > 0 && fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Sends `sig` to the process of `pidfd`: unlike `kill(2)` it cannot reach
 /// another process that reused the pid.
 pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
@@ -300,28 +318,143 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<(
     Ok(())
 }
 
+/// A new master, started by [`spawn_new_master`].
+#[derive(Debug)]
+pub(crate) struct NewMaster {
+    /// Its process id.
+    pub pid: u32,
+    /// Its pidfd (readable when it exits).
+    pub pidfd: OwnedFd,
+    /// Its process group, of its own: every descendant that stays in it.
+    pub group: u32,
+    /// This process's child (`Some`, to reap), or re-parented at once
+    /// (`None`: a double fork, its exit status goes to its new parent).
+    pub child: Option<Child>,
+}
+
 /// Spawns `cmd`, a program that is not a worker (a new master, for a hot
-/// upgrade), and opens its pidfd. The child keeps the descriptors `keep`
-/// (close-on-exec in this process) at their numbers across `exec`, starts
-/// with an empty signal mask and the application's `SIGCHLD` disposition,
-/// and, unlike a worker, gets no death signal: it outlives this process.
-/// As with [`spawn_worker`], the child stays a zombie until its pidfd is
-/// open.
-pub(crate) fn spawn_keeping(cmd: &mut Command, keep: Vec<RawFd>) -> io::Result<(Child, OwnedFd)> {
+/// upgrade), in a process group of its own, and opens its pidfd. The child
+/// keeps the descriptors `keep` (close-on-exec in this process) at their
+/// numbers across `exec`, starts with an empty signal mask and the
+/// application's `SIGCHLD` disposition, and, unlike a worker, gets no death
+/// signal: it outlives this process.
+///
+/// With `detach`, it is not this process's child: the forked child forks
+/// once more, writes `pid=N\n` (the grandchild's pid) to `detach.0` (one
+/// end of a socket pair, kept), and exits; this process reads the pid from
+/// the other end, `detach.1`, leaving the line there (`MSG_PEEK`); the grandchild, re-parented to the nearest
+/// subreaper or init (a service manager), runs the program. Without it,
+/// the child runs it and, as with [`spawn_worker`], stays a zombie until
+/// its pidfd is open.
+pub(crate) fn spawn_new_master(
+    cmd: &mut Command,
+    keep: Vec<RawFd>,
+    detach: Option<(RawFd, RawFd)>,
+) -> io::Result<NewMaster> {
+    cmd.process_group(0);
+    // Held to the end: the go-between stays a zombie until it is waited for.
     let zombies = KeepZombies::new()?;
     let ignored = zombies.ignored;
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls async-signal-safe functions (fcntl, sigemptyset, sigprocmask,
-    // signal) on integers, a vector allocated before the fork that it only
-    // reads, and a sigset on its own stack; it allocates nothing and takes
-    // no lock.
+    // signal, fork, write, _exit) on integers, a vector allocated before the
+    // fork that it only reads, and buffers on its own stack; it allocates
+    // nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             prepare_exec(&keep, ignored)?;
-            Ok(())
+            let Some((report, _)) = detach else { return Ok(()) };
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => Ok(()),
+                pid => {
+                    let mut line = [0u8; 24];
+                    let n = pid_line(pid as u32, &mut line);
+                    let ok = libc::write(report, line.as_ptr().cast(), n) == n as isize;
+                    libc::_exit(if ok { 0 } else { 1 })
+                }
+            }
         });
     }
-    let spawned = spawn_with_pidfd(cmd);
+    let Some((_, report)) = detach else {
+        let (child, pidfd) = spawn_with_pidfd(cmd)?;
+        let pid = child.id();
+        return Ok(NewMaster { pid, pidfd, group: pid, child: Some(child) });
+    };
+    let mut child = cmd.spawn()?;
+    let group = child.id();
+    // The go-between wrote the pid before it exited, and `spawn` returns
+    // once the program was executed (or failed to be): the line is there.
+    let status = child.wait()?;
     drop(zombies);
-    spawned
+    let mut buf = [0u8; 24];
+    // SAFETY: recv writes at most `buf.len()` bytes into our stack buffer;
+    // MSG_PEEK leaves them for the caller's own reads (it skips the line).
+    let n = unsafe { libc::recv(report, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+    let line = if n > 0 { &buf[..n as usize] } else { &[][..] };
+    let pid = parse_pid_line(line).ok_or_else(|| {
+        io::Error::other(format!(
+            "the go-between of a detached spawn ended ({status}) without a pid"
+        ))
+    })?;
+    let pidfd = pidfd_open(pid).map_err(|e| {
+        io::Error::new(e.kind(), format!("new master (pid {pid}) exited at once: {e}"))
+    })?;
+    Ok(NewMaster { pid, pidfd, group, child: None })
+}
+
+/// Writes `pid=N\n` into `out` without allocating; returns its length.
+fn pid_line(pid: u32, out: &mut [u8; 24]) -> usize {
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = pid;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out[..4].copy_from_slice(b"pid=");
+    for i in 0..n {
+        out[4 + i] = digits[n - 1 - i];
+    }
+    out[4 + n] = b'\n';
+    5 + n
+}
+
+/// The pid of a `pid=N\n` line at the start of `bytes`.
+pub(crate) fn parse_pid_line(bytes: &[u8]) -> Option<u32> {
+    let rest = bytes.strip_prefix(b"pid=")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok().filter(|&p| p > 0)
+}
+
+/// Sends `sig` to every process of process group `group`. `ESRCH` (no
+/// process is left in it) is not an error.
+pub(crate) fn signal_group(group: u32, sig: i32) -> io::Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(sig)?;
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group as i32), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_line_reads_back() {
+        for pid in [1u32, 42, 4_194_304, u32::MAX] {
+            let mut line = [0u8; 24];
+            let n = pid_line(pid, &mut line);
+            assert_eq!(&line[..n], format!("pid={pid}\n").as_bytes());
+            assert_eq!(parse_pid_line(&line[..n]), Some(pid));
+        }
+        assert_eq!(parse_pid_line(b"pid=0\n"), None);
+        assert_eq!(parse_pid_line(b"pid=12"), None);
+        assert_eq!(parse_pid_line(b"ready\n"), None);
+    }
 }

@@ -1,0 +1,746 @@
+//! The production master in one piece: a [`Master`], a [`Supervisor`] and
+//! the host pieces ([`systemd`](super::systemd), [`health`](super::health),
+//! [`linger`](super::linger), the hot upgrade), with the signal meanings and
+//! exit codes an operator expects. The echo example's master is
+//! [`Manager::run`] and nothing more.
+//!
+//! ```no_run
+//! use mio_cluster::host::manager::{Manager, ManagerEvent};
+//! use mio_cluster::{Policy, Role};
+//!
+//! if let Role::Master = mio_cluster::role() {
+//!     let manager = Manager::builder()
+//!         .policy(Policy { workers: 4, ..Policy::default() })
+//!         .health("127.0.0.1:8080".parse().unwrap())
+//!         .build()?;
+//!     let code = manager.run(|_, event| {
+//!         if let ManagerEvent::Ready { address, workers, pid } = event {
+//!             println!("ready addr={address} workers={workers} pid={pid}");
+//!         }
+//!     })?;
+//!     std::process::exit(code);
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Signals
+//!
+//! | signal | effect |
+//! |---|---|
+//! | `SIGINT`, `SIGTERM` | graceful shutdown, after the [linger](Builder::linger) if one is set; a second one ends the linger, and during the shutdown kills every worker at once (exit `128 +` the signal). To a master that has handed over to a new one (it is already draining), the first one changes nothing. |
+//! | `SIGQUIT` | kill every worker at once, exit 131 |
+//! | `SIGHUP` | rolling restart |
+//! | `SIGTTIN`, `SIGTTOU` | one worker more, one fewer |
+//! | `SIGUSR1` | a status table on stderr ([`status_table`]) |
+//! | `SIGUSR2` | hot upgrade of the master ([`Master::upgrade`]) |
+//!
+//! # Hot upgrade, as each host sees it
+//!
+//! On `SIGUSR2` the manager starts a new master from the program now at
+//! its path and hands it the registry's sockets and the health listener's
+//! (the same kernel sockets: no connection and no probe is refused). When
+//! the new master's workers all listen, it reports ready; this one names it
+//! the main process to systemd (`MAINPID=`, which the new one waits for
+//! before it notifies anything), drains its workers and exits 0. If the new
+//! master fails, its whole process group is killed and this one serves on.
+//!
+//! - Under systemd (`NOTIFY_SOCKET` set), the new master is started
+//!   detached: re-parented to systemd before it is named the main process,
+//!   so systemd supervises it as its own child, and a later stop is
+//!   graceful.
+//! - A master that reaps (`--subreaper`) keeps the new master as its child
+//!   and spares it: never signalled, reaped or waited for by the reaper.
+//! - As PID 1 of a PID namespace (a container), `SIGUSR2` is refused with
+//!   a log line: PID 1 cannot hand over, since the namespace ends with it.
+//!   Roll out a new image instead (the orchestrator replaces the container).
+//!
+//! # Exit codes
+//!
+//! 0 after a graceful shutdown or a hand-over; 1 if a worker had to be
+//! killed at the deadline, if workers kept dying before they listened
+//! (a crash loop), or if a worker exited with [`EXIT_CANNOT_LISTEN`];
+//! `128 +` the signal after a shutdown forced by `SIGQUIT` or a second
+//! `SIGINT`/`SIGTERM`.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use super::health::{Health, Readiness};
+use super::linger::Linger;
+use super::reaper;
+use super::systemd::Service;
+use crate::master::{Upgrade, UpgradeOptions, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT};
+use crate::supervisor::STANDARD_SIGNALS;
+use crate::{
+    Address, Event, ExitStatus, Master, Policy, Settings, Signal, State, Supervisor, WorkerId,
+    WorkerStatus,
+};
+
+/// A worker's exit code when it cannot listen (a port in use, a bad
+/// address, a permission): the manager shuts the pool down and exits 1
+/// instead of replacing it (sysexits' `EX_CONFIG`).
+pub const EXIT_CANNOT_LISTEN: i32 = 78;
+
+/// The name the health listener's socket is handed over under.
+const HEALTH_FD: &str = "health";
+
+const MASTER: Token = Token(0);
+const HEALTH: Token = Token(1);
+const UPGRADE: Token = Token(2);
+const OLD_MASTER: Token = Token(3);
+
+/// What the manager hands the application, in order.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ManagerEvent {
+    /// Every initial worker listens (once per master): the moment for the
+    /// application's own "ready" line. `address` is the first worker's.
+    Ready {
+        /// The address the pool listens on.
+        address: Address,
+        /// The worker count the pool keeps.
+        workers: usize,
+        /// This master's pid.
+        pid: u32,
+    },
+    /// One of the master's events, after the manager acted on it
+    /// (messages from workers, exits, signals...).
+    Master(Event),
+}
+
+/// Builds a [`Manager`]. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Builder {
+    settings: Option<Settings>,
+    policy: Policy,
+    health: Option<SocketAddr>,
+    linger: Duration,
+    upgrade_timeout: Option<Duration>,
+    required_socket: Option<String>,
+}
+
+impl Builder {
+    /// Fail in [`build`](Builder::build), before any worker starts, if
+    /// systemd passed no socket named `name` (what `systemd:NAME` asks
+    /// for), with an error that names the ones it passed
+    /// ([`find_socket`](super::systemd::find_socket)).
+    pub fn require_socket(mut self, name: &str) -> Builder {
+        self.required_socket = Some(name.to_string());
+        self
+    }
+
+    /// How workers are started ([`Settings::default`] if not given). The
+    /// signals the manager gives a meaning to are added to
+    /// [`Settings::signals`].
+    pub fn settings(mut self, settings: Settings) -> Builder {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// How the pool is kept ([`Policy::default`] if not given).
+    pub fn policy(mut self, policy: Policy) -> Builder {
+        self.policy = policy;
+        self
+    }
+
+    /// Serve `GET /ready` and `GET /live` on `addr`
+    /// ([`health`](super::health)).
+    pub fn health(mut self, addr: SocketAddr) -> Builder {
+        self.health = Some(addr);
+        self
+    }
+
+    /// After the first `SIGTERM` or `SIGINT`, keep accepting this long
+    /// (while `/ready` answers 503), then drain ([`linger`](super::linger)).
+    pub fn linger(mut self, length: Duration) -> Builder {
+        self.linger = length;
+        self
+    }
+
+    /// How long the new master of a hot upgrade may take until its workers
+    /// all listen (default [`DEFAULT_UPGRADE_TIMEOUT`]).
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Builder {
+        self.upgrade_timeout = Some(timeout);
+        self
+    }
+
+    /// Creates the master, starts the pool and binds the health listener
+    /// (or, in the new master of a hot upgrade, takes the old one's).
+    pub fn build(mut self) -> io::Result<Manager> {
+        let mut settings = self.settings.take().unwrap_or_default();
+        for sig in STANDARD_SIGNALS.into_iter().chain([Signal::SIGUSR2]) {
+            if !settings.signals.contains(&sig) {
+                settings.signals.push(sig);
+            }
+        }
+        let heartbeat = settings.heartbeat;
+        // Takes systemd's sockets, if it passed any (or, in the new master
+        // of a hot upgrade, the old master's).
+        let mut master = Master::new(settings)?;
+        match Manager::start(&mut master, self, heartbeat) {
+            Ok(parts) => Ok(parts.into_manager(master)),
+            Err(e) => {
+                master.report_failure(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Everything but the master, made by [`Manager::start`].
+struct Parts {
+    poll: Poll,
+    supervisor: Supervisor,
+    service: Service,
+    health: Option<Health>,
+    linger: Linger,
+    workers: usize,
+    upgrade_timeout: Duration,
+    stale: Option<Duration>,
+}
+
+impl Parts {
+    fn into_manager(self, master: Master) -> Manager {
+        Manager {
+            poll: self.poll,
+            events: Events::with_capacity(16),
+            master,
+            supervisor: self.supervisor,
+            service: self.service,
+            health: self.health,
+            linger: self.linger,
+            upgrade: None,
+            upgrade_timeout: self.upgrade_timeout,
+            handed_over: None,
+            old_master: None,
+            stop_signals: 0,
+            killed_by: None,
+            failed: false,
+            exit: None,
+            queue: VecDeque::new(),
+            report_pending: false,
+            workers: self.workers,
+            stale: self.stale,
+        }
+    }
+}
+
+/// The production master. See the [module docs](self).
+///
+/// Run it with [`Manager::run`], or register it in the application's own
+/// loop: it is a [`mio::event::Source`] (one descriptor, readable when it
+/// has work) with the master's contract: wait no longer than
+/// [`Manager::timeout`], call [`Manager::process`] after every wait, take
+/// every [`Manager::next_event`], and leave once [`Manager::exit_code`] says
+/// so.
+#[derive(Debug)]
+pub struct Manager {
+    poll: Poll,
+    events: Events,
+    master: Master,
+    supervisor: Supervisor,
+    service: Service,
+    health: Option<Health>,
+    linger: Linger,
+    /// A hot upgrade under way (`SIGUSR2`).
+    upgrade: Option<Upgrade>,
+    upgrade_timeout: Duration,
+    /// The new master this one handed over to: it only drains now.
+    handed_over: Option<u32>,
+    /// In a new master, once ready: the channel on which the old one says
+    /// it has named this one the main process.
+    old_master: Option<UnixStream>,
+    /// `SIGINT`s and `SIGTERM`s that reached the shutdown (a linger holds
+    /// the first).
+    stop_signals: u32,
+    /// The signal that ended the master by killing every worker, if any.
+    killed_by: Option<Signal>,
+    /// Workers could not listen, or kept dying: exit 1.
+    failed: bool,
+    exit: Option<i32>,
+    queue: VecDeque<ManagerEvent>,
+    /// `Ready` was handed out: report it to the old master (of a hot
+    /// upgrade) once the application has seen it.
+    report_pending: bool,
+    workers: usize,
+    /// A worker silent this long is not counted ready (half the heartbeat
+    /// timeout).
+    stale: Option<Duration>,
+}
+
+impl Manager {
+    /// A [`Builder`] with the defaults: [`Settings::default`],
+    /// [`Policy::default`], no health listener, no linger.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn start(
+        master: &mut Master,
+        b: Builder,
+        heartbeat: Option<crate::Heartbeat>,
+    ) -> io::Result<Parts> {
+        if let Some(name) = &b.required_socket {
+            super::systemd::find_socket(name)?;
+        }
+        // The new master of a hot upgrade keeps the old one's count
+        // (SIGTTIN and SIGTTOU may have changed it).
+        let workers = master.inherited_target().unwrap_or(b.policy.workers);
+        // READY=1, RELOADING=1, STOPPING=1, STATUS= and the watchdog, if
+        // NOTIFY_SOCKET is set (read before any worker is forked: the
+        // variables are removed, workers do not notify).
+        let mut service = Service::from_env(workers, heartbeat.as_ref())?;
+        if master.is_upgrading() {
+            // systemd hears from this master once the old one has named it
+            // the main process.
+            service.hold();
+        }
+        let poll = Poll::new()?;
+        poll.registry().register(master, MASTER, Interest::READABLE)?;
+        // The health listener: the old master's socket in a hot upgrade,
+        // else bound here, after the master, so that workers cannot name
+        // its descriptor with fd:N.
+        let health = match b.health {
+            Some(addr) => {
+                let mut h = match master.take_handed_over(HEALTH_FD) {
+                    Some(fd) => {
+                        let h = Health::from_std(std::net::TcpListener::from(fd))?;
+                        log::info!("health listener on {} (from the old master)", h.local_addr());
+                        h
+                    }
+                    None => {
+                        let h = Health::bind(addr)?;
+                        log::info!("health listener on {}", h.local_addr());
+                        h
+                    }
+                };
+                poll.registry().register(&mut h, HEALTH, Interest::READABLE)?;
+                Some(h)
+            }
+            None => None,
+        };
+        // Keep `workers` alive: replace every worker that dies; stop only
+        // if workers keep dying before they listen (a crash loop).
+        let mut supervisor = Supervisor::new(Policy { workers, ..b.policy });
+        supervisor.start(master)?;
+        Ok(Parts {
+            poll,
+            supervisor,
+            service,
+            health,
+            linger: Linger::new(b.linger),
+            workers,
+            upgrade_timeout: b.upgrade_timeout.unwrap_or(DEFAULT_UPGRADE_TIMEOUT),
+            stale: heartbeat.map(|h| h.timeout / 2),
+        })
+    }
+
+    /// Runs the manager's own loop until the pool is gone; returns the exit
+    /// code (see the [module docs](self)). `on_event` sees every event.
+    ///
+    /// In the new master of a hot upgrade, an error is also reported to the
+    /// old master ([`Master::report_failure`]) before it is returned.
+    pub fn run(mut self, mut on_event: impl FnMut(&mut Manager, ManagerEvent)) -> io::Result<i32> {
+        loop {
+            let turn = self.turn(self.timeout());
+            if let Err(e) = turn {
+                self.master.report_failure(&e.to_string());
+                return Err(e);
+            }
+            while let Some(event) = self.next_event() {
+                on_event(&mut self, event);
+            }
+            if let Some(code) = self.exit {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// How long the application's loop may wait before
+    /// [`Manager::process`]: zero while events or work are pending.
+    pub fn timeout(&self) -> Option<Duration> {
+        if !self.queue.is_empty() || self.report_pending || self.exit.is_some() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        [
+            self.supervisor.timeout(&self.master),
+            self.service.timeout(),
+            self.health.as_ref().and_then(Health::timeout),
+            self.linger.timeout(now),
+            self.upgrade.as_ref().and_then(Upgrade::timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// One non-blocking turn: reads what is ready, fires what is due, and
+    /// queues the events for [`Manager::next_event`].
+    pub fn process(&mut self) -> io::Result<()> {
+        self.turn(Some(Duration::ZERO))
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<ManagerEvent> {
+        // The application has seen `Ready`: now the old master may go.
+        if self.report_pending && self.flush_report().is_err() {
+            log::warn!("upgrade: the old master is gone before this one reported ready");
+        }
+        self.queue.pop_front()
+    }
+
+    /// `Some(code)` once the pool is gone and the process should exit
+    /// with `code`.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// The master.
+    pub fn master(&mut self) -> &mut Master {
+        &mut self.master
+    }
+
+    /// The supervisor and the master it drives (to send messages, scale,
+    /// read the status).
+    pub fn pool(&mut self) -> (&mut Supervisor, &mut Master) {
+        (&mut self.supervisor, &mut self.master)
+    }
+
+    /// The health listener's address, if one is served.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().map(Health::local_addr)
+    }
+
+    /// What `/ready` says now ([`Readiness`]).
+    pub fn readiness(&self) -> Readiness {
+        readiness(&self.master, &self.supervisor, &self.linger, self.stale)
+    }
+
+    fn flush_report(&mut self) -> io::Result<()> {
+        self.report_pending = false;
+        if !self.master.is_upgrading() {
+            return Ok(());
+        }
+        self.master.report_ready()?;
+        if let Some(mut ch) = self.master.take_old_master_channel() {
+            let fd = ch.as_raw_fd();
+            self.poll.registry().register(&mut SourceFd(&fd), OLD_MASTER, Interest::READABLE)?;
+            // Already said, or gone: read at once.
+            if !self.hear_old_master_on(&mut ch) {
+                self.old_master = Some(ch);
+            }
+        }
+        Ok(())
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.report_pending {
+            self.flush_report()?;
+        }
+        // Each part below looks at its own sources whatever woke the loop:
+        // the wait only empties the ready list (all of it, so that the
+        // descriptor the application registered goes quiet).
+        let mut wait = timeout;
+        loop {
+            match self.poll.poll(&mut self.events, wait) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            if self.events.iter().count() < self.events.capacity() {
+                break;
+            }
+            wait = Some(Duration::ZERO);
+        }
+        self.supervisor.process(&mut self.master)?;
+        if let Some(h) = self.health.as_mut() {
+            let (master, supervisor, linger, stale) =
+                (&self.master, &self.supervisor, &self.linger, self.stale);
+            h.process(|| readiness(master, supervisor, linger, stale))?;
+        }
+        if self.linger.due(Instant::now()) && !self.master.is_shutting_down() {
+            log::info!("the linger is over: graceful shutdown");
+            self.supervisor.handle_signal(&mut self.master, Signal::SIGTERM)?;
+        }
+        self.watch_upgrade()?;
+        if let Some(mut ch) = self.old_master.take() {
+            if !self.hear_old_master_on(&mut ch) {
+                self.old_master = Some(ch);
+            }
+        }
+        while let Some(event) = self.supervisor.next_event(&mut self.master) {
+            self.on_event(&event)?;
+            self.queue.push_back(ManagerEvent::Master(event));
+        }
+        // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
+        // pool can serve.
+        self.service.tick(&self.master);
+        Ok(())
+    }
+
+    /// In a new master: reads the old master's word; true once it is heard
+    /// (`main`, or the channel closed: the old master is gone), and systemd
+    /// is told the state from now on.
+    fn hear_old_master_on(&mut self, ch: &mut UnixStream) -> bool {
+        let mut buf = [0u8; 64];
+        let heard = match ch.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => buf[..n].split(|&b| b == b'\n').any(|l| l == b"main"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        };
+        if heard {
+            let fd = ch.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            log::info!("upgrade: this master is the main process now");
+            self.service.became_main(&self.master);
+        }
+        heard
+    }
+
+    fn watch_upgrade(&mut self) -> io::Result<()> {
+        let Some(up) = self.upgrade.as_mut() else { return Ok(()) };
+        let Some(outcome) = up.process(&mut self.master) else { return Ok(()) };
+        let mut up = self.upgrade.take().expect("an upgrade under way");
+        self.poll.registry().deregister(&mut up)?;
+        if let UpgradeOutcome::Ready { pid } = outcome {
+            // Under systemd the unit's main process is the new one before
+            // this one drains; the new one notifies from then on.
+            self.service.main_pid(pid);
+            up.confirm_main();
+            log::info!("handed over to the new master (pid {pid}); draining the old workers");
+            self.handed_over = Some(pid);
+            self.supervisor.shutdown(&mut self.master)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: &Event) -> io::Result<()> {
+        let now_ready = self.service.on_event(&self.master, event);
+        match event {
+            Event::Listening { id, address } => {
+                log::info!("worker {id} listening on {address}");
+                if now_ready {
+                    self.queue.push_back(ManagerEvent::Ready {
+                        address: address.clone(),
+                        workers: self.workers,
+                        pid: std::process::id(),
+                    });
+                    self.report_pending = self.master.is_upgrading();
+                }
+            }
+            Event::Exit { id, status, exited_after_disconnect: false, .. }
+                if *status == ExitStatus::Code(EXIT_CANNOT_LISTEN)
+                    && !self.master.is_shutting_down() =>
+            {
+                self.give_up(&format!("worker {id} cannot listen"))?;
+            }
+            Event::Exit { id, pid, status, exited_after_disconnect } => {
+                let how = if *exited_after_disconnect { "left" } else { "died" };
+                log::info!("worker {id} (pid {pid}) {how}: {status}");
+            }
+            Event::CrashLoop { .. } => {
+                self.give_up("workers keep dying at start-up")?;
+            }
+            Event::Signal(Signal::SIGUSR1) => {
+                eprint!("{}", status_table(&self.supervisor.status(&self.master)))
+            }
+            Event::Signal(Signal::SIGUSR2) => self.start_upgrade()?,
+            // Held during the linger: the workers keep accepting.
+            Event::Signal(sig) if self.linger.on_signal(*sig, Instant::now()) => {}
+            Event::Signal(sig @ (Signal::SIGINT | Signal::SIGTERM))
+                if self.stop_signals == 0 && self.master.is_shutting_down() =>
+            {
+                // Shutting down already, not because of a signal (a
+                // hand-over, a failure): this one is the first.
+                self.stop_signals = 1;
+                self.upgrade = None;
+                log::info!("{sig}: already draining; a second one kills every worker");
+            }
+            Event::Signal(sig) => {
+                let sig = *sig;
+                if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) {
+                    // Leaving: a pending upgrade is called off (killed).
+                    self.upgrade = None;
+                }
+                if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
+                    self.stop_signals += 1;
+                }
+                let kills = sig == Signal::SIGQUIT
+                    || (matches!(sig, Signal::SIGINT | Signal::SIGTERM)
+                        && self.master.is_shutting_down());
+                if kills {
+                    self.killed_by = Some(sig);
+                    // As PID 1: other processes waited for go too.
+                    self.master.kill_others();
+                }
+                self.supervisor.handle_signal(&mut self.master, sig)?;
+            }
+            Event::RollFailed { id, reason } => {
+                log::error!("rolling restart stopped at worker {id}: {reason}");
+            }
+            Event::AllDisconnected { forced } => {
+                if *forced > 0 {
+                    log::warn!("{forced} workers had to be killed");
+                }
+                log::info!("every worker has left; bye");
+                // Ended by a signal that killed every worker: 128 + its
+                // number, as a shell shows a process it killed.
+                self.exit = Some(match self.killed_by {
+                    Some(sig) => reaper::exit_code(sig),
+                    None if self.failed || *forced > 0 => 1,
+                    None => 0,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The pool cannot serve: shut it down and exit 1 (in the new master
+    /// of a hot upgrade, the old one is told why first).
+    fn give_up(&mut self, why: &str) -> io::Result<()> {
+        log::error!("{why}; shutting down");
+        self.master.report_failure(why);
+        self.failed = true;
+        self.service.stopping();
+        self.supervisor.shutdown(&mut self.master)
+    }
+
+    fn start_upgrade(&mut self) -> io::Result<()> {
+        if let Some(up) = &self.upgrade {
+            log::warn!("upgrade refused: one is under way (new master pid {})", up.pid());
+            return Ok(());
+        }
+        if let Some(pid) = self.handed_over {
+            log::warn!("upgrade refused: this master handed over to pid {pid}");
+            return Ok(());
+        }
+        if self.master.is_upgrading() || self.master.is_shutting_down() {
+            log::warn!("upgrade refused: this master is not serving yet, or is leaving");
+            return Ok(());
+        }
+        if std::process::id() == 1 {
+            log::warn!(
+                "upgrade refused: this master is PID 1 of its PID namespace (a container), and \
+                 the namespace ends when PID 1 exits, so it cannot hand over to a new master; \
+                 roll out a new image instead (the orchestrator replaces the container), or \
+                 SIGHUP to restart the workers from the program now at the path"
+            );
+            return Ok(());
+        }
+        let env = self.service.handover_env();
+        let health = self.health.as_ref().map(Health::listener_fd);
+        let options = UpgradeOptions {
+            target: Some(self.supervisor.target()),
+            timeout: self.upgrade_timeout,
+            env,
+            descriptors: health.into_iter().map(|fd| (HEALTH_FD.to_string(), fd)).collect(),
+            // Under systemd: re-parented to it before it is named the
+            // main process.
+            detach: self.service.has_notifier(),
+        };
+        match self.master.upgrade(options) {
+            Ok(mut up) => {
+                self.poll.registry().register(&mut up, UPGRADE, Interest::READABLE)?;
+                self.upgrade = Some(up);
+            }
+            Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
+        }
+        Ok(())
+    }
+}
+
+impl mio::event::Source for Manager {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.poll.as_raw_fd()).deregister(registry)
+    }
+}
+
+/// What `/ready` says: lingering, draining, or whether every seat has a
+/// worker that listens, is not leaving, and (with heartbeats) was heard
+/// from within `stale` (a stopped or hung worker does not count before the
+/// master kills it).
+fn readiness(
+    master: &Master,
+    supervisor: &Supervisor,
+    linger: &Linger,
+    stale: Option<Duration>,
+) -> Readiness {
+    if linger.is_lingering() {
+        return Readiness::Lingering;
+    }
+    if master.is_shutting_down() {
+        return Readiness::Draining;
+    }
+    let listening: HashSet<WorkerId> = master
+        .workers()
+        .filter(|w| w.state == State::Listening && !w.exited_after_disconnect)
+        .map(|w| w.id)
+        .collect();
+    let ready = master
+        .status()
+        .iter()
+        .filter(|r| listening.contains(&r.id))
+        .filter(|r| match (stale, r.last_heartbeat) {
+            (Some(stale), Some(ago)) => ago <= stale,
+            _ => true,
+        })
+        .count();
+    Readiness::of_pool(ready, supervisor.target())
+}
+
+/// The `SIGUSR1` table: one row per worker (id, pid, generation, state,
+/// uptime, restarts, last heartbeat, RSS, CPU time).
+pub fn status_table(rows: &[WorkerStatus]) -> String {
+    let mut t = format!(
+        "{:>4} {:>8} {:>3} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
+        "id", "pid", "gen", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
+    );
+    for r in rows {
+        let hb =
+            r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
+        let rss =
+            r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
+        let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
+        t += &format!(
+            "{:>4} {:>8} {:>3} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
+            r.id,
+            r.pid,
+            r.generation,
+            format!("{:?}", r.state),
+            r.uptime.as_secs_f64(),
+            r.restarts.unwrap_or(0),
+            hb,
+            rss,
+            cpu
+        );
+    }
+    t
+}
