@@ -75,7 +75,8 @@ impl Readiness {
 pub struct Health {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
+    /// `None` once [`Health::stop_listening`] closed it.
+    listener: Option<TcpListener>,
     addr: SocketAddr,
     clients: Slab<Client>,
     /// The accept loop stopped at its batch: go on next turn.
@@ -110,15 +111,25 @@ impl Health {
     /// The listening socket, to hand over to the new master of a hot
     /// upgrade ([`UpgradeOptions::descriptors`](crate::master::UpgradeOptions::descriptors)):
     /// the same socket keeps its queue, so no probe goes unanswered.
-    pub fn listener_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    /// `None` once [`Health::stop_listening`] closed it.
+    pub fn listener_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.listener.as_fd()
+        self.listener.as_ref().map(|l| l.as_fd())
+    }
+
+    /// Closes this process's listening socket (the new master of a hot
+    /// upgrade serves it now), and answers the clients already accepted.
+    pub fn stop_listening(&mut self) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
     }
 
     fn with_listener(mut listener: TcpListener) -> io::Result<Health> {
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listener = Some(listener);
         Ok(Health {
             poll,
             events: Events::with_capacity(64),
@@ -180,8 +191,9 @@ impl Health {
     }
 
     fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else { return };
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
                         log::debug!("health: {MAX_CLIENTS} clients already; one closed");

@@ -518,6 +518,12 @@ impl Manager {
             up.confirm_main();
             log::info!("handed over to the new master (pid {pid}); draining the old workers");
             self.handed_over = Some(pid);
+            // The new master serves the health listener's socket now: this
+            // one, draining, would answer 503 to some of the probes. Those
+            // it accepted already get their answer.
+            if let Some(h) = self.health.as_mut() {
+                h.stop_listening();
+            }
             self.supervisor.shutdown(&mut self.master)?;
         }
         Ok(())
@@ -638,7 +644,7 @@ impl Manager {
             return Ok(());
         }
         let env = self.service.handover_env();
-        let health = self.health.as_ref().map(Health::listener_fd);
+        let health = self.health.as_ref().and_then(Health::listener_fd);
         let options = UpgradeOptions {
             target: Some(self.supervisor.target()),
             timeout: self.upgrade_timeout,

@@ -222,7 +222,7 @@ impl Notifier {
             true
         } else {
             // Before READY=1 no worker listens yet: nothing to say.
-            if !std::mem::replace(&mut self.withheld, true) && self.started {
+            if self.started && !std::mem::replace(&mut self.withheld, true) {
                 log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
             }
             self.next_ping = Some(now + (every / 10).max(Duration::from_millis(1)));
