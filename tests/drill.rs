@@ -713,8 +713,11 @@ impl Systemd {
     /// An instance with `units` on its unit path; `None` (the reason
     /// printed) where this machine cannot run one.
     fn start(units: &Path) -> Option<Systemd> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/tools/realsystemd/run-systemd.sh");
+        // Beside the checkout, as on the developers' machines and in CI;
+        // RUN_SYSTEMD names it elsewhere.
+        let script = std::env::var_os("RUN_SYSTEMD").map(PathBuf::from).unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/realsystemd/run-systemd.sh")
+        });
         let missing = if !nix::unistd::geteuid().is_root() {
             Some("root".to_string())
         } else if !script.exists() {
