@@ -1,8 +1,11 @@
-//! The master as a container's PID 1 (in a PID namespace of its own, made
-//! with `unshare --pid --fork --mount-proc`, as root) and as a subreaper:
-//! it serves, reaps every child that is not a worker without taking a
-//! worker's exit from the master, waits for every descendant at shutdown,
-//! and exits 128+signal when it ends by killing its workers.
+//! The echo example as a container's PID 1 (in a PID namespace of its own,
+//! made with `unshare --pid --fork --mount-proc`, as root): PID 1 is the
+//! init (`host::init`), the master its child, pid 2. Signals go to PID 1, as
+//! `docker stop` and the kubelet send them; it forwards them, reaps every
+//! orphan of the namespace without taking a worker's exit from the master,
+//! waits for every process at shutdown, and exits with the master's code
+//! (128+signal when it ends by killing its workers). And the master as a
+//! subreaper.
 
 mod util;
 
@@ -11,10 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use util::*;
 
-/// The echo master as PID 1 of a new PID namespace: the `unshare` process
-/// (its exit status is the master's), the master's pid as seen from here,
-/// and the echo address. `None`, with a message, where that cannot run.
-fn echo_as_pid_1(args: &[&str]) -> Option<(Proc, u32, SocketAddr)> {
+/// The echo example as PID 1 of a new PID namespace: the `unshare` process
+/// (its exit status is PID 1's), PID 1 (the init) and the master (its
+/// child) as seen from here, and the echo address. `None`, with a message,
+/// where that cannot run.
+fn echo_as_pid_1(args: &[&str]) -> Option<(Proc, u32, u32, SocketAddr)> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: PID namespaces need root");
         return None;
@@ -32,28 +36,31 @@ fn echo_as_pid_1(args: &[&str]) -> Option<(Proc, u32, SocketAddr)> {
     cmd.env("RUST_LOG", "debug");
     let mut p = Proc::start(cmd);
     let line = p.expect("ready ");
-    // The master sees itself as PID 1.
-    assert!(line.ends_with(" pid=1"), "{line}");
+    // The master is PID 1's first child.
+    assert!(line.ends_with(" pid=2"), "{line}");
     let addr = field(&line, "addr").parse().unwrap();
     let unshare = p.pid();
-    let master = workers_of(unshare);
-    assert_eq!(master.len(), 1, "unshare's children: {master:?}");
-    Some((p, master[0], addr))
+    let init = workers_of(unshare);
+    assert_eq!(init.len(), 1, "unshare's children: {init:?}");
+    let master = workers_of(init[0]);
+    assert_eq!(master.len(), 1, "PID 1's children: {master:?}");
+    assert_eq!(threads_of(init[0]), 1);
+    Some((p, init[0], master[0], addr))
 }
 
-/// Runs `script` with `sh` inside the PID namespace of `master` (its
-/// processes are orphans of the namespace once `sh` exits).
-fn in_namespace(master: u32, script: &str) {
+/// Runs `script` with `sh` inside the PID namespace of `pid` (its
+/// processes are orphans of the namespace once `sh` exits: PID 1's).
+fn in_namespace(pid: u32, script: &str) {
     let st = Command::new("nsenter")
-        .args(["-t", &master.to_string(), "--pid", "--mount", "sh", "-c", script])
+        .args(["-t", &pid.to_string(), "--pid", "--mount", "sh", "-c", script])
         .status()
         .expect("nsenter");
     assert!(st.success(), "nsenter sh -c {script:?}");
 }
 
-/// The master's children that are not among `workers`.
-fn others(master: u32, workers: &[u32]) -> Vec<u32> {
-    workers_of(master).into_iter().filter(|p| !workers.contains(p)).collect()
+/// The children of `parent` that are not among `known`.
+fn others(parent: u32, known: &[u32]) -> Vec<u32> {
+    workers_of(parent).into_iter().filter(|p| !known.contains(p)).collect()
 }
 
 fn gone(pid: u32) -> bool {
@@ -61,8 +68,9 @@ fn gone(pid: u32) -> bool {
 }
 
 #[test]
-fn as_pid_1_the_echo_master_serves_reaps_orphans_apart_from_workers_and_exits_0_on_sigterm() {
-    let Some((mut p, master, addr)) = echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
+fn as_pid_1_the_echo_example_serves_reaps_orphans_apart_from_workers_and_exits_0_on_sigterm() {
+    let Some((mut p, init, master, addr)) =
+        echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
     else {
         return;
     };
@@ -70,11 +78,11 @@ fn as_pid_1_the_echo_master_serves_reaps_orphans_apart_from_workers_and_exits_0_
     let workers = workers_of(master);
     assert_eq!(workers.len(), 2);
     // Three orphans that end together, and a worker killed at the same
-    // moment: the master must reap the orphans and still get the worker's
-    // own exit status through its pidfd.
-    in_namespace(master, "for i in 1 2 3; do sleep 0.6 & done; exit 0");
-    let orphans = others(master, &workers);
-    assert_eq!(orphans.len(), 3, "the orphans were not adopted by the master: {orphans:?}");
+    // moment: PID 1 must reap the orphans, and the master still get the
+    // worker's own exit status through its pidfd.
+    in_namespace(init, "for i in 1 2 3; do sleep 0.6 & done; exit 0");
+    let orphans = others(init, &[master]);
+    assert_eq!(orphans.len(), 3, "the orphans were not adopted by PID 1: {orphans:?}");
     std::thread::sleep(Duration::from_millis(600));
     signal(workers[0], "KILL");
     // Each is reaped: no zombie is left 1 s after they end.
@@ -98,7 +106,7 @@ fn as_pid_1_the_echo_master_serves_reaps_orphans_apart_from_workers_and_exits_0_
     // PID 1 has no default action for SIGTERM: the signalfd reads it.
     let mut held = connect(addr).unwrap();
     roundtrip(&mut held, b"before").unwrap();
-    signal(master, "TERM");
+    signal(init, "TERM");
     std::thread::sleep(Duration::from_millis(200));
     roundtrip(&mut held, b"draining").unwrap();
     drop(held);
@@ -108,20 +116,21 @@ fn as_pid_1_the_echo_master_serves_reaps_orphans_apart_from_workers_and_exits_0_
 
 #[test]
 fn as_pid_1_shutdown_waits_for_an_orphan_that_ignores_sigterm() {
-    let Some((mut p, master, _)) = echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
+    let Some((mut p, init, master, _)) =
+        echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
     else {
         return;
     };
     // It ignores SIGTERM and ends on its own 2 s from now.
     let started = Instant::now();
-    in_namespace(master, "(trap '' TERM; exec sleep 2) & exit 0");
-    let orphan = others(master, &workers_of(master));
-    signal(master, "TERM");
+    in_namespace(init, "(trap '' TERM; exec sleep 2) & exit 0");
+    let orphan = others(init, &[master]);
+    signal(init, "TERM");
     let status = p.wait_exit(WAIT);
     let lived = started.elapsed();
     assert_eq!(status.code(), Some(0), "{}", p.stderr());
     // Not cut short by the namespace going down with its PID 1.
-    assert!(lived >= Duration::from_millis(1900), "the master exited after {lived:?}");
+    assert!(lived >= Duration::from_millis(1900), "PID 1 exited after {lived:?}");
     assert!(p.stderr().contains("waiting up to 10s for 1 other processes"), "{}", p.stderr());
     assert!(p.stderr().contains(", not a worker: code=0"), "{}", p.stderr());
     assert!(orphan.iter().all(|&o| gone(o)));
@@ -130,12 +139,12 @@ fn as_pid_1_shutdown_waits_for_an_orphan_that_ignores_sigterm() {
 #[test]
 fn as_pid_1_an_orphan_past_the_shutdown_timeout_is_killed_and_counted() {
     let args = ["--workers", "1", "--listen", "127.0.0.1:0", "--shutdown-timeout", "1"];
-    let Some((mut p, master, _)) = echo_as_pid_1(&args) else {
+    let Some((mut p, init, _, _)) = echo_as_pid_1(&args) else {
         return;
     };
-    in_namespace(master, "(trap '' TERM; exec sleep 60) & exit 0");
+    in_namespace(init, "(trap '' TERM; exec sleep 60) & exit 0");
     let started = Instant::now();
-    signal(master, "TERM");
+    signal(init, "TERM");
     let status = p.wait_exit(WAIT);
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
     // One process had to be killed: exit 1, as for a worker.
@@ -145,16 +154,17 @@ fn as_pid_1_an_orphan_past_the_shutdown_timeout_is_killed_and_counted() {
 
 #[test]
 fn as_pid_1_a_second_sigterm_while_waiting_for_other_processes_kills_them_and_exits_143() {
-    let Some((mut p, master, _)) = echo_as_pid_1(&["--workers", "1", "--listen", "127.0.0.1:0"])
+    let Some((mut p, init, master, _)) =
+        echo_as_pid_1(&["--workers", "1", "--listen", "127.0.0.1:0"])
     else {
         return;
     };
-    in_namespace(master, "(trap '' TERM; exec sleep 60) & exit 0");
-    let orphan = others(master, &workers_of(master));
-    signal(master, "TERM");
+    in_namespace(init, "(trap '' TERM; exec sleep 60) & exit 0");
+    let orphan = others(init, &[master]);
+    signal(init, "TERM");
     assert!(eventually(WAIT, || p.stderr().contains("waiting up to 10s")), "{}", p.stderr());
     let t = Instant::now();
-    signal(master, "TERM");
+    signal(init, "TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(143), "{}", p.stderr());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(orphan.iter().all(|&o| gone(o)));
@@ -162,11 +172,11 @@ fn as_pid_1_a_second_sigterm_while_waiting_for_other_processes_kills_them_and_ex
 
 #[test]
 fn as_pid_1_sigquit_kills_every_worker_and_exits_128_plus_3() {
-    let Some((mut p, master, _)) = echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
+    let Some((mut p, init, _, _)) = echo_as_pid_1(&["--workers", "2", "--listen", "127.0.0.1:0"])
     else {
         return;
     };
-    signal(master, "QUIT");
+    signal(init, "QUIT");
     assert_eq!(p.wait_exit(WAIT).code(), Some(131), "{}", p.stderr());
 }
 
@@ -212,5 +222,50 @@ fn a_subreaper_master_reaps_a_child_that_is_not_a_worker() {
     let zombies = workers_of(p.pid()).into_iter().filter(|&c| !alive(c) && !gone(c)).count();
     assert_eq!(zombies, 1, "{}", p.stderr());
     p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn as_pid_1_the_init_takes_mainpid_from_the_master_alone() {
+    let Some((mut p, init, master, addr)) =
+        echo_as_pid_1(&["--workers", "1", "--listen", "127.0.0.1:0"])
+    else {
+        return;
+    };
+    // The init's notification socket is abstract, in the network namespace
+    // this test shares: anyone here can send to it, as any process of a
+    // container could.
+    // Its own, among those of the other tests' inits: the socket PID 1 holds.
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{init}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok()?.to_str().map(str::to_string))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let name = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 7
+                && f[7].starts_with("@mio-cluster-init-")
+                && held.contains(&format!("socket:[{}]", f[6]))
+        })
+        .map(|f| f[7].to_string())
+        .unwrap_or_else(|| panic!("no init socket of PID 1 in /proc/net/unix: {held:?}"));
+    use std::os::linux::net::SocketAddrExt;
+    let to = std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sock.send_to_addr(b"MAINPID=1", &to).unwrap();
+    assert!(eventually(WAIT, || p.stderr().contains("notification from pid")), "{}", p.stderr());
+    assert!(p.stderr().contains("only the master (pid 2) may notify"), "{}", p.stderr());
+    // Signals still go to the master: SIGHUP restarts its worker.
+    let old = workers_of(master);
+    signal(init, "HUP");
+    assert!(eventually(WAIT, || {
+        let now = workers_of(master);
+        now.len() == 1 && now != old
+    }));
+    echo_once(addr).unwrap();
+    signal(init, "TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }

@@ -156,9 +156,10 @@ fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm
     cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"]).arg(example("echo")).args(&args);
     let mut p = Proc::start(cmd);
     let line = p.expect("ready ");
-    assert!(line.ends_with(" pid=1"), "{line}");
+    // PID 1 is the init, the master its child.
+    assert!(line.ends_with(" pid=2"), "{line}");
     let addr: SocketAddr = field(&line, "addr").parse().unwrap();
-    let master = workers_of(p.pid())[0];
+    let init = workers_of(p.pid())[0];
     let ready = yaml_value(&manifest, "readinessProbe", "path");
     let live = yaml_value(&manifest, "livenessProbe", "path");
     assert!(eventually(WAIT, || probe(health, &ready) == 200), "{}", p.stderr());
@@ -166,7 +167,7 @@ fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm
     // The kubelet's SIGTERM: not ready at once, still serving during the
     // linger, then a clean exit well within the grace period.
     let sent = Instant::now();
-    signal(master, "TERM");
+    signal(init, "TERM");
     assert!(eventually(WAIT, || probe(health, &ready) == 503), "{}", p.stderr());
     echo_once(addr).unwrap();
     assert_eq!(probe(health, &live), 200);

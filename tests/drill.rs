@@ -497,9 +497,25 @@ fn drill_a_subreaper_with_a_health_listener() {
     drill_shell("--subreaper --health", &["--subreaper", "--health", "127.0.0.1:0"]);
 }
 
+/// The pid, as seen from here, of the descendant of `ancestor` whose pid
+/// in its own PID namespace is `nspid` (the `NSpid:` line of its status).
+fn host_pid(ancestor: u32, nspid: u32) -> Option<u32> {
+    let mut todo = vec![ancestor];
+    while let Some(pid) = todo.pop() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let ns = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+        if ns.and_then(|n| n.split_whitespace().last()) == Some(&nspid.to_string()) {
+            return Some(pid);
+        }
+        todo.extend(workers_of(pid));
+    }
+    None
+}
+
 /// PID 1 of a PID namespace, with the manifest's health listener and
-/// linger: SIGUSR2 is refused (PID 1 cannot hand over), everything else
-/// holds.
+/// linger. PID 1 is the init (`host::init`), the master its child: signals
+/// go to PID 1, as `docker kill` and the kubelet send them, and SIGUSR2
+/// upgrades the master below it, twice.
 #[test]
 fn drill_pid_1_with_health_and_linger() {
     if !nix::unistd::geteuid().is_root()
@@ -526,12 +542,14 @@ fn drill_pid_1_with_health_and_linger() {
         "--heartbeat-timeout",
         "3",
     ]);
-    cmd.env("RUST_LOG", "info");
+    // PID 1's reaper says how each old master exited.
+    cmd.env("RUST_LOG", "info,mio_cluster::host::reaper=debug");
     let mut p = Proc::start(cmd);
     let line = p.expect("ready ");
-    assert!(line.ends_with(" pid=1"), "{line}");
     let addr: SocketAddr = field(&line, "addr").parse().unwrap();
-    let master = workers_of(p.pid())[0];
+    let init = workers_of(p.pid())[0];
+    let mut master = workers_of(init)[0];
+    let mut ns_master: u32 = field(&line, "pid").parse().unwrap();
     let health = health_addr(&p);
     let load = Load::start(addr, Some(health), None, Duration::from_secs(5));
     let mut table = Table::new("PID 1 --health --shutdown-linger", &load);
@@ -539,7 +557,7 @@ fn drill_pid_1_with_health_and_linger() {
     table.row("start", &load, 0, "-");
 
     let old = workers_of(master);
-    signal(master, "HUP");
+    signal(init, "HUP");
     pool_of(master, 2, &old);
     assert!(load.wait_served(20));
     table.row("SIGHUP roll", &load, 0, "-");
@@ -558,29 +576,33 @@ fn drill_pid_1_with_health_and_linger() {
     assert!(load.wait_served(20));
     table.row("SIGSTOP every worker", &load, CLIENTS, "-");
 
-    // SIGUSR2, twice: refused with a line that says why and what to do.
-    let old = workers_of(master);
-    for n in 1..=2 {
-        signal(master, "USR2");
+    // SIGUSR2 to PID 1, twice: the master below it is upgraded, and PID 1
+    // follows the new one.
+    for n in ["SIGUSR2 (1st)", "SIGUSR2 (2nd)"] {
+        signal(init, "USR2");
+        let new_ns = next_ready(&mut p, ns_master);
+        let new = host_pid(init, new_ns).expect("the new master in the namespace");
+        assert!(eventually(OP_WAIT, || !alive(master)), "the old master did not leave");
         assert!(
             eventually(WAIT, || p
                 .stderr()
-                .matches("upgrade refused: this master is PID 1")
-                .count()
-                >= n),
+                .contains(&format!("init: the master is pid {new_ns} now"))),
             "{}",
             p.stderr()
         );
+        assert_eq!(workers_of(init), vec![new], "PID 1's children");
+        let reaped = format!("reaped pid {ns_master}, not a worker: code=0");
+        assert!(eventually(WAIT, || p.stderr().contains(&reaped)), "{}", p.stderr());
+        pool_of(new, 2, &[]);
+        (master, ns_master) = (new, new_ns);
+        assert!(load.wait_served(20));
+        table.row(n, &load, 0, "old master 0");
     }
-    assert!(p.stderr().contains("roll out a new image instead"));
-    assert_eq!(workers_of(p.pid()), vec![master], "PID 1 started another master");
-    assert_eq!(workers_of(master), old);
-    assert!(load.wait_served(20));
-    table.row("SIGUSR2 twice (refused)", &load, 0, "-");
+    assert!(!p.stderr().contains("upgrade failed"), "{}", p.stderr());
 
-    // The kubelet's SIGTERM: /ready says 503 at once, connections are still
-    // served during the linger, then a clean exit.
-    signal(master, "TERM");
+    // The kubelet's SIGTERM to PID 1: /ready says 503 at once, connections
+    // are still served during the linger, then a clean exit.
+    signal(init, "TERM");
     assert!(eventually(WAIT, || probe(health, "/ready") == Ok(503)));
     assert!(load.wait_served(5), "not served during the linger");
     let before = load.mark();
@@ -595,7 +617,7 @@ fn drill_pid_1_with_health_and_linger() {
         unanswered: before.unanswered - table.last.unanswered,
     };
     assert_eq!(counts.failed, 0, "failed during the linger");
-    table.rows.push(Row { op: "SIGTERM (linger, drain)", counts, exit: "0".into() });
+    table.rows.push(Row { op: "SIGTERM to PID 1 (linger, drain)", counts, exit: "0".into() });
     table.print();
 }
 

@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mio_cluster::host::init::Init;
 use mio_cluster::host::manager::{Manager, ManagerEvent, EXIT_CANNOT_LISTEN};
 use mio_cluster::{Balance, Event, Heartbeat, ListenAddr, Policy, Role, Settings, WorkerId};
 
@@ -205,12 +206,18 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
         interval: (args.heartbeat_timeout / 10).max(Duration::from_millis(10)),
         ..Heartbeat::default()
     });
-    let settings = Settings {
+    let mut settings = Settings {
         disconnect_timeout: args.shutdown_timeout,
         heartbeat,
         subreaper: args.subreaper,
         ..Settings::default()
     };
+    // As a container's PID 1: PID 1 stays a minimal init (it forwards
+    // signals, follows hot upgrades, reaps orphans) and the master is its
+    // child, so that SIGUSR2 works there too.
+    if let Some(init) = Init::split(&mut settings)? {
+        std::process::exit(init.run()?);
+    }
     let mut builder = Manager::builder()
         .settings(settings)
         .policy(Policy { workers: args.workers, ..Policy::default() })

@@ -50,9 +50,12 @@
 //!   graceful.
 //! - A master that reaps (`--subreaper`) keeps the new master as its child
 //!   and spares it: never signalled, reaped or waited for by the reaper.
-//! - As PID 1 of a PID namespace (a container), `SIGUSR2` is refused with
-//!   a log line: PID 1 cannot hand over, since the namespace ends with it.
-//!   Roll out a new image instead (the orchestrator replaces the container).
+//! - As PID 1 of a PID namespace (a container), split off a minimal init
+//!   first ([`Init::split`](super::init::Init::split), as the echo example
+//!   does): PID 1 stays the init, the master is its child and can be
+//!   upgraded, and the init follows the hand-over. A manager that is PID 1
+//!   itself refuses `SIGUSR2` with a log line: PID 1 cannot hand over,
+//!   since the namespace ends with it.
 //!
 //! # Exit codes
 //!
@@ -638,8 +641,9 @@ impl Manager {
             log::warn!(
                 "upgrade refused: this master is PID 1 of its PID namespace (a container), and \
                  the namespace ends when PID 1 exits, so it cannot hand over to a new master; \
-                 roll out a new image instead (the orchestrator replaces the container), or \
-                 SIGHUP to restart the workers from the program now at the path"
+                 start it below host::init::Init (the echo example does), or roll out a new \
+                 image instead (the orchestrator replaces the container), or SIGHUP to \
+                 restart the workers from the program now at the path"
             );
             return Ok(());
         }
@@ -651,8 +655,8 @@ impl Manager {
             env,
             descriptors: health.into_iter().map(|fd| (HEALTH_FD.to_string(), fd)).collect(),
             // Under systemd: re-parented to it before it is named the
-            // main process.
-            detach: self.service.has_notifier(),
+            // main process (a master that reaps would get it back).
+            detach: self.service.has_notifier() && !self.master.settings().subreaper,
         };
         match self.master.upgrade(options) {
             Ok(mut up) => {

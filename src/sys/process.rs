@@ -441,6 +441,18 @@ pub(crate) fn signal_group(group: u32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// Forks this process (which has one thread): `Some(child pid)` in the
+/// parent, `None` in the child, which goes on with a copy of everything.
+pub(crate) fn fork() -> io::Result<Option<u32>> {
+    // SAFETY: the process has exactly one thread (the crate starts none), so
+    // the child inherits no lock held by another thread and may go on with
+    // any code, allocation included.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw() as u32)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

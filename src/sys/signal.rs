@@ -29,6 +29,12 @@ impl Signals {
         Ok(Signals { fd, set })
     }
 
+    /// Closes the descriptor and leaves the signals blocked: in a forked
+    /// child that reads them through a `signalfd` of its own.
+    pub(crate) fn close_keeping_mask(mut self) {
+        self.set = SigSet::empty();
+    }
+
     /// Reads one pending signal, `None` when there is none.
     pub(crate) fn read(&self) -> io::Result<Option<Signal>> {
         loop {
@@ -43,6 +49,12 @@ impl Signals {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals").field("fd", &self.as_raw_fd()).finish()
     }
 }
 
