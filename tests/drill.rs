@@ -957,3 +957,46 @@ fn drill_the_shipped_units_under_a_real_systemd() {
     let left = sd.sh("for p in /proc/[0-9]*; do readlink $p/exe; done | grep -c mio-cluster-echo");
     assert_eq!(left.trim(), "0", "processes left:\n{journal}");
 }
+
+/// The shipped unit's `WatchdogSec` and `--heartbeat-timeout` work
+/// together: the master says nothing of them at start. With the values the
+/// unit had before (a watchdog as long as the heartbeat timeout), it warns
+/// that the watchdog cannot catch a pool that hangs just after a ping.
+#[test]
+fn the_master_warns_at_start_when_the_watchdog_cannot_catch_a_hung_pool() {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(SERVICE))
+            .unwrap();
+    let watchdog: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("WatchdogSec="))
+        .expect("WatchdogSec=")
+        .parse()
+        .unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "--heartbeat-timeout").unwrap();
+    let heartbeat = words[at + 1];
+    let app = App::new("watchdog");
+    let notify = app.dir.join("notify");
+    let _sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    let start = |watchdog_secs: u64| {
+        let mut cmd = Command::new(app.path());
+        cmd.args(["--workers", "1", "--listen", "127.0.0.1:0", "--heartbeat-timeout", heartbeat])
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify)
+            .env("WATCHDOG_USEC", (watchdog_secs * 1_000_000).to_string());
+        let mut p = Proc::start(cmd);
+        p.expect("ready ");
+        p.signal("TERM");
+        assert_eq!(p.wait_exit(OP_WAIT).code(), Some(0), "{}", p.stderr());
+        p.stderr()
+    };
+    let shipped = start(watchdog);
+    assert!(!shipped.contains("watchdog:"), "the shipped values: {shipped}");
+    let old = start(heartbeat.parse().unwrap());
+    assert!(
+        old.contains(&format!("watchdog: WATCHDOG_USEC is {heartbeat}s with a heartbeat timeout")),
+        "{old}"
+    );
+}

@@ -350,9 +350,19 @@ impl Manager {
     ///
     /// In the new master of a hot upgrade, an error is also reported to the
     /// old master ([`Master::report_failure`]) before it is returned.
+    ///
+    /// It is the embedding contract and nothing more: the manager registered
+    /// in a `Poll` of its own, as an application registers it in its own.
     pub fn run(mut self, mut on_event: impl FnMut(&mut Manager, ManagerEvent)) -> io::Result<i32> {
+        let mut poll = Poll::new()?;
+        poll.registry().register(&mut self, Token(0), Interest::READABLE)?;
+        let mut events = Events::with_capacity(4);
         loop {
-            let turn = self.turn(self.timeout());
+            let turn = match poll.poll(&mut events, self.timeout()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.process(),
+                Err(e) => Err(e),
+                Ok(()) => self.process(),
+            };
             if let Err(e) = turn {
                 self.master.report_failure(&e.to_string());
                 return Err(e);
@@ -388,7 +398,46 @@ impl Manager {
     /// One non-blocking turn: reads what is ready, fires what is due, and
     /// queues the events for [`Manager::next_event`].
     pub fn process(&mut self) -> io::Result<()> {
-        self.turn(Some(Duration::ZERO))
+        if self.report_pending {
+            self.flush_report()?;
+        }
+        // Each part below looks at its own sources whatever woke the loop:
+        // this only empties the ready list (all of it, so that the
+        // descriptor the application registered goes quiet).
+        loop {
+            match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            if self.events.iter().count() < self.events.capacity() {
+                break;
+            }
+        }
+        self.supervisor.process(&mut self.master)?;
+        if let Some(h) = self.health.as_mut() {
+            let (master, supervisor, linger, stale) =
+                (&self.master, &self.supervisor, &self.linger, self.stale);
+            h.process(|| readiness(master, supervisor, linger, stale))?;
+        }
+        if self.linger.due(Instant::now()) && !self.master.is_shutting_down() {
+            log::info!("the linger is over: graceful shutdown");
+            self.supervisor.handle_signal(&mut self.master, Signal::SIGTERM)?;
+        }
+        self.watch_upgrade()?;
+        if let Some(mut ch) = self.old_master.take() {
+            if !self.hear_old_master_on(&mut ch) {
+                self.old_master = Some(ch);
+            }
+        }
+        while let Some(event) = self.supervisor.next_event(&mut self.master) {
+            self.on_event(&event)?;
+            self.queue.push_back(ManagerEvent::Master(event));
+        }
+        // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
+        // pool can serve.
+        self.service.tick(&self.master);
+        Ok(())
     }
 
     /// The next event, if any.
@@ -441,51 +490,6 @@ impl Manager {
                 self.old_master = Some(ch);
             }
         }
-        Ok(())
-    }
-
-    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.report_pending {
-            self.flush_report()?;
-        }
-        // Each part below looks at its own sources whatever woke the loop:
-        // the wait only empties the ready list (all of it, so that the
-        // descriptor the application registered goes quiet).
-        let mut wait = timeout;
-        loop {
-            match self.poll.poll(&mut self.events, wait) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            }
-            if self.events.iter().count() < self.events.capacity() {
-                break;
-            }
-            wait = Some(Duration::ZERO);
-        }
-        self.supervisor.process(&mut self.master)?;
-        if let Some(h) = self.health.as_mut() {
-            let (master, supervisor, linger, stale) =
-                (&self.master, &self.supervisor, &self.linger, self.stale);
-            h.process(|| readiness(master, supervisor, linger, stale))?;
-        }
-        if self.linger.due(Instant::now()) && !self.master.is_shutting_down() {
-            log::info!("the linger is over: graceful shutdown");
-            self.supervisor.handle_signal(&mut self.master, Signal::SIGTERM)?;
-        }
-        self.watch_upgrade()?;
-        if let Some(mut ch) = self.old_master.take() {
-            if !self.hear_old_master_on(&mut ch) {
-                self.old_master = Some(ch);
-            }
-        }
-        while let Some(event) = self.supervisor.next_event(&mut self.master) {
-            self.on_event(&event)?;
-            self.queue.push_back(ManagerEvent::Master(event));
-        }
-        // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
-        // pool can serve.
-        self.service.tick(&self.master);
         Ok(())
     }
 
