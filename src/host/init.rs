@@ -66,6 +66,8 @@ pub struct Init {
     stops: u32,
     /// The signal that asked for everything to be killed at once.
     killed_by: Option<Signal>,
+    /// Notifications from other processes, ignored (the first ten logged).
+    ignored: u64,
 }
 
 /// The signals the init passes on to the master.
@@ -139,6 +141,7 @@ impl Init {
             timeout: settings.disconnect_timeout,
             stops: 0,
             killed_by: None,
+            ignored: 0,
         }))
     }
 
@@ -223,6 +226,10 @@ impl Init {
                 }
             };
             if sender != Some(self.master) || self.status.is_some() {
+                self.ignored += 1;
+                if self.ignored > 10 {
+                    continue;
+                }
                 log::warn!(
                     "init: a notification from pid {} ignored: only the master (pid {}) may \
                      notify",

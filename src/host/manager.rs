@@ -575,14 +575,14 @@ impl Manager {
                 // Shutting down already, not because of a signal (a
                 // hand-over, a failure): this one is the first.
                 self.stop_signals = 1;
-                self.upgrade = None;
+                self.cancel_upgrade();
                 log::info!("{sig}: already draining; a second one kills every worker");
             }
             Event::Signal(sig) => {
                 let sig = *sig;
                 if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT) {
                     // Leaving: a pending upgrade is called off (killed).
-                    self.upgrade = None;
+                    self.cancel_upgrade();
                 }
                 if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
                     self.stop_signals += 1;
@@ -626,6 +626,13 @@ impl Manager {
         self.failed = true;
         self.service.stopping();
         self.supervisor.shutdown(&mut self.master)
+    }
+
+    fn cancel_upgrade(&mut self) {
+        if let Some(mut up) = self.upgrade.take() {
+            let _ = self.poll.registry().deregister(&mut up);
+            up.cancel(&mut self.master);
+        }
     }
 
     fn start_upgrade(&mut self) -> io::Result<()> {

@@ -247,6 +247,7 @@ impl Master {
     /// one serves (call it once its workers all listen), so the old one
     /// drains and exits; the inherited sockets no worker took are closed.
     /// Does nothing in a master that is not one, or the second time.
+    /// Descriptors handed over by name and not taken by then are closed.
     pub fn report_ready(&mut self) -> io::Result<()> {
         let Some(h) = self.handover.as_mut() else { return Ok(()) };
         if h.ready {
@@ -257,6 +258,9 @@ impl Master {
         for handle in std::mem::take(&mut h.handles) {
             self.sockets.unpin(handle);
         }
+        // Handed over and not taken (the new program serves no health
+        // listener, say): closed, or its queue would fill unserved.
+        h.fds.clear();
         report.write_all(b"ready\n")?;
         log::info!("upgrade: ready; the old master drains its workers");
         Ok(())
@@ -378,6 +382,20 @@ impl Upgrade {
     pub fn confirm_main(&mut self) {
         if let Err(e) = self.report.write_all(b"main\n") {
             log::debug!("upgrade: telling the new master it is the main process: {e}");
+        }
+    }
+
+    /// Calls the upgrade off (this master is leaving): the new master's
+    /// process group is killed, as a rollback would, and the reaper of
+    /// `master` stops sparing it.
+    pub fn cancel(mut self, master: &mut Master) {
+        if !self.done {
+            log::warn!("upgrade called off: killing the new master (pid {})", self.pid);
+            self.done = true;
+            self.kill();
+            if let Some(r) = master.reaper.as_mut() {
+                r.spare(None);
+            }
         }
     }
 
