@@ -15,10 +15,19 @@
 //! (an epoll descriptor of its own, readable when it has work) that the
 //! application registers once in its `Poll`, next to the master; after
 //! every wait of that loop it calls [`Health::process`], and it waits no
-//! longer than [`Health::timeout`]. A turn never blocks: a client that is
-//! slow, silent or sends too much is closed (a request head is at most
-//! 2 KiB and has 5 s to arrive; at most 64 clients at once, the next ones
-//! are closed at once).
+//! longer than [`Health::timeout`]. A turn never blocks, and no client can
+//! keep a probe from its answer:
+//!
+//! - a connection's request is read as soon as it is accepted, and
+//!   answered at once if it came with it (a probe's does): such a probe
+//!   never waits for a place;
+//! - a request head is at most 2 KiB and has [`HEAD_TIMEOUT`] (300 ms) to
+//!   arrive, the whole exchange [`CLIENT_TIMEOUT`];
+//! - at most [`MAX_CLIENTS`] clients wait at once; a new one past that
+//!   takes the place of the oldest that has not sent a complete head.
+//!
+//! So idle or half-sent connections, however many and however often
+//! reopened, cost the master accepts and closes, never a probe's answer.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -34,6 +43,9 @@ use slab::Slab;
 pub const MAX_REQUEST: usize = 2048;
 /// The most clients served at once.
 pub const MAX_CLIENTS: usize = 64;
+/// How long a client has to send its request head: a probe sends it with
+/// the connection.
+pub const HEAD_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a client has to send its request and take the reply.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -89,6 +101,7 @@ struct Client {
     request: Vec<u8>,
     reply: Vec<u8>,
     written: usize,
+    accepted: Instant,
     deadline: Instant,
 }
 
@@ -175,7 +188,7 @@ impl Health {
         self.more = full;
         for token in ready {
             if token == LISTENER {
-                self.accept();
+                self.accept(&mut readiness);
             } else if self.clients.contains(token.0) {
                 self.serve(token.0, &mut readiness);
             }
@@ -184,31 +197,55 @@ impl Health {
         let late: Vec<usize> =
             self.clients.iter().filter(|(_, c)| c.deadline <= now).map(|(k, _)| k).collect();
         for key in late {
-            log::debug!("health: a client took longer than {CLIENT_TIMEOUT:?}; closed");
+            log::debug!("health: a client missed its deadline; closed");
             self.close(key);
         }
         Ok(())
     }
 
-    fn accept(&mut self) {
-        let Some(listener) = self.listener.as_ref() else { return };
+    /// Room for one more client: the oldest one that has not sent a
+    /// complete head is closed if the table is full. False if every place
+    /// holds a client being answered.
+    fn make_room(&mut self) -> bool {
+        if self.clients.len() < MAX_CLIENTS {
+            return true;
+        }
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.reply.is_empty())
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(k, _)| k);
+        match oldest {
+            Some(key) => {
+                log::debug!("health: {MAX_CLIENTS} clients already; the oldest silent one closed");
+                self.close(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn accept(&mut self, readiness: &mut impl FnMut() -> Readiness) {
         for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
-                        log::debug!("health: {MAX_CLIENTS} clients already; one closed");
+                    if !self.make_room() {
+                        log::debug!("health: {MAX_CLIENTS} clients being answered; one closed");
                         continue;
                     }
                     let entry = self.clients.vacant_entry();
                     let key = entry.key();
+                    let now = Instant::now();
                     let mut client = Client {
                         stream,
                         request: Vec::new(),
                         reply: Vec::new(),
                         written: 0,
-                        deadline: Instant::now() + CLIENT_TIMEOUT,
+                        accepted: now,
+                        deadline: now + HEAD_TIMEOUT,
                     };
-                    // Readable now if the request came with the connection.
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if let Err(e) =
                         self.poll.registry().register(&mut client.stream, Token(key), interest)
@@ -217,6 +254,9 @@ impl Health {
                         continue;
                     }
                     entry.insert(client);
+                    // A probe sends its request with the connection:
+                    // answered now, it never waits for a place.
+                    self.serve(key, readiness);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -252,6 +292,8 @@ impl Health {
                     Err(_) => return self.close(key),
                 }
             }
+            // The head is in: the rest of the exchange may take longer.
+            c.deadline = c.accepted + CLIENT_TIMEOUT;
             c.reply = match head_end(&c.request) {
                 Some(end) => reply(&c.request[..end], readiness),
                 None => {
