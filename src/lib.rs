@@ -33,6 +33,13 @@
 //!    once; one whose loop runs also gets [`WorkerEvent::MasterGone`]
 //!    when its channel closes, and exits when it is done.
 //!
+//! # Durations
+//!
+//! Every timeout the crate takes ([`Settings`], [`Policy`], the `host`
+//! pieces) saturates: a duration too long to add to the monotonic clock's
+//! reading, up to `Duration::MAX`, is a deadline a century away ("never"),
+//! never a panic.
+//!
 //! # Processes and threads
 //!
 //! No function of this crate starts a thread: every process has exactly one.
@@ -49,6 +56,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod balance;
+mod deadline;
 mod debug;
 pub mod host;
 // The wire format is not part of the stable API: only the fuzz target and

@@ -115,19 +115,9 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
-            "--shutdown-timeout" => {
-                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-timeout: {e}"))?;
-                args.shutdown_timeout = Duration::from_secs_f64(secs);
-            }
-            "--heartbeat-timeout" => {
-                let secs: f64 =
-                    value()?.parse().map_err(|e| format!("--heartbeat-timeout: {e}"))?;
-                args.heartbeat_timeout = Duration::from_secs_f64(secs);
-            }
-            "--upgrade-timeout" => {
-                let secs: f64 = value()?.parse().map_err(|e| format!("--upgrade-timeout: {e}"))?;
-                args.upgrade_timeout = Duration::from_secs_f64(secs);
-            }
+            "--shutdown-timeout" => args.shutdown_timeout = seconds(&flag, &value()?)?,
+            "--heartbeat-timeout" => args.heartbeat_timeout = seconds(&flag, &value()?)?,
+            "--upgrade-timeout" => args.upgrade_timeout = seconds(&flag, &value()?)?,
             "--balance" => {
                 let v = value()?;
                 args.balance = match v.split_once(':') {
@@ -148,11 +138,7 @@ fn parse_args() -> Result<Args, String> {
                     }
                 }
             }
-            "--shutdown-linger" => {
-                let secs: f64 = value()?.parse().map_err(|e| format!("--shutdown-linger: {e}"))?;
-                args.shutdown_linger = Duration::try_from_secs_f64(secs)
-                    .map_err(|e| format!("--shutdown-linger: {e}"))?;
-            }
+            "--shutdown-linger" => args.shutdown_linger = seconds(&flag, &value()?)?,
             "--health" => {
                 args.health = Some(value()?.parse().map_err(|e| format!("--health: {e}"))?)
             }
@@ -162,6 +148,15 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+/// A number of seconds, as a flag's value: finite and not negative (a
+/// fraction is fine). One too long to add to the clock means "never" in the
+/// library.
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|e| format!("{flag}: {value:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{flag}: {value:?} is not a number of seconds (0 or more, finite)"))
 }
 
 /// Sets up logging, parses the command line (usage on `--help`; usage and

@@ -55,7 +55,7 @@ impl Linger {
             return false;
         }
         self.used = true;
-        self.until = Some(now + self.length);
+        self.until = Some(crate::deadline::after(now, self.length));
         log::info!("{sig}: still accepting for {:?}, then draining", self.length);
         true
     }

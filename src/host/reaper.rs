@@ -172,7 +172,7 @@ impl Reaper {
             return false;
         }
         let mut s = Stopping {
-            kill_at: Instant::now() + timeout,
+            kill_at: crate::deadline::after(Instant::now(), timeout),
             told: HashSet::new(),
             killing: false,
             killed: 0,

@@ -218,14 +218,15 @@ impl Notifier {
                 log::info!("watchdog: a worker listens with a fresh heartbeat; pinging again");
             }
             self.send("WATCHDOG=1");
-            self.next_ping = Some(now + every / 2);
+            self.next_ping = Some(crate::deadline::after(now, every / 2));
             true
         } else {
             // Before READY=1 no worker listens yet: nothing to say.
             if self.started && !std::mem::replace(&mut self.withheld, true) {
                 log::warn!("watchdog: no worker listens with a fresh heartbeat; not pinging");
             }
-            self.next_ping = Some(now + (every / 10).max(Duration::from_millis(1)));
+            self.next_ping =
+                Some(crate::deadline::after(now, (every / 10).max(Duration::from_millis(1))));
             false
         }
     }
@@ -424,7 +425,7 @@ impl Service {
 /// How long after its last heartbeat a worker still keeps the watchdog
 /// pinged: three heartbeat intervals.
 fn fresh_window(h: &crate::Heartbeat) -> Duration {
-    h.interval * 3
+    h.interval.saturating_mul(3)
 }
 
 /// Why a watchdog of `watchdog` cannot always catch a hung pool with these
@@ -445,7 +446,7 @@ pub fn watchdog_mismatch(
              watchdog pinged; turn heartbeats on (--heartbeat-timeout)"
         ));
     };
-    let latest = fresh_window(h) + watchdog;
+    let latest = fresh_window(h).saturating_add(watchdog);
     (latest >= h.timeout).then(|| {
         format!(
             "WATCHDOG_USEC is {watchdog:?} with a heartbeat timeout of {:?}: a pool that hangs \

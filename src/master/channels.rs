@@ -204,7 +204,7 @@ impl Master {
         drop(ch);
         if w.info.state != State::Dead {
             w.info.state = State::Disconnected;
-            w.kill_at.get_or_insert(Instant::now() + timeout);
+            w.kill_at.get_or_insert(crate::deadline::after(Instant::now(), timeout));
         }
         self.leave_sockets(slot);
         self.queue.push_back(Event::Disconnect { id });

@@ -341,7 +341,7 @@ impl Master {
     /// within the disconnect timeout, and it is off every shared socket
     /// from now on.
     fn leaving(&mut self, slot: usize) {
-        let deadline = Instant::now() + self.settings.disconnect_timeout;
+        let deadline = crate::deadline::after(Instant::now(), self.settings.disconnect_timeout);
         let w = &mut self.workers[slot];
         w.info.exited_after_disconnect = true;
         if w.info.state != State::Dead {
@@ -357,7 +357,7 @@ impl Master {
     fn leave_sockets(&mut self, slot: usize) {
         let w = &self.workers[slot];
         if let Some(longest) = w.keep.filter(|_| !self.disconnecting_all) {
-            self.sockets.keep(w.info.id, Instant::now() + longest);
+            self.sockets.keep(w.info.id, crate::deadline::after(Instant::now(), longest));
         }
         self.sockets.remove_worker(w.info.id);
     }
@@ -492,7 +492,7 @@ impl Master {
     /// Runs reactor turns until an event is queued or `timeout` passes, and
     /// returns that event.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Event>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(|t| crate::deadline::after(Instant::now(), t));
         loop {
             if let Some(e) = self.next_event() {
                 return Ok(Some(e));

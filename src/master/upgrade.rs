@@ -218,7 +218,7 @@ impl Master {
             child: new.child,
             report: UnixStream::from(ours),
             got: Vec::new(),
-            deadline: Instant::now().checked_add(timeout).unwrap_or_else(far_future),
+            deadline: crate::deadline::after(Instant::now(), timeout),
             timeout,
             done: false,
         })
@@ -434,11 +434,6 @@ fn describe(how: sys::process::Reaped) -> String {
             Err(_) => format!("signal={s}"),
         },
     }
-}
-
-/// A deadline past any wait: for a timeout too long to add to now.
-pub(crate) fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -440,7 +440,7 @@ impl Rules {
             }
         };
         seat.restarts += 1;
-        seat.start_at = Some(now + delay);
+        seat.start_at = Some(crate::deadline::after(now, delay));
     }
 
     /// A crash loop: no more starts, and no socket kept for a worker that
@@ -465,10 +465,10 @@ impl Rules {
             .flatten();
         let kills = self.lives.values().filter_map(|l| l.kill_at);
         let silences = self.heartbeat.iter().flat_map(|hb| {
-            self.lives
-                .values()
-                .filter(|l| !l.leaving && !l.unresponsive)
-                .map(|l| heard_of(l, self.resumed_at) + hb.timeout + Duration::from_millis(1))
+            self.lives.values().filter(|l| !l.leaving && !l.unresponsive).map(|l| {
+                let heard = heard_of(l, self.resumed_at);
+                crate::deadline::after(heard, hb.timeout.saturating_add(Duration::from_millis(1)))
+            })
         });
         step.into_iter().chain(starts).chain(kills).chain(silences).min()
     }
@@ -506,7 +506,7 @@ impl Rules {
                     Err(e) => {
                         let retry = self.policy.backoff_max;
                         log::error!("cannot start a worker: {e}; retrying in {retry:?}");
-                        self.seats[ix].start_at = Some(now + retry);
+                        self.seats[ix].start_at = Some(crate::deadline::after(now, retry));
                     }
                 }
             }

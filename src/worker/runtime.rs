@@ -108,7 +108,8 @@ impl Worker {
         if let (Some(interval), false) = (self.heartbeat, self.gone) {
             let now = now.ns();
             if now >= self.next_heartbeat {
-                self.next_heartbeat = now + interval.as_nanos() as u64;
+                self.next_heartbeat =
+                    now.saturating_add(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX));
                 self.channel.queue(&Message::Heartbeat, Vec::new())?;
                 self.flush()?;
             }

@@ -69,7 +69,7 @@ impl Rules {
             };
             let sockets = pool.sockets(old);
             let listened = info.state == State::Listening;
-            let deadline = now + self.policy.start_timeout;
+            let deadline = crate::deadline::after(now, self.policy.start_timeout);
             match self.start(pool, env, None, now) {
                 Ok(new) => {
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
