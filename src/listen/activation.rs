@@ -104,17 +104,52 @@ fn take_listen_fds() -> Vec<ActivatedSocket> {
             return Vec::new();
         }
     };
-    let mut sockets = Vec::with_capacity(passed.len());
+    let mut sockets = Vec::with_capacity(passed.len().min(1024));
+    // Descriptors that are not open sockets: left as they are (never
+    // closed, nor made close-on-exec), and logged once, as ranges.
+    let mut skipped: Vec<RawFd> = Vec::new();
     for (fd, name) in passed {
+        let Some(ty) = listen_fds::socket_type(fd) else {
+            skipped.push(fd);
+            continue;
+        };
         if let Err(e) = listen_fds::set_cloexec(fd) {
             log::warn!("socket activation: descriptor {fd} ({name}): {e}; skipped");
             continue;
         }
-        let kind = listen_fds::socket_type(fd).and_then(servable);
+        let kind = servable(ty);
         log::info!("socket activation: descriptor {fd} named {name:?}: {}", kind_text(kind));
         sockets.push(ActivatedSocket { fd, name, kind });
     }
+    if !skipped.is_empty() {
+        log::warn!(
+            "socket activation: {} of the descriptors LISTEN_FDS names are not open sockets \
+             ({}); left as they are",
+            skipped.len(),
+            ranges(&skipped)
+        );
+    }
     sockets
+}
+
+/// `3-7, 9, 12-20`: sorted numbers as ranges, at most ten of them.
+fn ranges(fds: &[RawFd]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < fds.len() {
+        let mut j = i;
+        while j + 1 < fds.len() && fds[j + 1] == fds[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j { fds[i].to_string() } else { format!("{}-{}", fds[i], fds[j]) });
+        i = j + 1;
+    }
+    if out.len() > 10 {
+        let more = out.len() - 10;
+        out.truncate(10);
+        out.push(format!("and {more} more ranges"));
+    }
+    out.join(", ")
 }
 
 /// The descriptors and names the variables pass to process `me`: none if

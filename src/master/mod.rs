@@ -220,7 +220,8 @@ impl Master {
         // Socket activation: takes systemd's sockets (or, in the new master
         // of a hot upgrade, the old one's names for them) and removes its
         // variables before any worker is forked.
-        crate::listen::activation::take(std::env::var_os(ENV_UPGRADE).is_some());
+        let plan = upgrade::Plan::from_env()?;
+        crate::listen::activation::take(plan.is_some());
         let inherited = sys::fd::open_fds()?;
         let limit = sys::fd::raise_nofile_limit()?;
         let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);
@@ -271,7 +272,12 @@ impl Master {
             reaper,
             handover: None,
         };
-        master.handover = upgrade::Handover::take(&mut master.sockets);
+        if let Some(plan) = plan {
+            let handover = plan.take(&mut master.sockets).map_err(|why| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{ENV_UPGRADE}: {why}"))
+            })?;
+            master.handover = Some(handover);
+        }
         Ok(master)
     }
 

@@ -497,76 +497,159 @@ pub(super) struct Handover {
     fds: Vec<(String, OwnedFd)>,
 }
 
-impl Handover {
-    /// In a master started by [`Master::upgrade`]: takes the inherited
-    /// descriptors named in [`ENV_UPGRADE`] (made close-on-exec, so workers
-    /// do not inherit them), puts the sockets in `sockets`, and removes the
-    /// variable. A description that cannot be used is logged, and the rest
-    /// is taken; a socket not taken is bound afresh when a worker asks.
-    pub(super) fn take(sockets: &mut SocketRegistry) -> Option<Handover> {
-        let value = std::env::var(ENV_UPGRADE).ok()?;
+/// What [`ENV_UPGRADE`] says, parsed and checked before any descriptor is
+/// taken: every descriptor it names is what it is said to be (the report a
+/// Unix stream socket, each key's socket a socket of that key's kind,
+/// listening if a stream, each named descriptor a listening socket), no
+/// number twice, a target of at least one worker. A value set by hand that
+/// says otherwise is an error naming the variable, and nothing is closed.
+#[derive(Debug)]
+pub(super) struct Plan {
+    ready: RawFd,
+    target: Option<usize>,
+    generation: u32,
+    sockets: Vec<(RawFd, String)>,
+    fds: Vec<(String, RawFd)>,
+}
+
+impl Plan {
+    /// Reads and removes [`ENV_UPGRADE`]: `None` if it is unset.
+    pub(super) fn from_env() -> io::Result<Option<Plan>> {
+        let Some(value) = std::env::var_os(ENV_UPGRADE) else { return Ok(None) };
+        // One thread per process: nothing reads the environment meanwhile.
         std::env::remove_var(ENV_UPGRADE);
-        let mut h = Handover {
-            report: None,
-            ready: false,
-            target: None,
-            generation: 2,
-            handles: Vec::new(),
-            fds: Vec::new(),
-        };
+        let value = value.to_string_lossy().into_owned();
+        Plan::parse(&value).and_then(|plan| plan.check().map(|()| plan)).map(Some).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{ENV_UPGRADE}={value:?}: {why}; no descriptor taken"),
+            )
+        })
+    }
+
+    fn parse(value: &str) -> Result<Plan, String> {
+        let fd = |v: &str| v.parse::<RawFd>().ok().filter(|&n| n >= 0);
+        let mut plan =
+            Plan { ready: -1, target: None, generation: 2, sockets: Vec::new(), fds: Vec::new() };
         for part in value.split(';') {
             match part.split_once('=') {
-                Some(("ready", fd)) => match fd.parse().map(sys::fd::take_inherited_socket) {
-                    Ok(Ok(fd)) => {
-                        sockets.forget_inherited(fd.as_raw_fd());
-                        h.report = Some(UnixStream::from(fd));
-                    }
-                    _ => log::error!("upgrade: no report descriptor in {part:?}"),
-                },
-                Some(("target", n)) => h.target = n.parse().ok(),
-                Some(("generation", g)) => h.generation = g.parse().unwrap_or(2),
+                Some(("ready", n)) => plan.ready = fd(n).ok_or(format!("bad ready={n:?}"))?,
+                Some(("target", "")) => plan.target = None,
+                Some(("target", n)) => {
+                    let t = n.parse().ok().filter(|&t| t >= 1);
+                    plan.target = Some(t.ok_or(format!("target={n:?} is not 1 or more"))?);
+                }
+                Some(("generation", g)) => {
+                    plan.generation = g
+                        .parse()
+                        .ok()
+                        .filter(|&g| g >= 2)
+                        .ok_or(format!("generation={g:?} is not 2 or more"))?
+                }
                 Some(("sockets", list)) => {
                     for entry in list.split(',').filter(|e| !e.is_empty()) {
-                        match import(sockets, entry) {
-                            Ok(handle) => h.handles.push(handle),
-                            Err(e) => log::error!("upgrade: inherited socket {entry:?}: {e}"),
-                        }
+                        let (n, key) =
+                            entry.split_once('=').ok_or(format!("{entry:?}: no FD=KEY"))?;
+                        plan.sockets
+                            .push((fd(n).ok_or(format!("{entry:?}: bad descriptor"))?, key.into()));
                     }
                 }
                 Some(("fds", list)) => {
                     for entry in list.split(',').filter(|e| !e.is_empty()) {
-                        let taken = entry
+                        let (name, n) = entry
                             .split_once(':')
                             .filter(|(name, _)| valid_name(name))
-                            .and_then(|(name, fd)| Some((name, fd.parse::<RawFd>().ok()?)))
-                            .ok_or_else(|| "not NAME:FD".to_string())
-                            .and_then(|(name, fd)| {
-                                let fd = sys::fd::take_inherited_socket(fd)
-                                    .map_err(|e| e.to_string())?;
-                                sockets.forget_inherited(fd.as_raw_fd());
-                                Ok((name.to_string(), fd))
-                            });
-                        match taken {
-                            Ok(named) => h.fds.push(named),
-                            Err(e) => log::error!("upgrade: inherited descriptor {entry:?}: {e}"),
-                        }
+                            .ok_or(format!("{entry:?}: not NAME:FD"))?;
+                        plan.fds.push((
+                            name.into(),
+                            fd(n).ok_or(format!("{entry:?}: bad descriptor"))?,
+                        ));
                     }
                 }
-                _ => log::error!("upgrade: unknown part {part:?} of {ENV_UPGRADE}"),
+                _ => return Err(format!("unknown part {part:?}")),
             }
+        }
+        if plan.ready < 0 {
+            return Err("no ready=FD".into());
+        }
+        Ok(plan)
+    }
+
+    /// Every named descriptor is what the plan says, each named once.
+    fn check(&self) -> Result<(), String> {
+        use nix::sys::socket::{AddressFamily, SockType};
+        let mut seen = std::collections::HashSet::new();
+        let all = std::iter::once(self.ready)
+            .chain(self.sockets.iter().map(|(fd, _)| *fd))
+            .chain(self.fds.iter().map(|(_, fd)| *fd));
+        for fd in all {
+            if !seen.insert(fd) {
+                return Err(format!("descriptor {fd} is named twice"));
+            }
+        }
+        let what = |fd: RawFd| sys::fd::inherited_socket_info(fd);
+        match what(self.ready) {
+            Some((AddressFamily::Unix, SockType::Stream, false)) => {}
+            _ => return Err(format!("ready={}: not a socket pair's end", self.ready)),
+        }
+        for (fd, key) in &self.sockets {
+            let kind = key
+                .split(':')
+                .next()
+                .and_then(|k| k.parse().ok())
+                .and_then(crate::listen::Kind::from_u8)
+                .ok_or(format!("{fd}={key}: bad key"))?;
+            use crate::listen::Kind;
+            let inet = |f| matches!(f, AddressFamily::Inet | AddressFamily::Inet6);
+            let ok = match what(*fd) {
+                Some((f, SockType::Stream, true)) if kind == Kind::Tcp => inet(f),
+                Some((f, SockType::Datagram, _)) if kind == Kind::Udp => inet(f),
+                Some((AddressFamily::Unix, SockType::Stream, true)) => kind == Kind::Unix,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "{fd}={key}: descriptor {fd} is not a listening socket of that kind"
+                ));
+            }
+        }
+        for (name, fd) in &self.fds {
+            if !matches!(what(*fd), Some((_, SockType::Stream, true))) {
+                return Err(format!("{name}:{fd}: descriptor {fd} is not a listening socket"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the descriptors (made close-on-exec, so workers do not inherit
+    /// them) and puts the sockets in `sockets`, held until ready.
+    pub(super) fn take(self, sockets: &mut SocketRegistry) -> Result<Handover, String> {
+        let mut h = Handover {
+            report: None,
+            ready: false,
+            target: self.target,
+            generation: self.generation,
+            handles: Vec::new(),
+            fds: Vec::new(),
+        };
+        let report = sys::fd::take_inherited_socket(self.ready).map_err(|e| e.to_string())?;
+        sockets.forget_inherited(self.ready);
+        h.report = Some(UnixStream::from(report));
+        for (fd, key) in self.sockets {
+            let socket = sys::fd::take_inherited_socket(fd).map_err(|e| e.to_string())?;
+            sockets.forget_inherited(fd);
+            h.handles.push(sockets.import(socket, &key)?);
+        }
+        for (name, fd) in self.fds {
+            let socket = sys::fd::take_inherited_socket(fd).map_err(|e| e.to_string())?;
+            sockets.forget_inherited(fd);
+            h.fds.push((name, socket));
         }
         log::info!(
             "upgrade: this master takes over {} listening sockets (target {:?})",
             h.handles.len(),
             h.target
         );
-        Some(h)
+        Ok(h)
     }
-}
-
-fn import(sockets: &mut SocketRegistry, entry: &str) -> Result<u32, String> {
-    let (fd, key) = entry.split_once('=').ok_or("no FD=KEY")?;
-    let fd: RawFd = fd.parse().map_err(|_| "bad descriptor number")?;
-    let socket = sys::fd::take_inherited_socket(fd).map_err(|e| e.to_string())?;
-    sockets.import(socket, key)
 }

@@ -114,6 +114,28 @@ pub(crate) fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// What inherited descriptor `fd` is, looked at without owning it (nothing
+/// is closed, whatever it is): `None` if it is not open or not a socket,
+/// else its family, its type, and whether it listens.
+pub(crate) fn inherited_socket_info(
+    fd: RawFd,
+) -> Option<(nix::sys::socket::AddressFamily, nix::sys::socket::SockType, bool)> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrLike, SockaddrStorage};
+    // SAFETY: fcntl(F_GETFD) on any integer is memory-safe; it tells us
+    // whether the number is open, and we borrow it only if it is.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked just above) and stays open while it is
+    // borrowed here: this process is single-threaded and nothing below
+    // closes it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let ty = getsockopt(&fd, sockopt::SockType).ok()?;
+    let listening = getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+    let ss: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+    Some((ss.family()?, ty, listening))
+}
+
 /// Sets `O_NONBLOCK` on a descriptor (a flag of the open file: shared with
 /// every duplicate of it).
 pub(crate) fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
