@@ -65,6 +65,9 @@ pub mod host;
 pub mod ipc;
 #[cfg(not(feature = "fuzzing"))]
 mod ipc;
+// The parsers of untrusted input, for the fuzz targets (`fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listen;
 pub mod master;
 mod signal;

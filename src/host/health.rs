@@ -325,7 +325,7 @@ impl Health {
 }
 
 /// Where the request head ends (after the blank line), if it has.
-fn head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| i + 4)
@@ -333,7 +333,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The reply to one request head.
-fn reply(head: &[u8], readiness: &mut impl FnMut() -> Readiness) -> Vec<u8> {
+pub(crate) fn reply(head: &[u8], readiness: &mut impl FnMut() -> Readiness) -> Vec<u8> {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = std::str::from_utf8(line).unwrap_or("").trim_end_matches('\r');
     let mut parts = line.split(' ');

@@ -155,7 +155,7 @@ fn ranges(fds: &[RawFd]) -> String {
 /// The descriptors and names the variables pass to process `me`: none if
 /// `LISTEN_FDS` is unset or `LISTEN_PID` is another process's (an error
 /// only for values that do not parse). Names default to `unknown`.
-fn parse_listen_env(
+pub(crate) fn parse_listen_env(
     pid: Option<&str>,
     fds: Option<&str>,
     names: Option<&str>,
@@ -165,14 +165,20 @@ fn parse_listen_env(
     let Some(pid) = pid else {
         return Err("LISTEN_FDS is set but LISTEN_PID is not".into());
     };
-    let pid: u32 = pid.parse().map_err(|_| format!("LISTEN_PID={pid:?} is not a pid"))?;
+    // Digits only: `+42`, ` 42` or `042` name no pid, whatever a lenient
+    // parser would make of them.
+    let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    let pid: u32 = Some(pid)
+        .filter(|p| digits(p) && !p.starts_with('0'))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("LISTEN_PID={pid:?} is not a pid"))?;
     if pid != me {
         log::info!("socket activation: LISTEN_PID={pid} is not this process ({me}); ignored");
         return Ok(Vec::new());
     }
-    let n: RawFd = fds
-        .parse()
-        .ok()
+    let n: RawFd = Some(fds)
+        .filter(|f| digits(f))
+        .and_then(|f| f.parse().ok())
         .filter(|n| (0..=65536).contains(n))
         .ok_or_else(|| format!("LISTEN_FDS={fds:?} is not a descriptor count"))?;
     let mut names: Vec<String> = match names {
@@ -216,7 +222,7 @@ pub(crate) fn encode_for_workers() -> Option<String> {
     Some(entries.join(":"))
 }
 
-fn decode_for_workers(value: &str) -> Vec<ActivatedSocket> {
+pub(crate) fn decode_for_workers(value: &str) -> Vec<ActivatedSocket> {
     value
         .split(':')
         .filter_map(|entry| {
@@ -283,6 +289,15 @@ mod tests {
         assert_eq!(got, vec![(3, "unknown".to_string()), (4, "unknown".to_string())]);
         let got = parse_listen_env(Some("42"), Some("1"), None, 42).unwrap();
         assert_eq!(got, vec![(3, "unknown".to_string())]);
+    }
+
+    #[test]
+    fn only_plain_digits_name_a_pid_or_a_count() {
+        // Found by the activation_env fuzz target: `+42` parsed as 42.
+        for (pid, fds) in [("+42", "1"), (" 42", "1"), ("042", "1"), ("42", "+1"), ("42", "1 ")] {
+            assert!(parse_listen_env(Some(pid), Some(fds), None, 42).is_err(), "{pid:?} {fds:?}");
+        }
+        assert_eq!(parse_listen_env(Some("42"), Some("0"), None, 42), Ok(Vec::new()));
     }
 
     #[test]

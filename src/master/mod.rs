@@ -90,7 +90,7 @@ mod settings;
 mod spawn;
 mod token;
 mod unix_socket;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;

@@ -504,12 +504,12 @@ pub(super) struct Handover {
 /// number twice, a target of at least one worker. A value set by hand that
 /// says otherwise is an error naming the variable, and nothing is closed.
 #[derive(Debug)]
-pub(super) struct Plan {
-    ready: RawFd,
-    target: Option<usize>,
-    generation: u32,
-    sockets: Vec<(RawFd, String)>,
-    fds: Vec<(String, RawFd)>,
+pub(crate) struct Plan {
+    pub(crate) ready: RawFd,
+    pub(crate) target: Option<usize>,
+    pub(crate) generation: u32,
+    pub(crate) sockets: Vec<(RawFd, String)>,
+    pub(crate) fds: Vec<(String, RawFd)>,
 }
 
 impl Plan {
@@ -527,7 +527,7 @@ impl Plan {
         })
     }
 
-    fn parse(value: &str) -> Result<Plan, String> {
+    pub(crate) fn parse(value: &str) -> Result<Plan, String> {
         let fd = |v: &str| v.parse::<RawFd>().ok().filter(|&n| n >= 0);
         let mut plan =
             Plan { ready: -1, target: None, generation: 2, sockets: Vec::new(), fds: Vec::new() };
