@@ -289,19 +289,6 @@ fn holds_socket(pid: u32, inode: u64) -> bool {
     })
 }
 
-/// Kills a process this test did not start itself (a new master, whose
-/// parent is the old one) when dropped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0 as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 /// Waits for the next `ready` line, of a master other than `not`: its pid.
 fn next_ready(p: &mut Proc, not: u32, timeout: Duration) -> u32 {
     let line = p.expect_by("ready line of a new master", timeout, |l| {
@@ -345,7 +332,7 @@ fn a_sigusr2_hands_the_same_socket_to_a_new_master_running_the_new_program_with_
     // The new master prints its ready line once all its workers listen.
     let new_pid = next_ready(&mut p, old_pid, ROLL_WAIT);
     let listening = t0.elapsed();
-    let _guard = KillOnDrop(new_pid);
+    let _guard = KillOnDrop::new(new_pid);
     assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
     let gone = t0.elapsed();
     clients.wait_http(20);
@@ -432,7 +419,7 @@ fn a_new_master_that_never_becomes_ready_is_killed_after_the_upgrade_timeout() {
         .unwrap()
         .parse()
         .unwrap();
-    let _guard = KillOnDrop(pid);
+    let _guard = KillOnDrop::new(pid);
     // One at a time.
     p.signal("USR2");
     expect_log(&p, &format!("upgrade refused: one is under way (new master pid {pid})"), WAIT);
@@ -463,7 +450,7 @@ fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drain
     site.deploy("http_hello");
     p.signal("USR2");
     let second = next_ready(&mut p, first, ROLL_WAIT);
-    let _g2 = KillOnDrop(second);
+    let _g2 = KillOnDrop::new(second);
     expect_log(&p, &format!("handed over to the new master (pid {second})"), WAIT);
     assert!(alive(first), "the first master still drains");
 
@@ -474,7 +461,7 @@ fn two_upgrades_back_to_back_both_succeed_while_the_first_generation_still_drain
             && ![first, second].map(|p| p.to_string()).contains(&field(l, "pid").to_string())
     });
     let third: u32 = field(&third, "pid").parse().unwrap();
-    let _g3 = KillOnDrop(third);
+    let _g3 = KillOnDrop::new(third);
     // The status table (SIGUSR1) names each worker's generation: the first
     // master's workers are 1, the third master's 3.
     signal(third, "USR1");
@@ -533,7 +520,7 @@ fn under_systemd_the_old_master_names_the_new_one_main_pid_before_it_exits() {
     let old = p.pid();
     p.signal("USR2");
     let new = next_ready(&mut p, old, ROLL_WAIT);
-    let _guard = KillOnDrop(new);
+    let _guard = KillOnDrop::new(new);
     // The old master's MAINPID= first: systemd takes notifications from
     // the main process alone, so the new master (handed the notification
     // socket) says nothing before it, then its status. After MAINPID= the
@@ -562,7 +549,7 @@ fn a_unix_socket_file_is_still_served_after_an_upgrade() {
     let old = p.pid();
     p.signal("USR2");
     let new = next_ready(&mut p, old, ROLL_WAIT);
-    let _guard = KillOnDrop(new);
+    let _guard = KillOnDrop::new(new);
     assert_eq!(exit_code(&mut p, ROLL_WAIT), Some(0), "{}", p.stderr());
     // The old master did not unlink the file the new one serves.
     for _ in 0..10 {

@@ -10,16 +10,6 @@ use std::time::Duration;
 
 use util::*;
 
-/// Kills a process that outlives the test (a worker that blocks SIGTERM).
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
 const OUTER: (&str, &str) = ("FIXTURE_OUTER_LOOP", "1");
 
 /// One test at a time: a worker that is not scheduled within 2 ms is passed
@@ -34,7 +24,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn a_worker_in_an_outer_mio_loop_keeps_its_heartbeats_and_its_share_of_connections() {
     let _serial = serial();
-    let mut m = Proc::fixture_env(
+    let mut m = Proc::fixture_realtime(
         &["--listen", "127.0.0.1:0"],
         &[OUTER, ("FIXTURE_HEARTBEAT_MS", "20"), ("FIXTURE_HEARTBEAT_TIMEOUT_MS", "400")],
     );
@@ -74,7 +64,7 @@ fn the_worker_outlives_its_master_to_finish_a_connection(env: &[(&str, &str)]) {
     let mut m = Proc::fixture_env(&["--listen", "127.0.0.1:0"], &env);
     m.send("fork");
     let pid: u32 = field(&m.expect("fork id=1"), "pid").parse().unwrap();
-    let _guard = KillOnDrop(pid);
+    let _guard = KillOnDrop::new(pid);
     let addr: SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
     let mut client = connect(addr).unwrap();
     roundtrip(&mut client, b"before").unwrap();

@@ -1,7 +1,8 @@
 //! `Balance::Even` (the default): a worker that holds more than its share of
-//! the open connections leaves new ones to the others. In a file of its own
-//! so that no load from other tests runs beside it: a worker that is not
-//! scheduled within 2 ms is passed over, by design.
+//! the open connections leaves new ones to the others. A worker that is not
+//! scheduled within 2 ms is passed over, by design: the cluster runs under
+//! `SCHED_FIFO` (as root) so that other load on the machine cannot keep the
+//! newcomer off the CPU that long, and in a file of its own.
 
 mod util;
 
@@ -9,7 +10,7 @@ use util::*;
 
 #[test]
 fn a_worker_over_its_share_leaves_new_connections_to_a_newcomer() {
-    let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
+    let mut m = Proc::fixture_realtime(&["--listen", "127.0.0.1:0"], &[]);
     m.send("fork");
     m.send("fork");
     let addr: std::net::SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();

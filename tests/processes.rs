@@ -12,16 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use util::*;
 
-/// Kills a process we may have left behind (a hung worker) when dropped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
 /// CPU time (user + system) a process has used so far.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
@@ -37,7 +27,7 @@ fn a_hung_worker_is_gone_within_a_second_of_its_masters_death_and_frees_its_port
     let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
     m.send("fork");
     let pid: u32 = field(&m.expect("fork id=1"), "pid").parse().unwrap();
-    let _guard = KillOnDrop(pid);
+    let _guard = KillOnDrop::new(pid);
     let addr: SocketAddr = field(&m.expect("listening id=1"), "addr").parse().unwrap();
     // The worker's loop stops for good: it will never read its channel.
     m.send("send 1 hang");

@@ -90,6 +90,29 @@ impl Proc {
         Self::fixture_env(args, &[])
     }
 
+    /// The fixture master, its workers with it, under the real-time
+    /// policy `SCHED_FIFO` (`chrt -f 1`, as root): for tests of the accept
+    /// balance, where a worker not scheduled within 2 ms is passed over by
+    /// design, so that other load on the machine (another test, a build, a
+    /// busy loop) cannot delay the worker the test watches. Without root,
+    /// or without `chrt`, the normal policy, said on stderr.
+    pub fn fixture_realtime(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let rt = nix::unistd::geteuid().is_root()
+            && Command::new("chrt").args(["-f", "1", "true"]).status().is_ok_and(|s| s.success());
+        if !rt {
+            eprintln!(
+                "SCHED_FIFO unavailable (needs root and chrt): other load may skew the balance"
+            );
+            return Self::fixture_env(args, env);
+        }
+        let mut cmd = Command::new("chrt");
+        cmd.args(["-f", "1"]).arg(example("fixture")).args(args).env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::start(cmd)
+    }
+
     /// Starts the fixture master with arguments and environment.
     pub fn fixture_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(example("fixture"));
@@ -308,8 +331,66 @@ pub fn nobody() -> Option<nix::unistd::User> {
     let user = nix::unistd::User::from_name("nobody").ok().flatten();
     if user.is_none() {
         eprintln!("no user nobody; skipped");
+        return None;
+    }
+    // Its workers run the examples as nobody: every folder above them must
+    // let others through (a checkout under /root or a `mktemp -d` does not).
+    let program = example("fixture");
+    if let Some(closed) = closed_to_others(&program) {
+        eprintln!(
+            "{} cannot be reached by nobody ({} is closed to others); skipped",
+            program.display(),
+            closed.display()
+        );
+        return None;
     }
     user
+}
+
+/// The first folder above `path` (or `path` itself) that others may not
+/// pass through or run, if any.
+fn closed_to_others(path: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut at = Some(path);
+    while let Some(p) = at {
+        let mode = std::fs::metadata(p).ok()?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Some(p.to_path_buf());
+        }
+        at = p.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    None
+}
+
+/// A process this test did not start itself (a new master, a worker), to
+/// kill when dropped: only if it is still the same process, with the start
+/// time it had when it was taken (its pid alone may be another process's
+/// by then: pids are reused).
+pub struct KillOnDrop {
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl KillOnDrop {
+    pub fn new(pid: u32) -> KillOnDrop {
+        KillOnDrop { pid, start: start_time(pid) }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.start.is_some() && start_time(self.pid) == self.start {
+            let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// When process `pid` started (`/proc/PID/stat`, clock ticks since boot).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// One `ping` echoed over the Unix socket at `path`.
