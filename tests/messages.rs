@@ -73,3 +73,20 @@ fn a_connection_passes_from_worker_to_master_to_worker_and_still_works() {
     m.send("send 2 report");
     assert_eq!(field(&m.expect("message id=2 report"), "conns"), "1");
 }
+
+/// A worker that sends a listen and messages and dies before it could read
+/// the reply: the reply finds no reader, which is nobody's error (no
+/// `IPC channel error` in the log), and every message it sent before is
+/// delivered.
+#[test]
+fn a_worker_that_dies_before_the_reply_to_its_listen_still_has_its_messages_delivered() {
+    let (mut m, _) = one_worker();
+    m.send("send 1 listen-then-die 50");
+    for i in 0..50 {
+        m.expect(&format!("message id=1 d{i}"));
+    }
+    m.expect("exit id=1");
+    let log = m.stderr();
+    assert!(!log.contains("IPC channel error"), "{log}");
+    assert!(!log.contains("Broken pipe"), "{log}");
+}

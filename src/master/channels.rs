@@ -178,8 +178,14 @@ impl Master {
                 return self.close_channel(slot, Some(e));
             }
             // Flushed at the end of this service_channel turn or the next.
-            if let Err(e) = ch.flush() {
-                self.close_channel(slot, Some(e));
+            match ch.flush() {
+                Ok(_) => {}
+                // The worker has exited, or closed its end: the reply will
+                // not be read, which is no error of anyone's, and the frames
+                // it sent before are still handled (its end of file closes
+                // the channel).
+                Err(e) if is_peer_gone(&e) => ch.discard_writes(),
+                Err(e) => self.close_channel(slot, Some(e)),
             }
         }
     }
