@@ -149,6 +149,12 @@ impl Master {
                 ExitStatus::Unknown
             }
         };
+        self.retire(slot, status);
+    }
+
+    /// Worker `slot` has exited with `status`: what it sent and wrote before
+    /// is delivered, then its disconnect and exit, and its entry goes.
+    pub(super) fn retire(&mut self, slot: usize, status: ExitStatus) {
         // Deliver whatever it sent and wrote before dying, then its disconnect.
         // It is dead already: nothing it says now makes it a roll's new
         // worker or earns it a socket.

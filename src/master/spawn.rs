@@ -208,6 +208,49 @@ impl Master {
         Ok(id)
     }
 
+    /// The fuzz target's fake worker: a channel and no process (its pidfd
+    /// is this process's own, which never becomes readable while it runs).
+    /// Returns its id and the worker's end of the channel.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_attach(&mut self) -> io::Result<(WorkerId, std::os::fd::OwnedFd)> {
+        let (ours, theirs) = sys::socket::socketpair()?;
+        let pidfd = sys::process::pidfd_open(std::process::id())?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = self.workers.vacant_key();
+        let mut channel = Channel::new(ours);
+        let mut output = [None, None];
+        self.register_worker(slot, &mut channel, pidfd.as_fd(), &mut output)?;
+        self.workers.insert(WorkerEntry {
+            info: WorkerInfo { id, pid: 0, state: State::None, exited_after_disconnect: false },
+            pidfd,
+            channel: Some(channel),
+            kill_at: None,
+            want_drained: false,
+            keep: None,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            last_heartbeat: None,
+            output,
+            forced: false,
+            creds: None,
+            refusals: LogLimit::default(),
+            untaken_fds: 0,
+            fd_paused: false,
+        });
+        self.ids.insert(id, slot);
+        Ok((id, theirs))
+    }
+
+    /// The fuzz target's fake worker `id` is gone, as if it had exited: what
+    /// it sent is handled, then its exit is reported and its entry removed.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_detach(&mut self, id: WorkerId) {
+        if let Some(&slot) = self.ids.get(&id) {
+            self.retire(slot, crate::ExitStatus::Unknown);
+        }
+    }
+
     /// Registers the channel, the pidfd and the output pipes of the worker
     /// about to fill `slot`.
     fn register_worker(
