@@ -110,6 +110,8 @@ struct Tally {
     failures: Mutex<Vec<String>>,
     probes: AtomicUsize,
     unanswered: Mutex<Vec<String>>,
+    /// `/ready` answers other than 200, with their code.
+    not_ready: Mutex<Vec<u16>>,
 }
 
 /// The load: `CLIENTS` threads that connect, send a line and read it back,
@@ -129,6 +131,7 @@ struct Counts {
     failed: usize,
     probes: usize,
     unanswered: usize,
+    not_ready: usize,
 }
 
 fn enter(netns: &Option<PathBuf>) {
@@ -172,8 +175,12 @@ impl Load {
                     n += 1;
                     let code = probe(health, path);
                     tally.probes.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = code {
-                        tally.unanswered.lock().unwrap().push(format!("{path}: {e}"));
+                    match code {
+                        Err(e) => tally.unanswered.lock().unwrap().push(format!("{path}: {e}")),
+                        Ok(c) if path == "/ready" && c != 200 => {
+                            tally.not_ready.lock().unwrap().push(c)
+                        }
+                        Ok(_) => {}
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -189,6 +196,7 @@ impl Load {
             failed: t.failures.lock().unwrap().len(),
             probes: t.probes.load(Ordering::Relaxed),
             unanswered: t.unanswered.lock().unwrap().len(),
+            not_ready: t.not_ready.lock().unwrap().len(),
         }
     }
 
@@ -268,6 +276,7 @@ impl Table {
             failed: now.failed - self.last.failed,
             probes: now.probes - self.last.probes,
             unanswered: now.unanswered - self.last.unanswered,
+            not_ready: now.not_ready - self.last.not_ready,
         };
         self.last = now;
         eprintln!(
@@ -287,6 +296,11 @@ impl Table {
             load.failures()
         );
         assert_eq!(counts.unanswered, 0, "{}: {op}: {:?}", self.config, load.unanswered());
+        // A hot upgrade keeps the pool at target throughout: `/ready` is
+        // 200 (the new master answers only once it is ready).
+        if op.starts_with("SIGUSR2") {
+            assert_eq!(counts.not_ready, 0, "{}: {op}: /ready was not 200", self.config);
+        }
     }
 
     fn print(&self) {
@@ -615,6 +629,7 @@ fn drill_pid_1_with_health_and_linger() {
         failed: before.failed - table.last.failed,
         probes: before.probes - table.last.probes,
         unanswered: before.unanswered - table.last.unanswered,
+        not_ready: before.not_ready - table.last.not_ready,
     };
     assert_eq!(counts.failed, 0, "failed during the linger");
     table.rows.push(Row { op: "SIGTERM to PID 1 (linger, drain)", counts, exit: "0".into() });

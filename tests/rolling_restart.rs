@@ -82,12 +82,16 @@ fn a_rolling_restart_replaces_workers_with_several_servers_on_one_address() {
     roll_complete(&mut m);
     m.expect("exit id=1");
     let lines = m.drain(Duration::from_millis(200));
-    // The new worker took over both sockets (same addresses) before the old
-    // one was asked to leave (its `leaving` report), so none was closed.
+    // The new worker took over both sockets (same addresses, so neither was
+    // closed and bound again) and listened before the old one was asked to
+    // leave (its `leaving` report). The roll waits for the registry to give
+    // it both sockets and for its first `Listening`; its second `Listening`
+    // may come after the old worker's report (the master reads both listens
+    // in one turn).
     let got_a = at(&lines, &format!("listening id=2 addr={a}"));
     let got_b = at(&lines, &format!("listening id=2 addr={b}"));
     let left = at(&lines, "message id=1 leaving");
-    assert!(got_a < left && got_b < left, "{lines:?}");
+    assert!(got_a.min(got_b) < left, "{lines:?}");
     for addr in [&a, &b] {
         echo_once(addr.parse().unwrap()).unwrap();
     }

@@ -81,9 +81,9 @@ fn an_upgrade_variable_set_by_hand_is_refused_and_closes_nothing() {
     }
 }
 
-/// `LISTEN_FDS` naming descriptors that are not sockets: they are left as
-/// they are (a file stays open in the master), and 65,536 of them make one
-/// warning, not 65,536.
+/// `LISTEN_FDS` naming descriptors that are not sockets: none is closed (a
+/// file stays open in the master, close-on-exec so that no worker inherits
+/// it), and 65,536 of them make one warning, not 65,536.
 #[test]
 fn listen_fds_naming_what_is_not_a_socket_closes_nothing_and_warns_once() {
     let script = "exec 3</etc/hostname; LISTEN_PID=$$ LISTEN_FDS=65536 exec \"$0\" \"$@\"";
@@ -95,6 +95,10 @@ fn listen_fds_naming_what_is_not_a_socket_closes_nothing_and_warns_once() {
     echo_once(addr).unwrap();
     let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", p.pid())).unwrap();
     assert_eq!(fd3, std::path::Path::new("/etc/hostname"), "descriptor 3 was closed");
+    for w in workers_of(p.pid()) {
+        let held = std::fs::read_link(format!("/proc/{w}/fd/3")).ok();
+        assert_ne!(held.as_deref(), Some(std::path::Path::new("/etc/hostname")), "worker {w}");
+    }
     let log = p.stderr();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("socket activation")).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");

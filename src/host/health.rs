@@ -186,12 +186,15 @@ impl Health {
             ready.push(LISTENER);
         }
         self.more = full;
-        for token in ready {
-            if token == LISTENER {
-                self.accept(&mut readiness);
-            } else if self.clients.contains(token.0) {
+        // Clients first: a request already here is answered before new
+        // connections could take its place.
+        for &token in ready.iter().filter(|&&t| t != LISTENER) {
+            if self.clients.contains(token.0) {
                 self.serve(token.0, &mut readiness);
             }
+        }
+        if ready.contains(&LISTENER) {
+            self.accept(&mut readiness);
         }
         let now = Instant::now();
         let late: Vec<usize> =
@@ -206,9 +209,23 @@ impl Health {
     /// Room for one more client: the oldest one that has not sent a
     /// complete head is closed if the table is full. False if every place
     /// holds a client being answered.
-    fn make_room(&mut self) -> bool {
+    fn make_room(&mut self, readiness: &mut impl FnMut() -> Readiness) -> bool {
         if self.clients.len() < MAX_CLIENTS {
             return true;
+        }
+        // The oldest silent one may have sent its request since: answered,
+        // it leaves by itself.
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.reply.is_empty())
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(k, _)| k);
+        if let Some(key) = oldest {
+            self.serve(key, readiness);
+            if self.clients.len() < MAX_CLIENTS {
+                return true;
+            }
         }
         let oldest = self
             .clients
@@ -231,7 +248,7 @@ impl Health {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if !self.make_room() {
+                    if !self.make_room(readiness) {
                         log::debug!("health: {MAX_CLIENTS} clients being answered; one closed");
                         continue;
                     }

@@ -43,6 +43,10 @@ use crate::sys;
 use crate::sys::signal::Signals;
 use crate::{Settings, Signal};
 
+/// Set in the masters below the init (inherited by the new master of each
+/// hot upgrade): they are subreapers too.
+pub const ENV_UNDER_INIT: &str = "MIO_CLUSTER_UNDER_INIT";
+
 const SIGNALS: Token = Token(0);
 const NOTIFY: Token = Token(1);
 const MASTER: Token = Token(2);
@@ -83,6 +87,11 @@ impl Init {
     /// forking nothing, in a process that is not PID 1.
     pub fn split(settings: &mut Settings) -> io::Result<Option<Init>> {
         if std::process::id() != 1 {
+            // A later generation of master below the init (a hot upgrade's
+            // new master): a subreaper too.
+            if std::env::var_os(ENV_UNDER_INIT).is_some() {
+                settings.subreaper = true;
+            }
             return Ok(None);
         }
         // Blocked before the fork: a signal sent to either process from now
@@ -102,6 +111,7 @@ impl Init {
             drop(socket);
             // One thread per process: nothing reads the environment meanwhile.
             std::env::set_var("NOTIFY_SOCKET", format!("@{name}"));
+            std::env::set_var(ENV_UNDER_INIT, "1");
             if std::env::var("WATCHDOG_PID").is_ok_and(|p| p == "1") {
                 std::env::set_var("WATCHDOG_PID", std::process::id().to_string());
             }
@@ -156,10 +166,12 @@ impl Init {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 res => res?,
             }
+            // The hand-over first: a stop that comes with it goes to the
+            // new master.
+            self.hear();
             while let Some(sig) = self.signals.read()? {
                 self.on_signal(sig);
             }
-            self.hear();
             self.watch_master();
             let master = (self.status.is_none()).then_some(self.master);
             self.reaper.reap(|pid| Some(pid) == master);
@@ -275,6 +287,11 @@ impl Init {
         log::info!("init: the master is pid {pid} now (the old one, pid {}, drains)", self.master);
         self.master = pid;
         self.pidfd = pidfd;
+        // A stop forwarded to the old master while it was handing over is
+        // the new one's to act on too.
+        if self.stops > 0 {
+            let _ = sys::process::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGTERM);
+        }
     }
 
     /// Takes the current master's exit status once it can: it is this

@@ -324,7 +324,11 @@ impl Manager {
                         h
                     }
                 };
-                poll.registry().register(&mut h, HEALTH, Interest::READABLE)?;
+                // A new master serves the probes once it is ready: until then
+                // the old one answers them (the kernel's queue is shared).
+                if !master.is_upgrading() {
+                    poll.registry().register(&mut h, HEALTH, Interest::READABLE)?;
+                }
                 Some(h)
             }
             None => None,
@@ -415,16 +419,24 @@ impl Manager {
             }
         }
         self.supervisor.process(&mut self.master)?;
-        if let Some(h) = self.health.as_mut() {
+        if let Some(h) = self.health.as_mut().filter(|_| !self.master.is_upgrading()) {
             let (master, supervisor, linger, stale) =
                 (&self.master, &self.supervisor, &self.linger, self.stale);
-            h.process(|| readiness(master, supervisor, linger, stale))?;
+            // After a hand-over, what this master still answers (probes it
+            // had accepted) is the new one's word: it said it was ready.
+            let handed_over = self.handed_over.is_some();
+            h.process(|| {
+                if handed_over {
+                    Readiness::Ready
+                } else {
+                    readiness(master, supervisor, linger, stale)
+                }
+            })?;
         }
         if self.linger.due(Instant::now()) && !self.master.is_shutting_down() {
             log::info!("the linger is over: graceful shutdown");
             self.supervisor.handle_signal(&mut self.master, Signal::SIGTERM)?;
         }
-        self.watch_upgrade()?;
         if let Some(mut ch) = self.old_master.take() {
             if !self.hear_old_master_on(&mut ch) {
                 self.old_master = Some(ch);
@@ -434,6 +446,9 @@ impl Manager {
             self.on_event(&event)?;
             self.queue.push_back(ManagerEvent::Master(event));
         }
+        // After this turn's events: a stop that came with the new master's
+        // `ready` calls the upgrade off instead of being lost to it.
+        self.watch_upgrade()?;
         // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
         // pool can serve.
         self.service.tick(&self.master);
@@ -442,11 +457,18 @@ impl Manager {
 
     /// The next event, if any.
     pub fn next_event(&mut self) -> Option<ManagerEvent> {
-        // The application has seen `Ready`: now the old master may go.
-        if self.report_pending && self.flush_report().is_err() {
-            log::warn!("upgrade: the old master is gone before this one reported ready");
+        // The application has seen `Ready` (returned by the last call): now
+        // the old master may go.
+        if self.report_pending {
+            if let Err(e) = self.flush_report() {
+                log::warn!("upgrade: reporting ready to the old master: {e}");
+            }
         }
-        self.queue.pop_front()
+        let event = self.queue.pop_front();
+        if matches!(event, Some(ManagerEvent::Ready { .. })) && self.master.is_upgrading() {
+            self.report_pending = true;
+        }
+        event
     }
 
     /// `Some(code)` once the pool is gone and the process should exit
@@ -481,7 +503,15 @@ impl Manager {
         if !self.master.is_upgrading() {
             return Ok(());
         }
-        self.master.report_ready()?;
+        // The probes are this master's from now on.
+        if let Some(h) = self.health.as_mut() {
+            self.poll.registry().register(h, HEALTH, Interest::READABLE)?;
+        }
+        if let Err(e) = self.master.report_ready() {
+            // The old master is gone: this one speaks for the service.
+            self.service.became_main(&self.master);
+            return Err(e);
+        }
         if let Some(mut ch) = self.master.take_old_master_channel() {
             let fd = ch.as_raw_fd();
             self.poll.registry().register(&mut SourceFd(&fd), OLD_MASTER, Interest::READABLE)?;
@@ -547,7 +577,6 @@ impl Manager {
                         workers: self.workers,
                         pid: std::process::id(),
                     });
-                    self.report_pending = self.master.is_upgrading();
                 }
             }
             Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -567,6 +596,16 @@ impl Manager {
                 eprint!("{}", status_table(&self.supervisor.status(&self.master)))
             }
             Event::Signal(Signal::SIGUSR2) => self.start_upgrade()?,
+            // Leaving, however it goes on (a linger first, or not): a
+            // pending upgrade is called off (its new master killed), so the
+            // stop cannot be lost to a hand-over.
+            Event::Signal(sig @ (Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT))
+                if self.upgrade.is_some() =>
+            {
+                log::info!("{sig}: the upgrade under way is called off");
+                self.cancel_upgrade();
+                self.on_event(event)?;
+            }
             // Held during the linger: the workers keep accepting.
             Event::Signal(sig) if self.linger.on_signal(*sig, Instant::now()) => {}
             Event::Signal(sig @ (Signal::SIGINT | Signal::SIGTERM))
@@ -648,6 +687,10 @@ impl Manager {
             log::warn!("upgrade refused: this master is not serving yet, or is leaving");
             return Ok(());
         }
+        if self.linger.is_lingering() {
+            log::warn!("upgrade refused: this master is lingering before it drains");
+            return Ok(());
+        }
         if std::process::id() == 1 {
             log::warn!(
                 "upgrade refused: this master is PID 1 of its PID namespace (a container), and \
@@ -670,10 +713,14 @@ impl Manager {
             detach: self.service.has_notifier() && !self.master.settings().subreaper,
         };
         match self.master.upgrade(options) {
-            Ok(mut up) => {
-                self.poll.registry().register(&mut up, UPGRADE, Interest::READABLE)?;
-                self.upgrade = Some(up);
-            }
+            Ok(mut up) => match self.poll.registry().register(&mut up, UPGRADE, Interest::READABLE)
+            {
+                Ok(()) => self.upgrade = Some(up),
+                Err(e) => {
+                    log::error!("upgrade failed: watching the new master: {e}");
+                    up.cancel(&mut self.master);
+                }
+            },
             Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
         }
         Ok(())

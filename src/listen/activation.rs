@@ -105,11 +105,14 @@ fn take_listen_fds() -> Vec<ActivatedSocket> {
         }
     };
     let mut sockets = Vec::with_capacity(passed.len().min(1024));
-    // Descriptors that are not open sockets: left as they are (never
-    // closed, nor made close-on-exec), and logged once, as ranges.
+    // Descriptors that are not open sockets: never closed (an open one is
+    // made close-on-exec), and logged once, as ranges.
     let mut skipped: Vec<RawFd> = Vec::new();
     for (fd, name) in passed {
         let Some(ty) = listen_fds::socket_type(fd) else {
+            // Open but not a socket (a FIFO, a file): not for a worker, and
+            // not for the workers to inherit either; left open.
+            let _ = listen_fds::set_cloexec(fd);
             skipped.push(fd);
             continue;
         };
@@ -124,7 +127,7 @@ fn take_listen_fds() -> Vec<ActivatedSocket> {
     if !skipped.is_empty() {
         log::warn!(
             "socket activation: {} of the descriptors LISTEN_FDS names are not open sockets \
-             ({}); left as they are",
+             ({}); not served, and not closed",
             skipped.len(),
             ranges(&skipped)
         );

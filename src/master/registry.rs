@@ -21,8 +21,8 @@ use crate::WorkerId;
 /// Node's key: `(kind, address, port, fd, index)`. Backlog and options are
 /// not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    kind: Kind,
+pub(crate) struct Key {
+    pub(crate) kind: Kind,
     address: Vec<u8>,
     port: u16,
     fd: i32,
@@ -265,13 +265,50 @@ impl SocketRegistry {
     /// Keeps every socket `worker` holds open (with its queued connections)
     /// after the worker leaves it, until a worker started after it holds it
     /// too, or until `until`.
+    ///
+    /// Kept sockets cost the master descriptors that no live worker is
+    /// charged for, so all of them together stay within one worker's
+    /// budget: the oldest kept ones are given up first to make room (a
+    /// worker that binds keys until refused and exits, seat after seat,
+    /// cannot pile them up).
     pub(crate) fn keep(&mut self, worker: WorkerId, until: Instant) {
         for handle in self.handles_of(worker) {
-            if !self.kept.iter().any(|k| k.handle == handle && k.from == worker) {
+            if self.kept.iter().any(|k| k.handle == handle && k.from == worker) {
+                continue;
+            }
+            let Some(h) = self.handles.get(handle as usize) else { continue };
+            let cost = key_cost(h.key.kind);
+            while !self.kept.is_empty() && self.kept_cost(Some(worker)) + cost > self.limits.budget
+            {
+                let oldest = self.kept.remove(0);
+                log::debug!(
+                    "registry: handle {} no longer kept for worker {}'s successor: the kept \
+                     sockets are at the budget",
+                    oldest.handle,
+                    oldest.from
+                );
+                self.unpin(oldest.handle);
+            }
+            if self.kept_cost(Some(worker)) + cost <= self.limits.budget {
                 self.pin(handle);
                 self.kept.push(Kept { handle, from: worker, until });
             }
         }
+    }
+
+    /// The descriptors the kept sockets cost ([`key_cost`]).
+    /// (Each socket once, and only those no worker but `leaving`, which is
+    /// about to leave them, holds: the others would be open anyway.)
+    fn kept_cost(&self, leaving: Option<WorkerId>) -> usize {
+        let mut handles: Vec<u32> = self.kept.iter().map(|k| k.handle).collect();
+        handles.sort_unstable();
+        handles.dedup();
+        handles
+            .into_iter()
+            .filter_map(|h| self.handles.get(h as usize))
+            .filter(|h| h.workers.iter().all(|w| Some(*w) == leaving))
+            .map(|h| key_cost(h.key.kind))
+            .sum()
     }
 
     /// Gives up the sockets kept past `now`; returns the next such time.
@@ -464,25 +501,8 @@ impl SocketRegistry {
     /// worker on it. Returns its handle. A Unix socket file bound by the
     /// old master is not unlinked by this one.
     pub(crate) fn import(&mut self, socket: OwnedFd, text: &str) -> Result<u32, String> {
-        let bad = || format!("bad inherited key {text:?}");
-        let f: Vec<&str> = text.split(':').collect();
-        let [kind, port, fd, index, hex] = f[..] else { return Err(bad()) };
-        let kind = kind.parse().ok().and_then(Kind::from_u8).ok_or_else(bad)?;
-        if hex.len() % 2 != 0 {
-            return Err(bad());
-        }
-        let address = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad())?;
-        let key = Key {
-            kind,
-            address,
-            port: port.parse().map_err(|_| bad())?,
-            fd: fd.parse().map_err(|_| bad())?,
-            index: index.parse().map_err(|_| bad())?,
-        };
+        let key = parse_key(text)?;
+        let kind = key.kind;
         if self.by_key.contains_key(&key) {
             return Err(format!("inherited key {text:?} twice"));
         }
@@ -506,6 +526,29 @@ impl SocketRegistry {
         log::debug!("registry: inherited {} as handle {slot}", self.handles[slot].address);
         Ok(slot as u32)
     }
+}
+
+/// A key as [`SocketRegistry::export`] writes it: `kind:port:fd:index:hex`.
+pub(crate) fn parse_key(text: &str) -> Result<Key, String> {
+    let bad = || format!("bad inherited key {text:?}");
+    let f: Vec<&str> = text.split(':').collect();
+    let [kind, port, fd, index, hex] = f[..] else { return Err(bad()) };
+    let kind = kind.parse().ok().and_then(Kind::from_u8).ok_or_else(bad)?;
+    if !hex.is_ascii() || hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let address = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    Ok(Key {
+        kind,
+        address,
+        port: port.parse().map_err(|_| bad())?,
+        fd: fd.parse().map_err(|_| bad())?,
+        index: index.parse().map_err(|_| bad())?,
+    })
 }
 
 #[cfg(test)]
@@ -549,5 +592,46 @@ mod handover_tests {
         }
         let e = new.import(dup_raw(*fd).unwrap(), text).unwrap_err();
         assert!(e.contains("twice"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+
+    fn request(index: u32) -> ListenRequest {
+        ListenRequest {
+            kind: Kind::Tcp,
+            address: b"127.0.0.1".to_vec(),
+            port: 0,
+            fd: -1,
+            index,
+            backlog: 16,
+            ipv6only: false,
+            readable_all: false,
+            writable_all: false,
+        }
+    }
+
+    #[test]
+    fn sockets_kept_for_successors_stay_within_one_workers_budget() {
+        // A budget of three TCP keys (3 descriptors each).
+        let limits = FdLimits { budget: 9, limit: 1 << 20, reserve: 0 };
+        let mut reg = SocketRegistry::with_inherited(Vec::new(), limits);
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        // Worker after worker binds three keys of its own, is refused a
+        // fourth, and leaves with its sockets kept for its successor.
+        for worker in 1..=5u32 {
+            for i in 0..3 {
+                reg.listen(worker, None, &request(worker * 10 + i), 0).unwrap();
+            }
+            let refused = reg.listen(worker, None, &request(worker * 10 + 3), 0);
+            assert_eq!(refused.err().map(|e| e.errno), Some(libc::EMFILE));
+            reg.keep(worker, far);
+            reg.remove_worker(worker);
+            // Only the last worker's three keys are still open.
+            assert_eq!(reg.len(), 3, "after worker {worker}");
+            assert!(reg.kept_cost(None) <= 9);
+        }
     }
 }

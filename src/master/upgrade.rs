@@ -122,6 +122,8 @@ pub struct Upgrade {
     pidfd: OwnedFd,
     /// This process's child (reaped here), unless started detached.
     child: Option<Child>,
+    /// Started detached: the go-between's zombie, holding the group's id.
+    go_between: Option<Child>,
     report: UnixStream,
     got: Vec<u8>,
     deadline: Instant,
@@ -182,7 +184,7 @@ impl Master {
         let value = format!(
             "ready={};target={target};generation={};sockets={};fds={}",
             theirs.as_raw_fd(),
-            self.generation() + 1,
+            self.generation().saturating_add(1),
             described.join(","),
             fds.join(",")
         );
@@ -216,6 +218,7 @@ impl Master {
             group: new.group,
             pidfd: new.pidfd,
             child: new.child,
+            go_between: new.go_between,
             report: UnixStream::from(ours),
             got: Vec::new(),
             deadline: crate::deadline::after(Instant::now(), timeout),
@@ -342,38 +345,47 @@ impl Upgrade {
                 Err(_) => break,
             }
         }
+        // Exited (its pidfd is readable), looked at without reaping it: its
+        // process group is killed before anything is reaped, so the
+        // group's id cannot be another's by then.
+        let exited = sys::process::pidfd_exited(self.pidfd.as_fd());
         let mut said = None;
+        let mut ready = false;
         for line in self.got.split(|&b| b == b'\n') {
-            if line == b"ready" {
-                self.done = true;
-                master.sockets.keep_files();
-                log::info!("upgrade: the new master (pid {pid}) is ready");
-                return Some(UpgradeOutcome::Ready { pid });
-            }
+            ready |= line == b"ready";
             if let Some(why) = line.strip_prefix(b"failed: ") {
                 said = Some(String::from_utf8_lossy(why).into_owned());
             }
         }
-        let gone = match self.child.as_ref() {
-            Some(_) => sys::process::pidfd_reap(self.pidfd.as_fd()).map(|r| r.map(Some)),
-            None => sys::process::pidfd_exited(self.pidfd.as_fd()).map(|e| e.then_some(None)),
-        };
-        let reason = match (gone, said) {
-            (Ok(Some(how)), said) => {
-                let status = match how {
+        if ready && matches!(exited, Ok(false)) {
+            self.done = true;
+            self.reap_go_between();
+            master.sockets.keep_files();
+            log::info!("upgrade: the new master (pid {pid}) is ready");
+            return Some(UpgradeOutcome::Ready { pid });
+        }
+        let said = said.map_or(String::new(), |s| format!(": {s}"));
+        match exited {
+            Ok(true) => {
+                let status = self.kill();
+                let status = match status {
                     Some(how) => describe(how),
                     None => "its exit status went to its new parent".into(),
                 };
-                let said = said.map_or(String::new(), |s| format!(": {s}"));
-                Some(format!("exited ({status}) before it was ready{said}"))
+                let when =
+                    if ready { "right after it said it was ready" } else { "before it was ready" };
+                Some(self.fail(master, format!("exited ({status}) {when}{said}")))
             }
-            (Ok(None), _) if Instant::now() >= self.deadline => {
-                Some(format!("was not ready within {:?}", self.timeout))
+            Ok(false) if Instant::now() >= self.deadline => {
+                self.kill();
+                Some(self.fail(master, format!("was not ready within {:?}", self.timeout)))
             }
-            (Ok(None), _) => None,
-            (Err(e), _) => Some(format!("cannot be watched: {e}")),
-        }?;
-        Some(self.fail(master, reason))
+            Ok(false) => None,
+            Err(e) => {
+                self.kill();
+                Some(self.fail(master, format!("cannot be watched: {e}")))
+            }
+        }
     }
 
     /// After [`UpgradeOutcome::Ready`], once this master has named the new
@@ -392,16 +404,17 @@ impl Upgrade {
         if !self.done {
             log::warn!("upgrade called off: killing the new master (pid {})", self.pid);
             self.done = true;
-            self.kill();
+            let _ = self.kill();
             if let Some(r) = master.reaper.as_mut() {
                 r.spare(None);
             }
         }
     }
 
+    /// Ends a failed upgrade (the new master already killed and reaped by
+    /// [`Upgrade::kill`]).
     fn fail(&mut self, master: &mut Master, reason: String) -> UpgradeOutcome {
         self.done = true;
-        self.kill();
         if let Some(r) = master.reaper.as_mut() {
             r.spare(None);
         }
@@ -411,17 +424,34 @@ impl Upgrade {
     }
 
     /// Kills the new master's process group (its workers, in groups of
-    /// their own, get their death signal) and reaps the new master if it is
-    /// this process's child.
-    fn kill(&mut self) {
+    /// their own, get their death signal), then reaps the new master if it
+    /// is this process's child (its status: how it ended, by itself or by
+    /// this), and the go-between of a detached start.
+    fn kill(&mut self) -> Option<sys::process::Reaped> {
         let _ = sys::process::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        // Before any reap: the group's id is still held (by the new master,
+        // or the go-between's zombie).
         if let Err(e) = sys::process::signal_group(self.group, libc::SIGKILL) {
             log::warn!("upgrade: SIGKILL to process group {}: {e}", self.group);
         }
-        if let Some(child) = self.child.as_mut() {
+        let status = self.child.as_mut().and_then(|child| {
             // Ours to reap: the reaper spares it (or the kernel reaped it:
             // then ECHILD).
-            let _ = child.wait();
+            let status = child.wait().ok()?;
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(c), _) => Some(sys::process::Reaped::Code(c)),
+                (None, Some(s)) => Some(sys::process::Reaped::Signal(s)),
+                _ => None,
+            }
+        });
+        self.reap_go_between();
+        status
+    }
+
+    fn reap_go_between(&mut self) {
+        if let Some(mut g) = self.go_between.take() {
+            let _ = g.wait();
         }
     }
 }
@@ -448,8 +478,9 @@ impl Drop for Upgrade {
         if !self.done {
             log::warn!("upgrade abandoned: killing the new master (pid {})", self.pid);
             self.done = true;
-            self.kill();
+            let _ = self.kill();
         }
+        self.reap_go_between();
     }
 }
 
@@ -592,13 +623,13 @@ impl Plan {
             Some((AddressFamily::Unix, SockType::Stream, false)) => {}
             _ => return Err(format!("ready={}: not a socket pair's end", self.ready)),
         }
+        let mut keys = std::collections::HashSet::new();
         for (fd, key) in &self.sockets {
-            let kind = key
-                .split(':')
-                .next()
-                .and_then(|k| k.parse().ok())
-                .and_then(crate::listen::Kind::from_u8)
-                .ok_or(format!("{fd}={key}: bad key"))?;
+            let parsed = super::registry::parse_key(key)?;
+            let kind = parsed.kind;
+            if !keys.insert(parsed) {
+                return Err(format!("key {key:?} is named twice"));
+            }
             use crate::listen::Kind;
             let inet = |f| matches!(f, AddressFamily::Inet | AddressFamily::Inet6);
             let ok = match what(*fd) {

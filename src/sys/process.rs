@@ -330,6 +330,10 @@ pub(crate) struct NewMaster {
     /// This process's child (`Some`, to reap), or re-parented at once
     /// (`None`: a double fork, its exit status goes to its new parent).
     pub child: Option<Child>,
+    /// After a double fork: the go-between, exited and not reaped yet. Its
+    /// zombie is a member of the process group and keeps the group's id
+    /// from being reused: reap it once the group is no longer to be killed.
+    pub go_between: Option<Child>,
 }
 
 /// Spawns `cmd`, a program that is not a worker (a new master, for a hot
@@ -379,28 +383,38 @@ pub(crate) fn spawn_new_master(
     let Some((_, report)) = detach else {
         let (child, pidfd) = spawn_with_pidfd(cmd)?;
         let pid = child.id();
-        return Ok(NewMaster { pid, pidfd, group: pid, child: Some(child) });
+        return Ok(NewMaster { pid, pidfd, group: pid, child: Some(child), go_between: None });
     };
-    let mut child = cmd.spawn()?;
-    let group = child.id();
+    let mut go_between = cmd.spawn()?;
+    let group = go_between.id();
     // The go-between wrote the pid before it exited, and `spawn` returns
     // once the program was executed (or failed to be): the line is there.
-    let status = child.wait()?;
-    drop(zombies);
+    // The go-between is not reaped here: its zombie keeps the process
+    // group's id reserved while the upgrade may still kill the group.
     let mut buf = [0u8; 24];
     // SAFETY: recv writes at most `buf.len()` bytes into our stack buffer;
     // MSG_PEEK leaves them for the caller's own reads (it skips the line).
     let n = unsafe { libc::recv(report, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
     let line = if n > 0 { &buf[..n as usize] } else { &[][..] };
-    let pid = parse_pid_line(line).ok_or_else(|| {
-        io::Error::other(format!(
-            "the go-between of a detached spawn ended ({status}) without a pid"
-        ))
-    })?;
-    let pidfd = pidfd_open(pid).map_err(|e| {
-        io::Error::new(e.kind(), format!("new master (pid {pid}) exited at once: {e}"))
-    })?;
-    Ok(NewMaster { pid, pidfd, group, child: None })
+    let opened = match parse_pid_line(line) {
+        Some(pid) => pidfd_open(pid).map(|fd| (pid, fd)).map_err(|e| {
+            io::Error::new(e.kind(), format!("new master (pid {pid}) exited at once: {e}"))
+        }),
+        None => Err(io::Error::other("the go-between of a detached spawn wrote no pid")),
+    };
+    match opened {
+        Ok((pid, pidfd)) => {
+            Ok(NewMaster { pid, pidfd, group, child: None, go_between: Some(go_between) })
+        }
+        Err(e) => {
+            // Whatever runs in its group (the new master, if it started)
+            // goes too: nothing is left holding the sockets.
+            let _ = signal_group(group, libc::SIGKILL);
+            let _ = go_between.wait();
+            drop(zombies);
+            Err(e)
+        }
+    }
 }
 
 /// Writes `pid=N\n` into `out` without allocating; returns its length.

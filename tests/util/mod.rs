@@ -91,22 +91,10 @@ impl Proc {
     }
 
     /// The fixture master, its workers with it, under the real-time
-    /// policy `SCHED_FIFO` (`chrt -f 1`, as root): for tests of the accept
-    /// balance, where a worker not scheduled within 2 ms is passed over by
-    /// design, so that other load on the machine (another test, a build, a
-    /// busy loop) cannot delay the worker the test watches. Without root,
-    /// or without `chrt`, the normal policy, said on stderr.
+    /// policy `SCHED_FIFO` ([`realtime`]).
     pub fn fixture_realtime(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let rt = nix::unistd::geteuid().is_root()
-            && Command::new("chrt").args(["-f", "1", "true"]).status().is_ok_and(|s| s.success());
-        if !rt {
-            eprintln!(
-                "SCHED_FIFO unavailable (needs root and chrt): other load may skew the balance"
-            );
-            return Self::fixture_env(args, env);
-        }
-        let mut cmd = Command::new("chrt");
-        cmd.args(["-f", "1"]).arg(example("fixture")).args(args).env("RUST_LOG", "debug");
+        let mut cmd = realtime(&example("fixture"));
+        cmd.args(args).env("RUST_LOG", "debug");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -319,6 +307,24 @@ pub fn status(m: &mut Proc) -> Vec<String> {
 /// The ids of a fixture master's workers, from its `status` rows.
 pub fn ids(m: &mut Proc) -> Vec<String> {
     status(m).iter().map(|r| field(r, "id").to_string()).collect()
+}
+
+/// A command that runs `program` (the same pid: `chrt` execs it) under
+/// the real-time policy `SCHED_FIFO` (`chrt -f 1`), as root: for tests of
+/// the accept balance, where a worker not scheduled within 2 ms is passed
+/// over by design, so that other load on the machine (another test, a
+/// build, a busy loop) cannot delay the worker the test watches. Without
+/// root, or without `chrt`, the normal policy, said on stderr.
+pub fn realtime(program: &std::path::Path) -> Command {
+    let rt = nix::unistd::geteuid().is_root()
+        && Command::new("chrt").args(["-f", "1", "true"]).status().is_ok_and(|s| s.success());
+    if !rt {
+        eprintln!("SCHED_FIFO unavailable (needs root and chrt): other load may skew the balance");
+        return Command::new(program);
+    }
+    let mut cmd = Command::new("chrt");
+    cmd.args(["-f", "1"]).arg(program);
+    cmd
 }
 
 /// The user `nobody`, if this test runs as root and it exists; otherwise
