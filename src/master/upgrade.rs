@@ -581,6 +581,7 @@ impl Plan {
                     for entry in list.split(',').filter(|e| !e.is_empty()) {
                         let (n, key) =
                             entry.split_once('=').ok_or(format!("{entry:?}: no FD=KEY"))?;
+                        super::registry::parse_key(key)?;
                         plan.sockets
                             .push((fd(n).ok_or(format!("{entry:?}: bad descriptor"))?, key.into()));
                     }
@@ -682,5 +683,30 @@ impl Plan {
             h.target
         );
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_refuses_what_it_cannot_parse_without_panicking() {
+        let ok =
+            Plan::parse("ready=7;target=2;generation=3;sockets=8=1:0:-1:0:7f000001;fds=health:9")
+                .unwrap();
+        assert_eq!((ok.ready, ok.target, ok.generation), (7, Some(2), 3));
+        for bad in [
+            "ready=7;sockets=8=1:0:-1:0:a\u{e9}b",
+            "ready=7;sockets=8=9:0:-1:0:",
+            "ready=7;sockets=8=1:0:-1:0:abc",
+            "ready=7;target=0",
+            "ready=-1",
+            "ready=7;fds=Health:9",
+            "ready=7;what=1",
+            "target=2",
+        ] {
+            assert!(Plan::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
