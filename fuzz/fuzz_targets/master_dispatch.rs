@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mio_cluster::ipc::{encode, ListenRequest, Message};
-use mio_cluster::{Address, Event, Kind, Master, ProtocolVersion, Settings, WorkerId};
+use mio_cluster::{Address, Kind, Master, ProtocolVersion, Settings, WorkerId};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 struct Fixture {
