@@ -361,8 +361,9 @@ fn a_sigusr2_hands_the_same_socket_to_a_new_master_running_the_new_program_with_
         assert!(holds_socket(*w, inode), "worker {w} does not hold socket {inode}");
     }
     assert_eq!(http_exchange(addr, REQUEST).unwrap(), HTTP_CLOSING);
-    let log = p.stderr();
-    assert!(log.contains(&format!("handed over to the new master (pid {new_pid})")), "{log}");
+    // The old master logs the hand-over once it has read the new one's
+    // report: wait for the line rather than look once.
+    expect_log(&p, &format!("handed over to the new master (pid {new_pid})"), WAIT);
     stop(new_pid);
 }
 

@@ -265,8 +265,8 @@ fn echo_serves_the_socket_systemd_socket_activate_passes() {
     for _ in 0..10 {
         echo_once(addr).unwrap();
     }
-    let err = p.stderr();
-    assert!(err.contains("socket activation: descriptor 3 named \"web\": tcp"), "{err}");
+    let named = "socket activation: descriptor 3 named \"web\": tcp";
+    assert!(eventually(WAIT, || p.stderr().contains(named)), "{}", p.stderr());
     for w in workers_of(p.pid()) {
         assert!(!environ(w).contains("LISTEN_FDS="), "worker {w}");
     }

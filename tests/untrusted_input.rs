@@ -99,6 +99,8 @@ fn listen_fds_naming_what_is_not_a_socket_closes_nothing_and_warns_once() {
         let held = std::fs::read_link(format!("/proc/{w}/fd/3")).ok();
         assert_ne!(held.as_deref(), Some(std::path::Path::new("/etc/hostname")), "worker {w}");
     }
+    // stderr is read on a thread of the test's: wait for the line.
+    assert!(eventually(WAIT, || p.stderr().contains("65536 of the descriptors")), "{}", p.stderr());
     let log = p.stderr();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("socket activation")).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
