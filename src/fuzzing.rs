@@ -22,7 +22,7 @@ pub fn health_reply(request: &[u8], ready: bool) -> Option<Vec<u8>> {
 pub fn upgrade_env(
     value: &str,
 ) -> Result<(RawFd, Option<usize>, u32, Vec<(RawFd, String)>, Vec<(String, RawFd)>), String> {
-    let p = crate::master::upgrade::Plan::parse(value)?;
+    let p = crate::master::handover::Plan::parse(value)?;
     Ok((p.ready, p.target, p.generation, p.sockets, p.fds))
 }
 

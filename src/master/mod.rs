@@ -82,6 +82,7 @@ mod channels;
 mod credentials;
 mod dispatch;
 mod event;
+pub(crate) mod handover;
 mod orphans;
 mod output;
 mod reactor;
@@ -198,7 +199,7 @@ pub struct Master {
     /// PID 1 or a subreaper: reaps the children that are not workers.
     reaper: Option<crate::host::reaper::Reaper>,
     /// In the new master of a hot upgrade: what the old one handed over.
-    handover: Option<upgrade::Handover>,
+    handover: Option<handover::Handover>,
 }
 
 impl Master {
@@ -220,7 +221,7 @@ impl Master {
         // Socket activation: takes systemd's sockets (or, in the new master
         // of a hot upgrade, the old one's names for them) and removes its
         // variables before any worker is forked.
-        let plan = upgrade::Plan::from_env()?;
+        let plan = handover::Plan::from_env()?;
         crate::listen::activation::take(plan.is_some());
         let inherited = sys::fd::open_fds()?;
         let limit = sys::fd::raise_nofile_limit()?;

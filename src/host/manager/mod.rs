@@ -65,8 +65,12 @@
 //! `128 +` the signal after a shutdown forced by `SIGQUIT` or a second
 //! `SIGINT`/`SIGTERM`.
 
-use std::collections::{HashSet, VecDeque};
-use std::io::{self, Read};
+mod builder;
+mod hand_over;
+mod status;
+
+use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -79,17 +83,18 @@ use super::health::{Health, Readiness};
 use super::linger::Linger;
 use super::reaper;
 use super::systemd::Service;
-use crate::master::{Upgrade, UpgradeOptions, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT};
-use crate::supervisor::STANDARD_SIGNALS;
-use crate::{
-    Address, Event, ExitStatus, Master, Policy, Settings, Signal, State, Supervisor, WorkerId,
-    WorkerStatus,
-};
+use crate::master::{Upgrade, DEFAULT_UPGRADE_TIMEOUT};
+use crate::{Address, Event, ExitStatus, Master, Policy, Signal, Supervisor};
 
 /// A worker's exit code when it cannot listen (a port in use, a bad
 /// address, a permission): the manager shuts the pool down and exits 1
 /// instead of replacing it (sysexits' `EX_CONFIG`).
 pub const EXIT_CANNOT_LISTEN: i32 = 78;
+
+pub use builder::Builder;
+use builder::Parts;
+use status::readiness;
+pub use status::status_table;
 
 /// The name the health listener's socket is handed over under.
 const HEALTH_FD: &str = "health";
@@ -116,123 +121,6 @@ pub enum ManagerEvent {
     /// One of the master's events, after the manager acted on it
     /// (messages from workers, exits, signals...).
     Master(Event),
-}
-
-/// Builds a [`Manager`]. See the [module docs](self).
-#[derive(Debug, Default)]
-pub struct Builder {
-    settings: Option<Settings>,
-    policy: Policy,
-    health: Option<SocketAddr>,
-    linger: Duration,
-    upgrade_timeout: Option<Duration>,
-    required_socket: Option<String>,
-}
-
-impl Builder {
-    /// Fail in [`build`](Builder::build), before any worker starts, if
-    /// systemd passed no socket named `name` (what `systemd:NAME` asks
-    /// for), with an error that names the ones it passed
-    /// ([`find_socket`](super::systemd::find_socket)).
-    pub fn require_socket(mut self, name: &str) -> Builder {
-        self.required_socket = Some(name.to_string());
-        self
-    }
-
-    /// How workers are started ([`Settings::default`] if not given). The
-    /// signals the manager gives a meaning to are added to
-    /// [`Settings::signals`].
-    pub fn settings(mut self, settings: Settings) -> Builder {
-        self.settings = Some(settings);
-        self
-    }
-
-    /// How the pool is kept ([`Policy::default`] if not given).
-    pub fn policy(mut self, policy: Policy) -> Builder {
-        self.policy = policy;
-        self
-    }
-
-    /// Serve `GET /ready` and `GET /live` on `addr`
-    /// ([`health`](super::health)).
-    pub fn health(mut self, addr: SocketAddr) -> Builder {
-        self.health = Some(addr);
-        self
-    }
-
-    /// After the first `SIGTERM` or `SIGINT`, keep accepting this long
-    /// (while `/ready` answers 503), then drain ([`linger`](super::linger)).
-    pub fn linger(mut self, length: Duration) -> Builder {
-        self.linger = length;
-        self
-    }
-
-    /// How long the new master of a hot upgrade may take until its workers
-    /// all listen (default [`DEFAULT_UPGRADE_TIMEOUT`]).
-    pub fn upgrade_timeout(mut self, timeout: Duration) -> Builder {
-        self.upgrade_timeout = Some(timeout);
-        self
-    }
-
-    /// Creates the master, starts the pool and binds the health listener
-    /// (or, in the new master of a hot upgrade, takes the old one's).
-    pub fn build(mut self) -> io::Result<Manager> {
-        let mut settings = self.settings.take().unwrap_or_default();
-        for sig in STANDARD_SIGNALS.into_iter().chain([Signal::SIGUSR2]) {
-            if !settings.signals.contains(&sig) {
-                settings.signals.push(sig);
-            }
-        }
-        let heartbeat = settings.heartbeat;
-        // Takes systemd's sockets, if it passed any (or, in the new master
-        // of a hot upgrade, the old master's).
-        let mut master = Master::new(settings)?;
-        match Manager::start(&mut master, self, heartbeat) {
-            Ok(parts) => Ok(parts.into_manager(master)),
-            Err(e) => {
-                master.report_failure(&e.to_string());
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Everything but the master, made by [`Manager::start`].
-struct Parts {
-    poll: Poll,
-    supervisor: Supervisor,
-    service: Service,
-    health: Option<Health>,
-    linger: Linger,
-    workers: usize,
-    upgrade_timeout: Duration,
-    stale: Option<Duration>,
-}
-
-impl Parts {
-    fn into_manager(self, master: Master) -> Manager {
-        Manager {
-            poll: self.poll,
-            events: Events::with_capacity(16),
-            master,
-            supervisor: self.supervisor,
-            service: self.service,
-            health: self.health,
-            linger: self.linger,
-            upgrade: None,
-            upgrade_timeout: self.upgrade_timeout,
-            handed_over: None,
-            old_master: None,
-            stop_signals: 0,
-            killed_by: None,
-            failed: false,
-            exit: None,
-            queue: VecDeque::new(),
-            report_pending: false,
-            workers: self.workers,
-            stale: self.stale,
-        }
-    }
 }
 
 /// The production master. See the [module docs](self).
@@ -269,8 +157,8 @@ pub struct Manager {
     failed: bool,
     exit: Option<i32>,
     queue: VecDeque<ManagerEvent>,
-    /// `Ready` was handed out: report it to the old master (of a hot
-    /// upgrade) once the application has seen it.
+    /// `Ready` is queued: report it to the old master (of a hot upgrade)
+    /// before the application sees it.
     report_pending: bool,
     workers: usize,
     /// A worker silent this long is not counted ready (half the heartbeat
@@ -279,7 +167,7 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// A [`Builder`] with the defaults: [`Settings::default`],
+    /// A [`Builder`] with the defaults: [`Settings::default`](crate::Settings::default),
     /// [`Policy::default`], no health listener, no linger.
     pub fn builder() -> Builder {
         Builder::default()
@@ -437,6 +325,12 @@ impl Manager {
             log::info!("the linger is over: graceful shutdown");
             self.supervisor.handle_signal(&mut self.master, Signal::SIGTERM)?;
         }
+        // The new master's report before this turn's signals: a new master
+        // that said it is ready (which its `ready` line, printed after the
+        // report, tells a script) has it, and a stop read in the same turn
+        // finds this master handed over (graceful); one read while the
+        // upgrade is still pending calls it off.
+        self.watch_upgrade()?;
         if let Some(mut ch) = self.old_master.take() {
             if !self.hear_old_master_on(&mut ch) {
                 self.old_master = Some(ch);
@@ -446,9 +340,6 @@ impl Manager {
             self.on_event(&event)?;
             self.queue.push_back(ManagerEvent::Master(event));
         }
-        // After this turn's events: a stop that came with the new master's
-        // `ready` calls the upgrade off instead of being lost to it.
-        self.watch_upgrade()?;
         // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
         // pool can serve.
         self.service.tick(&self.master);
@@ -457,18 +348,15 @@ impl Manager {
 
     /// The next event, if any.
     pub fn next_event(&mut self) -> Option<ManagerEvent> {
-        // The application has seen `Ready` (returned by the last call): now
-        // the old master may go.
+        // Before the application sees `Ready` (and prints its line): the
+        // old master is told first, so that whoever sees the line can rely
+        // on the hand-over being under way.
         if self.report_pending {
             if let Err(e) = self.flush_report() {
                 log::warn!("upgrade: reporting ready to the old master: {e}");
             }
         }
-        let event = self.queue.pop_front();
-        if matches!(event, Some(ManagerEvent::Ready { .. })) && self.master.is_upgrading() {
-            self.report_pending = true;
-        }
-        event
+        self.queue.pop_front()
     }
 
     /// `Some(code)` once the pool is gone and the process should exit
@@ -498,74 +386,6 @@ impl Manager {
         readiness(&self.master, &self.supervisor, &self.linger, self.stale)
     }
 
-    fn flush_report(&mut self) -> io::Result<()> {
-        self.report_pending = false;
-        if !self.master.is_upgrading() {
-            return Ok(());
-        }
-        // The probes are this master's from now on.
-        if let Some(h) = self.health.as_mut() {
-            self.poll.registry().register(h, HEALTH, Interest::READABLE)?;
-        }
-        if let Err(e) = self.master.report_ready() {
-            // The old master is gone: this one speaks for the service.
-            self.service.became_main(&self.master);
-            return Err(e);
-        }
-        if let Some(mut ch) = self.master.take_old_master_channel() {
-            let fd = ch.as_raw_fd();
-            self.poll.registry().register(&mut SourceFd(&fd), OLD_MASTER, Interest::READABLE)?;
-            // Already said, or gone: read at once.
-            if !self.hear_old_master_on(&mut ch) {
-                self.old_master = Some(ch);
-            }
-        }
-        Ok(())
-    }
-
-    /// In a new master: reads the old master's word; true once it is heard
-    /// (`main`, or the channel closed: the old master is gone), and systemd
-    /// is told the state from now on.
-    fn hear_old_master_on(&mut self, ch: &mut UnixStream) -> bool {
-        let mut buf = [0u8; 64];
-        let heard = match ch.read(&mut buf) {
-            Ok(0) => true,
-            Ok(n) => buf[..n].split(|&b| b == b'\n').any(|l| l == b"main"),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        };
-        if heard {
-            let fd = ch.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            log::info!("upgrade: this master is the main process now");
-            self.service.became_main(&self.master);
-        }
-        heard
-    }
-
-    fn watch_upgrade(&mut self) -> io::Result<()> {
-        let Some(up) = self.upgrade.as_mut() else { return Ok(()) };
-        let Some(outcome) = up.process(&mut self.master) else { return Ok(()) };
-        let mut up = self.upgrade.take().expect("an upgrade under way");
-        self.poll.registry().deregister(&mut up)?;
-        if let UpgradeOutcome::Ready { pid } = outcome {
-            // Under systemd the unit's main process is the new one before
-            // this one drains; the new one notifies from then on.
-            self.service.main_pid(pid);
-            up.confirm_main();
-            log::info!("handed over to the new master (pid {pid}); draining the old workers");
-            self.handed_over = Some(pid);
-            // The new master serves the health listener's socket now: this
-            // one, draining, would answer 503 to some of the probes. Those
-            // it accepted already get their answer.
-            if let Some(h) = self.health.as_mut() {
-                h.stop_listening();
-            }
-            self.supervisor.shutdown(&mut self.master)?;
-        }
-        Ok(())
-    }
-
     fn on_event(&mut self, event: &Event) -> io::Result<()> {
         let now_ready = self.service.on_event(&self.master, event);
         match event {
@@ -577,6 +397,7 @@ impl Manager {
                         workers: self.workers,
                         pid: std::process::id(),
                     });
+                    self.report_pending = self.master.is_upgrading();
                 }
             }
             Event::Exit { id, status, exited_after_disconnect: false, .. }
@@ -666,65 +487,6 @@ impl Manager {
         self.service.stopping();
         self.supervisor.shutdown(&mut self.master)
     }
-
-    fn cancel_upgrade(&mut self) {
-        if let Some(mut up) = self.upgrade.take() {
-            let _ = self.poll.registry().deregister(&mut up);
-            up.cancel(&mut self.master);
-        }
-    }
-
-    fn start_upgrade(&mut self) -> io::Result<()> {
-        if let Some(up) = &self.upgrade {
-            log::warn!("upgrade refused: one is under way (new master pid {})", up.pid());
-            return Ok(());
-        }
-        if let Some(pid) = self.handed_over {
-            log::warn!("upgrade refused: this master handed over to pid {pid}");
-            return Ok(());
-        }
-        if self.master.is_upgrading() || self.master.is_shutting_down() {
-            log::warn!("upgrade refused: this master is not serving yet, or is leaving");
-            return Ok(());
-        }
-        if self.linger.is_lingering() {
-            log::warn!("upgrade refused: this master is lingering before it drains");
-            return Ok(());
-        }
-        if std::process::id() == 1 {
-            log::warn!(
-                "upgrade refused: this master is PID 1 of its PID namespace (a container), and \
-                 the namespace ends when PID 1 exits, so it cannot hand over to a new master; \
-                 start it below host::init::Init (the echo example does), or roll out a new \
-                 image instead (the orchestrator replaces the container), or SIGHUP to \
-                 restart the workers from the program now at the path"
-            );
-            return Ok(());
-        }
-        let env = self.service.handover_env();
-        let health = self.health.as_ref().and_then(Health::listener_fd);
-        let options = UpgradeOptions {
-            target: Some(self.supervisor.target()),
-            timeout: self.upgrade_timeout,
-            env,
-            descriptors: health.into_iter().map(|fd| (HEALTH_FD.to_string(), fd)).collect(),
-            // Under systemd: re-parented to it before it is named the
-            // main process (a master that reaps would get it back).
-            detach: self.service.has_notifier() && !self.master.settings().subreaper,
-        };
-        match self.master.upgrade(options) {
-            Ok(mut up) => match self.poll.registry().register(&mut up, UPGRADE, Interest::READABLE)
-            {
-                Ok(()) => self.upgrade = Some(up),
-                Err(e) => {
-                    log::error!("upgrade failed: watching the new master: {e}");
-                    up.cancel(&mut self.master);
-                }
-            },
-            Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
-        }
-        Ok(())
-    }
 }
 
 impl mio::event::Source for Manager {
@@ -749,66 +511,4 @@ impl mio::event::Source for Manager {
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         SourceFd(&self.poll.as_raw_fd()).deregister(registry)
     }
-}
-
-/// What `/ready` says: lingering, draining, or whether every seat has a
-/// worker that listens, is not leaving, and (with heartbeats) was heard
-/// from within `stale` (a stopped or hung worker does not count before the
-/// master kills it).
-fn readiness(
-    master: &Master,
-    supervisor: &Supervisor,
-    linger: &Linger,
-    stale: Option<Duration>,
-) -> Readiness {
-    if linger.is_lingering() {
-        return Readiness::Lingering;
-    }
-    if master.is_shutting_down() {
-        return Readiness::Draining;
-    }
-    let listening: HashSet<WorkerId> = master
-        .workers()
-        .filter(|w| w.state == State::Listening && !w.exited_after_disconnect)
-        .map(|w| w.id)
-        .collect();
-    let ready = master
-        .status()
-        .iter()
-        .filter(|r| listening.contains(&r.id))
-        .filter(|r| match (stale, r.last_heartbeat) {
-            (Some(stale), Some(ago)) => ago <= stale,
-            _ => true,
-        })
-        .count();
-    Readiness::of_pool(ready, supervisor.target())
-}
-
-/// The `SIGUSR1` table: one row per worker (id, pid, generation, state,
-/// uptime, restarts, last heartbeat, RSS, CPU time).
-pub fn status_table(rows: &[WorkerStatus]) -> String {
-    let mut t = format!(
-        "{:>4} {:>8} {:>3} {:<12} {:>9} {:>8} {:>10} {:>9} {:>9}\n",
-        "id", "pid", "gen", "state", "uptime", "restarts", "heartbeat", "rss", "cpu"
-    );
-    for r in rows {
-        let hb =
-            r.last_heartbeat.map_or("-".to_string(), |d| format!("{:.1}s ago", d.as_secs_f64()));
-        let rss =
-            r.rss_bytes.map_or("-".to_string(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
-        let cpu = r.cpu_time.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
-        t += &format!(
-            "{:>4} {:>8} {:>3} {:<12} {:>8.1}s {:>8} {:>10} {:>9} {:>9}\n",
-            r.id,
-            r.pid,
-            r.generation,
-            format!("{:?}", r.state),
-            r.uptime.as_secs_f64(),
-            r.restarts.unwrap_or(0),
-            hb,
-            rss,
-            cpu
-        );
-    }
-    t
 }
