@@ -140,6 +140,13 @@ impl Health {
 
     fn with_listener(mut listener: TcpListener) -> io::Result<Health> {
         let addr = listener.local_addr()?;
+        // A queue as deep as the system allows: connections that hold no
+        // place are accepted and closed fast, and a probe's SYN must not be
+        // dropped (a retry comes a second later) while they queue.
+        {
+            use std::os::fd::AsFd;
+            crate::sys::socket::deepen_backlog(listener.as_fd())?;
+        }
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let listener = Some(listener);

@@ -18,6 +18,13 @@ use super::{SysError, Syscall};
 pub const MAX_FDS_PER_MSG: usize = 253;
 
 /// A connected, close-on-exec, non-blocking `AF_UNIX` stream socket pair.
+/// Makes listening socket `fd`'s queue as long as the system allows
+/// (`SOMAXCONN`; `listen(2)` again on a listening socket only changes it).
+pub(crate) fn deepen_backlog(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nsock::listen(&fd, nsock::Backlog::MAXCONN)?;
+    Ok(())
+}
+
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nsock::socketpair(
         AddressFamily::Unix,
