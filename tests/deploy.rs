@@ -271,24 +271,6 @@ fn a_build_of_another_protocol_major_stops_the_roll_and_the_old_workers_keep_ser
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }
 
-/// The inode of the socket listening on `port` (`/proc/net/tcp`).
-fn listen_inode(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
-        (local_port == port && f[3] == "0A").then(|| f[9].parse().ok())?
-    })
-}
-
-/// True if process `pid` has the socket of `inode` open.
-fn holds_socket(pid: u32, inode: u64) -> bool {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-        d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&want)))
-    })
-}
-
 /// Waits for the next `ready` line, of a master other than `not`: its pid.
 fn next_ready(p: &mut Proc, not: u32, timeout: Duration) -> u32 {
     let line = p.expect_by("ready line of a new master", timeout, |l| {

@@ -12,7 +12,7 @@ mod util;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use util::*;
 
@@ -130,14 +130,7 @@ fn probe(addr: SocketAddr, path: &str) -> u16 {
 
 #[test]
 fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm() {
-    if !nix::unistd::geteuid().is_root()
-        || !Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "true"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipped: needs root and `unshare --pid --fork --mount-proc`");
+    if !pid_namespaces() {
         return;
     }
     let manifest = deploy("kubernetes.yaml");

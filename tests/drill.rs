@@ -394,24 +394,6 @@ fn pool_of(master: u32, n: usize, not: &[u32]) -> Vec<u32> {
     now
 }
 
-/// The inode of the listening TCP socket on `port`.
-fn listen_inode(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
-        (local_port == port && f[3] == "0A").then(|| f[9].parse().ok())?
-    })
-}
-
-/// True if process `pid` has the socket of `inode` open.
-fn holds_socket(pid: u32, inode: u64) -> bool {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-        d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&want)))
-    })
-}
-
 /// The plain shell and `--subreaper`: the same operations, the second with
 /// a health listener whose socket every master in turn serves.
 fn drill_shell(config: &'static str, extra: &[&str]) {
@@ -532,14 +514,7 @@ fn host_pid(ancestor: u32, nspid: u32) -> Option<u32> {
 /// upgrades the master below it, twice.
 #[test]
 fn drill_pid_1_with_health_and_linger() {
-    if !nix::unistd::geteuid().is_root()
-        || !Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "true"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipped: needs root and `unshare --pid --fork --mount-proc`");
+    if !pid_namespaces() {
         return;
     }
     let app = App::new("pid1");

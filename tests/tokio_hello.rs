@@ -11,6 +11,14 @@ use std::process::Command;
 use std::time::Duration;
 use util::*;
 
+/// One balance test at a time: each runs its cluster under SCHED_FIFO,
+/// which would keep another test's workers off the CPU.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn start(workers: usize) -> (Proc, SocketAddr) {
     start_with(Command::new(example("tokio_hello")), workers)
 }
@@ -113,7 +121,11 @@ fn wrk_sees_no_socket_errors_from_tokio_hello_with_keep_alive_or_connection_clos
 
 #[test]
 fn every_tokio_hello_process_has_one_thread_while_it_serves() {
-    let (p, addr) = start(3);
+    // Every worker must get some of the connections: under SCHED_FIFO, and
+    // not beside the other test that runs a cluster so (its real-time
+    // workers would keep these off the CPU).
+    let _serial = serial();
+    let (p, addr) = start_with(realtime(&example("tokio_hello")), 3);
     assert_one_thread_each(p.pid(), 3);
     // Connections spread over the workers (the balance test shows how), each
     // served by a task on tokio: the runtime's I/O, timers and tasks run on
@@ -138,6 +150,7 @@ fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95()
     // Under SCHED_FIFO: a worker not scheduled within 2 ms is passed over
     // by design, and other load must not decide the shares (one worker
     // took 0 of 64 with both cores busy).
+    let _serial = serial();
     let (p, addr) = start_with(realtime(&example("tokio_hello")), 4);
     // A burst: 64 connections opened back to back (the kernel queues them
     // before any worker accepts), then one request on each, answered.

@@ -220,34 +220,23 @@ impl Health {
         if self.clients.len() < MAX_CLIENTS {
             return true;
         }
-        // The oldest silent one may have sent its request since: answered,
-        // it leaves by itself.
-        let oldest = self
+        // The oldest one without a complete head: it may have sent its
+        // request since (answered, it leaves by itself); if not, it goes.
+        let Some(key) = self
             .clients
             .iter()
             .filter(|(_, c)| c.reply.is_empty())
             .min_by_key(|(_, c)| c.accepted)
-            .map(|(k, _)| k);
-        if let Some(key) = oldest {
-            self.serve(key, readiness);
-            if self.clients.len() < MAX_CLIENTS {
-                return true;
-            }
+            .map(|(k, _)| k)
+        else {
+            return false;
+        };
+        self.serve(key, readiness);
+        if self.clients.len() >= MAX_CLIENTS && self.clients.contains(key) {
+            log::debug!("health: {MAX_CLIENTS} clients already; the oldest silent one closed");
+            self.close(key);
         }
-        let oldest = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.reply.is_empty())
-            .min_by_key(|(_, c)| c.accepted)
-            .map(|(k, _)| k);
-        match oldest {
-            Some(key) => {
-                log::debug!("health: {MAX_CLIENTS} clients already; the oldest silent one closed");
-                self.close(key);
-                true
-            }
-            None => false,
-        }
+        self.clients.len() < MAX_CLIENTS
     }
 
     fn accept(&mut self, readiness: &mut impl FnMut() -> Readiness) {

@@ -558,3 +558,37 @@ pub fn assert_newcomer_takes_its_share(m: &mut Proc, addr: SocketAddr, held: &mu
     assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
     assert!(counts[2] >= 6, "the newcomer took {} of 10: {counts:?}", counts[2]);
 }
+
+/// The inode of the socket listening on TCP `port` (`/proc/net/tcp`).
+pub fn listen_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+        (local_port == port && f[3] == "0A").then(|| f[9].parse().ok())?
+    })
+}
+
+/// True if process `pid` has the socket of `inode` open.
+pub fn holds_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&want)))
+    })
+}
+
+/// True if this test can make PID namespaces (`unshare --pid --fork
+/// --mount-proc`, as root); otherwise false, and why on stderr (the caller
+/// skips).
+pub fn pid_namespaces() -> bool {
+    let ok = nix::unistd::geteuid().is_root()
+        && Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: needs root and `unshare --pid --fork --mount-proc`");
+    }
+    ok
+}
