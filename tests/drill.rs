@@ -579,7 +579,12 @@ fn drill_pid_1_with_health_and_linger() {
             "{}",
             p.stderr()
         );
-        assert_eq!(workers_of(init), vec![new], "PID 1's children");
+        // The old master, a zombie until PID 1 reaps it, then gone.
+        assert!(
+            eventually(WAIT, || workers_of(init) == vec![new]),
+            "PID 1's children: {:?}",
+            workers_of(init)
+        );
         let reaped = format!("reaped pid {ns_master}, not a worker: code=0");
         assert!(eventually(WAIT, || p.stderr().contains(&reaped)), "{}", p.stderr());
         pool_of(new, 2, &[]);
