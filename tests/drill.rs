@@ -394,6 +394,33 @@ fn pool_of(master: u32, n: usize, not: &[u32]) -> Vec<u32> {
     now
 }
 
+/// The operations on a pool of two workers of `master`, with signals for
+/// the master sent to `to` (the master, or PID 1 above it): SIGHUP (every
+/// worker replaced, a new one listening before an old one leaves), SIGKILL
+/// of a worker (replaced; only its own connections may fail), SIGSTOP of
+/// every worker (the heartbeat timeout replaces them all).
+fn pool_operations(to: u32, master: u32, load: &Load, table: &mut Table) {
+    let old = workers_of(master);
+    signal(to, "HUP");
+    pool_of(master, 2, &old);
+    assert!(load.wait_served(20));
+    table.row("SIGHUP roll", load, 0, "-");
+
+    let old = workers_of(master);
+    signal(old[0], "KILL");
+    pool_of(master, 2, &old[..1]);
+    assert!(load.wait_served(20));
+    table.row("SIGKILL a worker", load, CLIENTS, "-");
+
+    let old = workers_of(master);
+    for w in &old {
+        signal(*w, "STOP");
+    }
+    pool_of(master, 2, &old);
+    assert!(load.wait_served(20));
+    table.row("SIGSTOP every worker", load, CLIENTS, "-");
+}
+
 /// The plain shell and `--subreaper`: the same operations, the second with
 /// a health listener whose socket every master in turn serves.
 fn drill_shell(config: &'static str, extra: &[&str]) {
@@ -413,29 +440,7 @@ fn drill_shell(config: &'static str, extra: &[&str]) {
     assert!(load.wait_served(20), "no connection served:\n{}", p.stderr());
     table.row("start", &load, 0, "-");
 
-    // SIGHUP: every worker replaced, a new one listening before an old one
-    // leaves.
-    let old = workers_of(first);
-    p.signal("HUP");
-    pool_of(first, 2, &old);
-    assert!(load.wait_served(20));
-    table.row("SIGHUP roll", &load, 0, "-");
-
-    // SIGKILL of a worker: replaced; only its own connections may fail.
-    let old = workers_of(first);
-    signal(old[0], "KILL");
-    pool_of(first, 2, &old[..1]);
-    assert!(load.wait_served(20));
-    table.row("SIGKILL a worker", &load, CLIENTS, "-");
-
-    // SIGSTOP of every worker: the heartbeat timeout replaces them all.
-    let old = workers_of(first);
-    for w in &old {
-        signal(*w, "STOP");
-    }
-    pool_of(first, 2, &old);
-    assert!(load.wait_served(20));
-    table.row("SIGSTOP every worker", &load, CLIENTS, "-");
+    pool_operations(first, first, &load, &mut table);
 
     // SIGUSR2 twice. Connections held on the first master's workers keep
     // it draining; one SIGTERM to it then changes nothing (it handed over),
@@ -545,25 +550,7 @@ fn drill_pid_1_with_health_and_linger() {
     assert!(load.wait_served(20), "no connection served:\n{}", p.stderr());
     table.row("start", &load, 0, "-");
 
-    let old = workers_of(master);
-    signal(init, "HUP");
-    pool_of(master, 2, &old);
-    assert!(load.wait_served(20));
-    table.row("SIGHUP roll", &load, 0, "-");
-
-    let old = workers_of(master);
-    signal(old[0], "KILL");
-    pool_of(master, 2, &old[..1]);
-    assert!(load.wait_served(20));
-    table.row("SIGKILL a worker", &load, CLIENTS, "-");
-
-    let old = workers_of(master);
-    for w in &old {
-        signal(*w, "STOP");
-    }
-    pool_of(master, 2, &old);
-    assert!(load.wait_served(20));
-    table.row("SIGSTOP every worker", &load, CLIENTS, "-");
+    pool_operations(init, master, &load, &mut table);
 
     // SIGUSR2 to PID 1, twice: the master below it is upgraded, and PID 1
     // follows the new one.

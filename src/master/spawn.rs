@@ -149,6 +149,37 @@ impl Drop for Spawned {
     }
 }
 
+impl WorkerEntry {
+    /// A worker just started: its id and pid, its pidfd, its channel and
+    /// output pipes, the credentials it runs with.
+    fn new(
+        id: WorkerId,
+        pid: u32,
+        pidfd: OwnedFd,
+        channel: Channel,
+        output: [Option<File>; 2],
+        creds: Option<Credentials>,
+    ) -> WorkerEntry {
+        WorkerEntry {
+            info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
+            pidfd,
+            channel: Some(channel),
+            kill_at: None,
+            want_drained: false,
+            keep: None,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            last_heartbeat: None,
+            output,
+            forced: false,
+            creds,
+            refusals: LogLimit::default(),
+            untaken_fds: 0,
+            fd_paused: false,
+        }
+    }
+}
+
 impl Master {
     /// Starts a worker with `env` (its own, on top of the settings') and
     /// registers it in the reactor.
@@ -184,23 +215,8 @@ impl Master {
             // `child` is killed and reaped as it goes.
             return Err(e);
         }
-        let inserted = self.workers.insert(WorkerEntry {
-            info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
-            pidfd: child.commit(),
-            channel: Some(channel),
-            kill_at: None,
-            want_drained: false,
-            keep: None,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            last_heartbeat: None,
-            output,
-            forced: false,
-            creds,
-            refusals: LogLimit::default(),
-            untaken_fds: 0,
-            fd_paused: false,
-        });
+        let entry = WorkerEntry::new(id, pid, child.commit(), channel, output, creds);
+        let inserted = self.workers.insert(entry);
         debug_assert_eq!(inserted, slot);
         self.ids.insert(id, slot);
         log::debug!("forked worker {id} (pid {pid})");
@@ -221,23 +237,7 @@ impl Master {
         let mut channel = Channel::new(ours);
         let mut output = [None, None];
         self.register_worker(slot, &mut channel, pidfd.as_fd(), &mut output)?;
-        self.workers.insert(WorkerEntry {
-            info: WorkerInfo { id, pid: 0, state: State::None, exited_after_disconnect: false },
-            pidfd,
-            channel: Some(channel),
-            kill_at: None,
-            want_drained: false,
-            keep: None,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            last_heartbeat: None,
-            output,
-            forced: false,
-            creds: None,
-            refusals: LogLimit::default(),
-            untaken_fds: 0,
-            fd_paused: false,
-        });
+        self.workers.insert(WorkerEntry::new(id, 0, pidfd, channel, output, None));
         self.ids.insert(id, slot);
         Ok((id, theirs))
     }
