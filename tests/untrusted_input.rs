@@ -6,6 +6,7 @@ mod util;
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 use util::*;
 
 /// Durations from the command line: one that is not a number of seconds
@@ -107,4 +108,31 @@ fn listen_fds_naming_what_is_not_a_socket_closes_nothing_and_warns_once() {
     assert!(warnings[0].contains("65536 of the descriptors"), "{warnings:?}");
     p.signal("TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
+
+/// A worker that says it listens on a socket the master bound but never gave
+/// it is not counted as listening; a claim on a socket of its own (which the
+/// master cannot check) still is.
+#[test]
+fn a_listening_claim_on_a_master_socket_the_worker_never_asked_for_is_not_counted() {
+    let mut m = Proc::fixture(&["--listen", "127.0.0.1:0"]);
+    m.send("fork");
+    let addr = field(&m.expect("listening id=1"), "addr").to_string();
+    m.send("fork-env FIXTURE_NO_LISTEN=1");
+    m.expect("message id=2 hello");
+    m.send(&format!("send 2 claim {addr}"));
+    m.expect("message id=2 claimed");
+    // Its own socket, as an exclusive listen would be: counted.
+    m.send("send 2 claim 127.0.0.1:1");
+    m.expect("message id=2 claimed");
+    let lines = m.drain(Duration::ZERO);
+    let claims: Vec<_> = lines.iter().filter(|l| l.starts_with("listening id=2")).collect();
+    assert_eq!(claims, ["listening id=2 addr=127.0.0.1:1"], "{lines:?}");
+    let log = m.stderr();
+    assert!(
+        log.contains(&format!("worker 2 says it listens on {addr}, a socket it never asked for")),
+        "{log}"
+    );
+    // Worker 1 still serves.
+    echo_once(addr.parse().unwrap()).unwrap();
 }

@@ -1,9 +1,11 @@
 //! Fuzzes the master's dispatch and registry with what buggy or hostile
 //! workers send, statefully: up to three fake workers (channels with no
 //! process behind them) each send a sequence of frames, well-formed ones
-//! built from the input (online, listen on loopback TCP, UDP and abstract
-//! Unix addresses, listening, close, leaving, heartbeat, ready, user
-//! messages with descriptors) and raw bytes; the master runs its turns in
+//! built from the input (online; listen on loopback TCP and UDP, on
+//! abstract Unix names, on Unix paths in a directory of the fuzzer's own,
+//! and on `fd:N` for descriptors that are sockets inherited by the master
+//! or not sockets at all; listening claims; close, leaving, heartbeat,
+//! ready, user messages with descriptors) and raw bytes; the master runs its turns in
 //! between. Then every worker goes, and the master must hold nothing: no
 //! socket in its registry, no descriptor more than before. No panic, no
 //! hang, no descriptor lost.
@@ -22,6 +24,10 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 struct Fixture {
     master: Master,
+    /// The directory the Unix paths are in.
+    dir: String,
+    /// A listening TCP socket the master inherited (`fd:N` may name it).
+    inherited: std::net::TcpListener,
     /// Descriptors open once the master was made.
     baseline: usize,
 }
@@ -77,7 +83,17 @@ impl Input<'_> {
     }
 }
 
-fn message(input: &mut Input) -> Message {
+/// `fd:N` numbers: standard streams (not sockets), the inherited listener,
+/// and numbers that name nothing the master inherited.
+fn fd_number(input: &mut Input, inherited: i32) -> i32 {
+    match input.byte() % 4 {
+        0 => input.byte() as i32 % 3,
+        1 | 2 => inherited,
+        _ => 3 + input.byte() as i32 % 64,
+    }
+}
+
+fn message(input: &mut Input, dir: &str, inherited: i32) -> Message {
     match input.byte() % 9 {
         0 => Message::Online { version: ProtocolVersion { major: input.byte() as u16 % 3, minor: input.u16() } },
         1 => {
@@ -86,17 +102,24 @@ fn message(input: &mut Input) -> Message {
                 1 => Kind::Udp,
                 _ => Kind::Unix,
             };
-            // Loopback, or an abstract Unix name: nothing on the file system.
+            // Loopback, an abstract Unix name, or a path in the fuzzer's
+            // directory (one name spelled two ways).
+            let name = b'a' + input.byte() % 4;
             let address = match kind {
-                Kind::Unix => [&[0u8][..], b"mio-fuzz-", &[b'a' + input.byte() % 4]].concat(),
+                Kind::Unix => match input.byte() % 3 {
+                    0 => [&[0u8][..], b"mio-fuzz-", &[name]].concat(),
+                    1 => format!("{dir}/{}", name as char).into_bytes(),
+                    _ => format!("{dir}/./{}", name as char).into_bytes(),
+                },
                 _ if input.byte() % 2 == 0 => b"127.0.0.1".to_vec(),
                 _ => b"::1".to_vec(),
             };
+            let fd = if input.byte() % 4 == 0 { fd_number(input, inherited) } else { -1 };
             let request = ListenRequest {
                 kind,
-                address,
+                address: if fd >= 0 { Vec::new() } else { address },
                 port: 0,
-                fd: -1,
+                fd,
                 index: input.byte() as u32 % 4,
                 backlog: input.byte() as i32,
                 ipv6only: input.byte() % 2 == 0,
@@ -106,7 +129,10 @@ fn message(input: &mut Input) -> Message {
             Message::Listen { seq: input.u32(), request }
         }
         2 => Message::Listening {
-            address: Address::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], input.u16()))),
+            address: match input.byte() % 2 {
+                0 => Address::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], input.u16()))),
+                _ => Address::Unix(format!("{dir}/{}", (b'a' + input.byte() % 4) as char).into_bytes()),
+            },
         },
         3 => Message::Close { handle: input.u32() % 8 },
         4 => Message::Leaving,
@@ -145,10 +171,15 @@ fuzz_target!(|data: &[u8]| {
         let mut f = f.borrow_mut();
         let fx = f.get_or_insert_with(|| {
             let settings = Settings { disconnect_timeout: Duration::MAX, ..Settings::default() };
+            let dir = format!("/tmp/mio-fuzz-dispatch-{}", std::process::id());
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).expect("a directory for Unix paths");
+            let inherited = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
             let master = Master::new(settings).expect("a master");
-            Fixture { master, baseline: open_fds() }
+            Fixture { master, dir, inherited, baseline: open_fds() }
         });
         let master = &mut fx.master;
+        let inherited = fx.inherited.as_raw_fd();
         let mut input = Input(data);
         let n = 1 + input.byte() as usize % 3;
         let mut workers: Vec<(WorkerId, OwnedFd)> =
@@ -176,7 +207,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // A well-formed frame, with up to three descriptors.
                 _ => {
-                    let msg = message(&mut input);
+                    let msg = message(&mut input, &fx.dir, inherited);
                     let nfds = input.byte() as usize % 4;
                     let fds = vec![null.as_raw_fd(); nfds];
                     let mut frame = Vec::new();
@@ -194,5 +225,8 @@ fuzz_target!(|data: &[u8]| {
         drop(null);
         assert_eq!(master.listening_sockets(), 0, "the registry kept a socket");
         assert_eq!(open_fds(), fx.baseline, "descriptors left open");
+        // Every socket file the master bound was removed with its key.
+        let left: Vec<_> = std::fs::read_dir(&fx.dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "socket files left: {left:?}");
     });
 });

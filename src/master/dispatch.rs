@@ -15,6 +15,10 @@ const LISTEN_WORK: usize = 4;
 /// What a listen that binds a socket counts against
 /// [`WORK_BUDGET`](super::channels::WORK_BUDGET).
 const BIND_WORK: usize = 16;
+/// A listen that took longer than this (a scan of the system's Unix
+/// sockets, a slow file system) counts as a bind: the worker's turn on
+/// listens ends, and it rests.
+const SLOW_LISTEN: Duration = Duration::from_micros(500);
 
 /// At most [`LogLimit::PER_SECOND`] log lines a second for one kind of
 /// line, and then how many were left out.
@@ -50,10 +54,13 @@ impl Master {
     pub(super) fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
         let bound = self.sockets.len();
         let listen = matches!(msg, Message::Listen { .. });
+        let started = Instant::now();
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
             // The socket, its board and its bell.
             self.fds_received += 3;
+            BIND_WORK
+        } else if listen && started.elapsed() >= SLOW_LISTEN {
             BIND_WORK
         } else if listen {
             LISTEN_WORK
@@ -134,6 +141,22 @@ impl Master {
                     }
                 };
                 self.queue_to(slot, reply, Vec::new());
+            }
+            Message::Listening { address }
+                if self.sockets.may_claim(id, &address) == Some(false) =>
+            {
+                // A socket the master bound, but not one it gave this
+                // worker: the claim is false, and counts for nothing.
+                if let Some(suppressed) = w.refusals.admit(Instant::now()) {
+                    log::warn!(
+                        "worker {id} says it listens on {address}, a socket it never asked for: \
+                         not counted{}",
+                        match suppressed {
+                            0 => String::new(),
+                            n => format!(" ({n} more refusals not logged)"),
+                        }
+                    );
+                }
             }
             Message::Listening { address } => {
                 if w.info.state < State::Listening && w.info.state != State::Dead {

@@ -9,11 +9,13 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::credentials::Credentials;
-use super::unix_socket::{self, SocketFile};
+use super::unix_socket::{self, Liveness, SocketFile};
 use crate::balance::seats::{BoardShare, Seats};
 use crate::ipc::ListenRequest;
 use crate::listen::{Address, Kind};
 use crate::sys::fd::{self, dup_raw, Identity};
+use crate::sys::fs::FileId;
+use crate::sys::procfs::UnixListeners;
 use crate::sys::socket::{self, BindOptions, Transport};
 use crate::sys::{SysError, Syscall};
 use crate::WorkerId;
@@ -126,6 +128,9 @@ pub(crate) struct SocketRegistry {
     limits: FdLimits,
     /// Sockets kept open for the workers to come after a worker left them.
     kept: Vec<Kept>,
+    /// The system's listening Unix sockets, read for `unix:PATH` listens
+    /// that find a socket file in their way.
+    unix_listeners: UnixListeners,
 }
 
 /// A socket kept open ([`SocketRegistry::keep`]) after worker `from` left
@@ -176,7 +181,11 @@ impl SocketRegistry {
                 if !self.limits.room_for(cost) {
                     return Err(SysError::new(Syscall::Dup, libc::EMFILE));
                 }
-                let (socket, address, unlink) = open(req, creds)?;
+                let (socket, address, unlink) = if req.kind == Kind::Unix && req.fd < 0 {
+                    self.open_unix(req, creds)?
+                } else {
+                    open(req)?
+                };
                 let board = if req.kind == Kind::Udp { None } else { Seats::new() };
                 let slot = self.handles.insert(Handle {
                     key: key.clone(),
@@ -397,13 +406,40 @@ impl SocketRegistry {
     }
 }
 
-/// Creates (or, for `fd`, adopts) the socket for a request from a worker
-/// with credentials `creds`. Returns the socket, its address, and the
-/// socket file the master created (to unlink when the last worker leaves).
-fn open(
-    req: &ListenRequest,
-    creds: Option<&Credentials>,
-) -> Result<(OwnedFd, Address, Option<SocketFile>), SysError> {
+impl SocketRegistry {
+    /// Binds a `unix:PATH` request. A path the master already holds (under
+    /// another key: another index, or the same path spelled the same way)
+    /// is `EADDRINUSE` from the registry alone; so is a file in the way
+    /// that is one the master bound. Only a file the master does not know
+    /// makes it consult the system's table, and that read is shared by
+    /// every listen for a while ([`UnixListeners`]).
+    fn open_unix(
+        &mut self,
+        req: &ListenRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<(OwnedFd, Address, Option<SocketFile>), SysError> {
+        let in_use = SysError::new(Syscall::Bind, libc::EADDRINUSE);
+        if !req.address.is_empty()
+            && self.handles.iter().any(|(_, h)| {
+                h.key.kind == Kind::Unix && h.key.fd < 0 && h.key.address == req.address
+            })
+        {
+            return Err(in_use);
+        }
+        let held: Vec<FileId> = self
+            .handles
+            .iter()
+            .filter_map(|(_, h)| h.unlink.as_ref().map(SocketFile::id))
+            .collect();
+        let live = Liveness { held: &held, table: &mut self.unix_listeners };
+        unix_socket::open_unix(req, creds, live)
+    }
+}
+
+/// Creates (or, for `fd`, adopts) the socket for a request, but for a
+/// `unix:PATH` one ([`SocketRegistry::open_unix`]). Returns the socket and
+/// its address.
+fn open(req: &ListenRequest) -> Result<(OwnedFd, Address, Option<SocketFile>), SysError> {
     let transport = match req.kind {
         Kind::Tcp | Kind::Unix => Transport::Stream,
         Kind::Udp => Transport::Datagram,
@@ -420,9 +456,6 @@ fn open(
         };
         check_port(req, &address)?;
         return Ok((s, address, None));
-    }
-    if req.kind == Kind::Unix {
-        return unix_socket::open_unix(req, creds);
     }
     let addr =
         parse_ip(&req.address, req.port).ok_or(SysError::new(Syscall::Address, libc::EINVAL))?;
@@ -448,6 +481,15 @@ fn check_port(req: &ListenRequest, address: &Address) -> Result<(), SysError> {
 
 impl SocketRegistry {
     /// The handles `worker` holds.
+    /// Whether `worker` may say it listens on `address`: `None` if the
+    /// master holds no socket bound there (a socket of the worker's own,
+    /// which the master cannot check), else whether the worker holds it.
+    pub(crate) fn may_claim(&self, worker: WorkerId, address: &Address) -> Option<bool> {
+        let mut bound_here = self.handles.iter().filter(|(_, h)| h.address == *address).peekable();
+        bound_here.peek()?;
+        Some(bound_here.any(|(_, h)| h.workers.contains(&worker)))
+    }
+
     pub(crate) fn handles_of(&self, worker: WorkerId) -> Vec<u32> {
         self.handles
             .iter()
@@ -633,5 +675,55 @@ mod kept_tests {
             assert_eq!(reg.len(), 3, "after worker {worker}");
             assert!(reg.kept_cost(None) <= 9);
         }
+    }
+}
+
+#[cfg(test)]
+mod unix_tests {
+    use super::*;
+
+    fn request(path: &str, index: u32) -> ListenRequest {
+        ListenRequest {
+            kind: Kind::Unix,
+            address: path.as_bytes().to_vec(),
+            port: 0,
+            fd: -1,
+            index,
+            backlog: 16,
+            ipv6only: false,
+            readable_all: false,
+            writable_all: false,
+        }
+    }
+
+    #[test]
+    fn a_path_the_master_holds_is_in_use_without_reading_the_system_table() {
+        let dir = std::env::temp_dir().join(format!("mio-cluster-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let limits = FdLimits { budget: 64, limit: 1 << 20, reserve: 0 };
+        let mut reg = SocketRegistry::with_inherited(Vec::new(), limits);
+        let path = format!("{}/a.sock", dir.display());
+        reg.listen(1, None, &request(&path, 0), 0).unwrap();
+        // The same path under other keys (another index), and under another
+        // spelling: refused from what the master holds, the table unread.
+        let other = format!("{}/./a.sock", dir.display());
+        for (i, p) in [&path, &path, &other].into_iter().enumerate() {
+            let e = reg.listen(2, None, &request(p, 1 + i as u32), 0).err().map(|e| e.errno);
+            assert_eq!(e, Some(libc::EADDRINUSE), "{p}");
+        }
+        assert_eq!(reg.unix_listeners.reads(), 0, "no scan of /proc/net/unix");
+        // A live socket that is not the master's: the table is read.
+        let foreign = format!("{}/b.sock", dir.display());
+        let _live = std::os::unix::net::UnixListener::bind(&foreign).unwrap();
+        let e = reg.listen(2, None, &request(&foreign, 0), 0).err().map(|e| e.errno);
+        assert_eq!(e, Some(libc::EADDRINUSE));
+        assert_eq!(reg.unix_listeners.reads(), 1);
+        // A stale one (its server gone) is removed, and the path bound.
+        let stale = format!("{}/c.sock", dir.display());
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        reg.listen(2, None, &request(&stale, 0), 0).unwrap();
+        drop(reg);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,6 +19,7 @@ use super::credentials::Credentials;
 use crate::ipc::ListenRequest;
 use crate::listen::Address;
 use crate::sys::fs::{self, FileId};
+use crate::sys::procfs::UnixListeners;
 use crate::sys::socket;
 use crate::sys::{SysError, Syscall};
 
@@ -38,6 +39,11 @@ pub(super) struct SocketFile {
 }
 
 impl SocketFile {
+    /// The socket file as bound.
+    pub(super) fn id(&self) -> FileId {
+        self.id
+    }
+
     /// Unlinks the file if it is still the socket bound for the key, with
     /// the credentials of the worker it was bound for; leaves anything else
     /// there alone (and says so).
@@ -71,6 +77,15 @@ fn as_worker<T>(
     }
 }
 
+/// What a Unix listen may consult to tell a live socket file from a stale
+/// one: the files the master bound itself, and the system's table.
+pub(super) struct Liveness<'a> {
+    /// The socket files the master holds: in use, whatever the path says.
+    pub held: &'a [FileId],
+    /// The listening paths of `/proc/net/unix`.
+    pub table: &'a mut UnixListeners,
+}
+
 /// Binds a Unix socket for a worker with credentials `creds`. A socket file
 /// left by a dead server is removed first, on purpose and logged; a live
 /// one, or a file that is not a socket, is `EADDRINUSE`. Returns the
@@ -78,6 +93,7 @@ fn as_worker<T>(
 pub(super) fn open_unix(
     req: &ListenRequest,
     creds: Option<&Credentials>,
+    live: Liveness<'_>,
 ) -> Result<(OwnedFd, Address, Option<SocketFile>), SysError> {
     let address = Address::Unix(req.address.clone());
     if req.address.first() == Some(&0) {
@@ -96,7 +112,7 @@ pub(super) fn open_unix(
     }
     as_worker(creds, || {
         let dir = fs::open_dir(parent)?;
-        remove_stale(dir.as_fd(), name, &path)?;
+        remove_stale(dir.as_fd(), name, &path, live)?;
         // The full path, so that peers and /proc/net/unix see it as asked
         // for; with the worker's credentials it can create nothing the
         // worker could not.
@@ -131,18 +147,27 @@ fn split(path: &[u8]) -> Result<(&[u8], &[u8]), SysError> {
 }
 
 /// Makes way for a bind of `name` in `dir`: nothing there is fine; a
-/// socket file no one listens on is removed; anything else is
-/// `EADDRINUSE`. The caller runs it with the worker's credentials, so a
+/// socket file no one listens on is removed; anything else, a socket file
+/// the master holds first of all (by identity, so under any spelling of its
+/// path, and without reading the system's table), is `EADDRINUSE`. The caller runs it with the worker's credentials, so a
 /// file the worker could not remove stays, and the listen fails with the
 /// error the removal got.
-fn remove_stale(dir: BorrowedFd<'_>, name: &[u8], path: &Path) -> Result<(), SysError> {
+fn remove_stale(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path: &Path,
+    live: Liveness<'_>,
+) -> Result<(), SysError> {
     let in_use = SysError::new(Syscall::Bind, libc::EADDRINUSE);
     let Some(found) = fs::stat_at(dir, name)? else { return Ok(()) };
+    if live.held.contains(&found) {
+        return Err(in_use);
+    }
     // Stale only if /proc/net/unix shows no listener on the path and a
     // connect is refused: a server bound under another spelling of the
     // path is missed by the first, never by the second.
     if !found.socket
-        || crate::sys::procfs::unix_path_listening(path)
+        || live.table.listening(path)
         || !socket::unix_refuses(path.as_os_str().as_bytes())
     {
         return Err(in_use);

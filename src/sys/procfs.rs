@@ -1,6 +1,6 @@
 //! Reading a process's resource use from `/proc`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Resident set size in bytes and CPU time (user + system) of `pid`, or
 /// `None` if the process is gone.
@@ -23,38 +23,99 @@ pub(crate) fn usage(pid: u32) -> Option<(u64, Duration)> {
     Some((rss_kb * 1024, cpu))
 }
 
-/// True if some socket listens on the Unix socket file `path`, from
-/// `/proc/net/unix` (flag `__SO_ACCEPTCON`); none of it blocks, and no
-/// connection is made to find out. If the table cannot be read, true: the
-/// caller must not remove a file it cannot prove stale.
+/// A scan of `/proc/net/unix` that took `T` is reused for
+/// `SCAN_REUSE * T`: however many listens ask, scanning takes at most
+/// about a tenth of the master's time. A table of a few hundred lines
+/// takes microseconds, so it is read afresh for nearly every listen; one of
+/// 100k sockets takes tens of milliseconds, and is then reused for a few
+/// hundred.
+const SCAN_REUSE: u32 = 10;
+
+/// The Unix socket paths listened on, from `/proc/net/unix` (flag
+/// `__SO_ACCEPTCON`); none of it blocks, and no connection is made to find
+/// out. The table is read again only once the last read is older than
+/// [`SCAN_REUSE`] times what that read took.
 ///
-/// The path is the rest of a line after its seventh field, as the kernel
-/// prints it: it may hold spaces. A path with a newline cannot be told
-/// apart from the next line, so it always counts as listened on.
-pub(crate) fn unix_path_listening(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    const SO_ACCEPTCON: u32 = 1 << 16;
-    let want = path.as_os_str().as_bytes();
-    if want.contains(&b'\n') {
-        return true;
+/// A reused read can be out of date in one direction that matters: a
+/// server that stopped since still counts as listening, and its socket file
+/// is not removed as stale until the next read (the listen is `EADDRINUSE`
+/// meanwhile). A server that started since is missed here and found by the
+/// caller's `connect`, which is refused only if nothing listens.
+#[derive(Debug, Default)]
+pub(crate) struct UnixListeners {
+    /// The listening paths as of `read_at`; `None` if the table could not
+    /// be read (then every path counts as listened on).
+    paths: Option<Vec<Vec<u8>>>,
+    read_at: Option<Instant>,
+    reuse_for: Duration,
+    /// Reads reuse the table for at least this long (tests).
+    floor: Duration,
+    reads: u64,
+}
+
+impl UnixListeners {
+    /// A table whose reads are reused for at least `floor`.
+    #[cfg(test)]
+    pub(crate) fn with_floor(floor: Duration) -> UnixListeners {
+        UnixListeners { floor, ..UnixListeners::default() }
     }
-    let Ok(table) = std::fs::read("/proc/net/unix") else { return true };
-    table.split(|&b| b == b'\n').skip(1).any(|line| {
-        let Some((fields, bound)) = unix_line(line) else { return false };
-        let listening = std::str::from_utf8(fields[3])
-            .ok()
-            .and_then(|f| u32::from_str_radix(f, 16).ok())
-            .is_some_and(|flags| flags & SO_ACCEPTCON != 0);
+
+    /// True if some socket listens on the Unix socket file `path`. If the
+    /// table cannot be read, true: the caller must not remove a file it
+    /// cannot prove stale.
+    ///
+    /// The path is the rest of a line after its seventh field, as the kernel
+    /// prints it: it may hold spaces. A path with a newline cannot be told
+    /// apart from the next line, so it always counts as listened on.
+    pub(crate) fn listening(&mut self, path: &std::path::Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let want = path.as_os_str().as_bytes();
+        if want.contains(&b'\n') {
+            return true;
+        }
+        let now = Instant::now();
+        if self.read_at.is_none_or(|at| now.duration_since(at) >= self.reuse_for) {
+            self.paths = std::fs::read("/proc/net/unix").ok().map(|t| listening_paths(&t));
+            let took = now.elapsed();
+            self.read_at = Some(now);
+            self.reuse_for = (took * SCAN_REUSE).max(self.floor);
+            self.reads += 1;
+        }
+        let Some(paths) = &self.paths else { return true };
         // A path bound relative to another directory shows as given: count
-        // any relative path that ends `path` as a match, to stay on the
-        // safe side.
-        listening
-            && (bound == want
+        // any relative path that ends `path` as a match, to stay on the safe
+        // side.
+        paths.iter().any(|bound| {
+            bound == want
                 || (!bound.starts_with(b"/")
                     && want.len() > bound.len()
                     && want.ends_with(bound)
-                    && want[want.len() - bound.len() - 1] == b'/'))
-    })
+                    && want[want.len() - bound.len() - 1] == b'/')
+        })
+    }
+
+    /// How many times the table was read.
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
+    }
+}
+
+/// The paths of the listening sockets in a `/proc/net/unix` table.
+fn listening_paths(table: &[u8]) -> Vec<Vec<u8>> {
+    const SO_ACCEPTCON: u32 = 1 << 16;
+    table
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(unix_line)
+        .filter(|(fields, _)| {
+            std::str::from_utf8(fields[3])
+                .ok()
+                .and_then(|f| u32::from_str_radix(f, 16).ok())
+                .is_some_and(|flags| flags & SO_ACCEPTCON != 0)
+        })
+        .map(|(_, path)| path.to_vec())
+        .collect()
 }
 
 /// The seven fields of a `/proc/net/unix` line (`Num RefCount Protocol
@@ -75,7 +136,30 @@ fn unix_line(line: &[u8]) -> Option<([&[u8]; 7], &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::unix_line;
+    use super::*;
+
+    #[test]
+    fn a_scan_is_reused_within_its_window_and_read_again_after_it() {
+        let mut t = UnixListeners::with_floor(Duration::from_millis(200));
+        let path = std::path::Path::new("/nonexistent/mio-cluster-scan-test.sock");
+        assert!(!t.listening(path));
+        assert!(!t.listening(path));
+        assert_eq!(t.reads(), 1, "the second ask within 200 ms reuses the read");
+        // Past the window (the floor, or ten times the read if the read
+        // was slower than 20 ms), the table is read again.
+        std::thread::sleep(t.reuse_for + Duration::from_millis(10));
+        assert!(!t.listening(path));
+        assert_eq!(t.reads(), 2);
+    }
+
+    #[test]
+    fn only_listening_paths_are_kept_from_the_table() {
+        let table = b"Num RefCount Protocol Flags Type St Inode Path\n\
+0000000000000000: 00000002 00000000 00010000 0001 01  4521 /tmp/my app.sock\n\
+0000000000000000: 00000002 00000000 00000000 0001 03  4522 /tmp/client.sock\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 20468\n";
+        assert_eq!(listening_paths(table), vec![b"/tmp/my app.sock".to_vec()]);
+    }
 
     #[test]
     fn a_proc_net_unix_path_is_the_rest_of_the_line_spaces_and_all() {
