@@ -212,7 +212,7 @@ fn master(args: &Args) -> io::Result<()> {
                         io::stdout().flush()?;
                     }
                 }
-                Event::Exit { id, pid, status, exited_after_disconnect } => {
+                Event::Exit { id, pid, status, exited_after_disconnect, .. } => {
                     let how = if exited_after_disconnect { "left" } else { "died" };
                     log::info!("worker {id} (pid {pid}) {how}: {status}");
                 }

@@ -84,8 +84,8 @@ pub use listen::{
     Address, Balance, Kind, ListenAddr, ListenError, ListenOptions, DEFAULT_ACCEPT_PAUSE,
 };
 pub use master::{
-    Event, ExitStatus, Heartbeat, Master, Output, OutputStream, Settings, SocketId, State,
-    WorkerInfo, WorkerStatus,
+    Event, ExitStatus, Heartbeat, Master, MasterCounters, Output, OutputStream, Settings, SocketId,
+    State, WorkerInfo, WorkerStatus,
 };
 pub use signal::Signal;
 pub use supervisor::{Policy, Supervisor};

@@ -47,12 +47,19 @@ const OPTIONS: &str = "\
   --health ADDR             HOST:PORT of an HTTP health listener in the
                             master's loop: GET /ready (200 while every
                             worker listens, 503 below target, lingering or
-                            draining), GET /live (200 while the loop turns)
+                            draining), GET /live (200 while the loop turns),
+                            GET /metrics (Prometheus text)
   --subreaper               reap every orphan among the descendants and wait
                             for them at shutdown (always on as PID 1)
   --upgrade-timeout SECS    how long a new master (SIGUSR2) may take to have
                             all its workers listening before it is killed
                             and this one keeps serving (30)
+  --max-worker-connections N
+                            replace a worker once it accepted N connections,
+                            plus up to 10% more drawn for each worker; the
+                            new worker listens before the old one leaves
+  --max-worker-rss MIB      replace a worker whose resident memory stayed
+                            above MIB MiB for 3 checks in a row (1 a second)
 
 stdout: one line, `ready addr=<bound address> workers=<N> pid=<master pid>`,
 once every worker listens. Logs on stderr (RUST_LOG=debug for more).
@@ -90,6 +97,8 @@ pub struct Args {
     pub health: Option<SocketAddr>,
     pub subreaper: bool,
     pub upgrade_timeout: Duration,
+    pub max_worker_connections: Option<u64>,
+    pub max_worker_rss_mib: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -103,6 +112,8 @@ fn parse_args() -> Result<Args, String> {
         health: None,
         subreaper: false,
         upgrade_timeout: mio_cluster::master::DEFAULT_UPGRADE_TIMEOUT,
+        max_worker_connections: None,
+        max_worker_rss_mib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -143,11 +154,24 @@ fn parse_args() -> Result<Args, String> {
                 args.health = Some(value()?.parse().map_err(|e| format!("--health: {e}"))?)
             }
             "--subreaper" => args.subreaper = true,
+            "--max-worker-connections" => {
+                args.max_worker_connections = Some(count(&flag, &value()?)?)
+            }
+            "--max-worker-rss" => args.max_worker_rss_mib = Some(count(&flag, &value()?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(args)
+}
+
+/// A count of at least 1, as a flag's value.
+fn count(flag: &str, value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) => Err(format!("{flag}: at least 1")),
+        Err(e) => Err(format!("{flag}: {value:?}: {e}")),
+    }
 }
 
 /// A number of seconds, as a flag's value: finite and not negative (a
@@ -215,7 +239,13 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     }
     let mut builder = Manager::builder()
         .settings(settings)
-        .policy(Policy { workers: args.workers, ..Policy::default() })
+        .policy(Policy {
+            workers: args.workers,
+            max_worker_connections: args.max_worker_connections,
+            max_worker_connections_jitter: args.max_worker_connections.map_or(0, |n| n / 10),
+            max_worker_rss: args.max_worker_rss_mib.map(|m| m.saturating_mul(1 << 20)),
+            ..Policy::default()
+        })
         .linger(args.shutdown_linger)
         .upgrade_timeout(args.upgrade_timeout);
     if let Some(addr) = args.health {

@@ -16,8 +16,12 @@
 //!
 //! ```text
 //! line 0   MAGIC, seats in use (high-water mark), pending
-//! line 1+i seat i: open connections, state, rung
+//! line 1+i seat i: open connections, state, rung, -, accepted (u64)
 //! ```
+//!
+//! `accepted` counts every connection the seat's worker accepted (the
+//! master reads it for metrics and recycling, and folds it into the
+//! worker's total before the seat is reset).
 //!
 //! Times are ms of the monotonic clock, 30 bits. A seat's state is `0` (not
 //! accepting), `ASLEEP | t` (waiting in its poll since `t`) or `AWAKE | t`
@@ -30,7 +34,7 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::sys::shm::SharedPage;
 
@@ -113,6 +117,11 @@ impl Board {
         self.word(LINE * (seat as usize + 1) + 1)
     }
 
+    /// How many connections the worker in `seat` accepted.
+    pub(crate) fn accepted(&self, seat: u32) -> &AtomicU64 {
+        &self.page.words64()[(LINE * (seat as usize + 1) + 4) / 2]
+    }
+
     /// Non-zero while connections wait that a worker stepped aside from.
     pub(crate) fn pending(&self) -> &AtomicU32 {
         self.word(2)
@@ -158,10 +167,12 @@ impl Board {
     }
 
     /// Master: the seat's worker left; it counts for nothing until reused.
-    pub(crate) fn reset_seat(&self, seat: u32) {
+    /// Returns what it had accepted.
+    pub(crate) fn reset_seat(&self, seat: u32) -> u64 {
         self.state(seat).store(0, Relaxed);
         self.conns(seat).store(0, Relaxed);
         self.rung(seat).store(0, Relaxed);
+        self.accepted(seat).swap(0, Relaxed)
     }
 
     /// The state that says "running since `now_ms`".

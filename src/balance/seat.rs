@@ -75,6 +75,7 @@ impl Seat {
     pub(crate) fn take(self: &Arc<Seat>) -> SeatGuard {
         if self.open.load(Relaxed) {
             self.conns().fetch_add(1, Relaxed);
+            self.board.accepted(self.index).fetch_add(1, Relaxed);
         }
         SeatGuard(self.clone())
     }

@@ -3,6 +3,7 @@
 //! and gives each worker that listens on it a seat.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::board::{Board, MAX_SEATS};
 use crate::sys::shm::eventfd;
@@ -65,26 +66,48 @@ impl Seats {
 
     /// `worker` left the key. If it closed its listener (`closed`), it no
     /// longer writes to the seat, which is free at once; otherwise (asked to
-    /// leave) the seat is retired until the worker exits.
-    pub(crate) fn leave(&mut self, worker: WorkerId, closed: bool) {
+    /// leave) the seat is retired until the worker exits. Returns what it
+    /// accepted on its seats.
+    pub(crate) fn leave(&mut self, worker: WorkerId, closed: bool) -> u64 {
+        let mut accepted = 0;
         for (i, t) in self.taken.iter_mut().enumerate() {
             if *t == SeatUse::Held(worker) {
                 *t = if closed { SeatUse::Free } else { SeatUse::Retired(worker) };
-                self.board.reset_seat(i as u32);
+                accepted += self.board.reset_seat(i as u32);
             }
         }
         self.trim();
+        accepted
     }
 
-    /// `worker` exited: its retired seats are free.
-    pub(crate) fn exited(&mut self, worker: WorkerId) {
+    /// `worker` exited: its retired seats are free. Returns what it
+    /// accepted on them since they were last read.
+    pub(crate) fn exited(&mut self, worker: WorkerId) -> u64 {
+        let mut accepted = 0;
         for (i, t) in self.taken.iter_mut().enumerate() {
             if matches!(*t, SeatUse::Held(w) | SeatUse::Retired(w) if w == worker) {
                 *t = SeatUse::Free;
-                self.board.reset_seat(i as u32);
+                accepted += self.board.reset_seat(i as u32);
             }
         }
         self.trim();
+        accepted
+    }
+
+    /// What `worker` accepted on the seats it has now, and how many of
+    /// those connections are open.
+    pub(crate) fn counts(&self, worker: WorkerId) -> (u64, u64) {
+        self.taken
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(**t, SeatUse::Held(w) | SeatUse::Retired(w) if w == worker))
+            .fold((0, 0), |(a, o), (i, _)| {
+                let seat = i as u32;
+                (
+                    a + self.board.accepted(seat).load(Relaxed),
+                    o + u64::from(self.board.conns(seat).load(Relaxed)),
+                )
+            })
     }
 
     /// Lowers the board's high-water mark past the free seats at its end:

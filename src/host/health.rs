@@ -53,6 +53,25 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// Accepts per turn: past it, the next turn goes on (zero timeout).
 const ACCEPT_BATCH: usize = 64;
 
+/// What the health listener asks the application, when a request needs it.
+/// A closure that returns a [`Readiness`] is one (with no metrics).
+pub trait Answers {
+    /// `/ready`'s answer.
+    fn readiness(&mut self) -> Readiness;
+    /// `/metrics`' body, in the Prometheus text format
+    /// ([`host::metrics::render`](crate::host::metrics::render)), or
+    /// `None`: `/metrics` is 404.
+    fn metrics(&mut self) -> Option<String> {
+        None
+    }
+}
+
+impl<F: FnMut() -> Readiness> Answers for F {
+    fn readiness(&mut self) -> Readiness {
+        self()
+    }
+}
+
 /// What `/ready` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -177,9 +196,10 @@ impl Health {
     }
 
     /// One turn that never blocks: accepts, reads requests, replies, and
-    /// closes clients past their deadline. `readiness` is asked once per
-    /// `/ready` request.
-    pub fn process(&mut self, mut readiness: impl FnMut() -> Readiness) -> io::Result<()> {
+    /// closes clients past their deadline. `answers` is asked once per
+    /// `/ready` or `/metrics` request (a closure that returns a
+    /// [`Readiness`] will do, and `/metrics` is then 404).
+    pub fn process(&mut self, mut answers: impl Answers) -> io::Result<()> {
         match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             res => res?,
@@ -197,11 +217,11 @@ impl Health {
         // connections could take its place.
         for &token in ready.iter().filter(|&&t| t != LISTENER) {
             if self.clients.contains(token.0) {
-                self.serve(token.0, &mut readiness);
+                self.serve(token.0, &mut answers);
             }
         }
         if ready.contains(&LISTENER) {
-            self.accept(&mut readiness);
+            self.accept(&mut answers);
         }
         let now = Instant::now();
         let late: Vec<usize> =
@@ -216,7 +236,7 @@ impl Health {
     /// Room for one more client: the oldest one that has not sent a
     /// complete head is closed if the table is full. False if every place
     /// holds a client being answered.
-    fn make_room(&mut self, readiness: &mut impl FnMut() -> Readiness) -> bool {
+    fn make_room(&mut self, answers: &mut impl Answers) -> bool {
         if self.clients.len() < MAX_CLIENTS {
             return true;
         }
@@ -231,7 +251,7 @@ impl Health {
         else {
             return false;
         };
-        self.serve(key, readiness);
+        self.serve(key, answers);
         if self.clients.len() >= MAX_CLIENTS && self.clients.contains(key) {
             log::debug!("health: {MAX_CLIENTS} clients already; the oldest silent one closed");
             self.close(key);
@@ -239,12 +259,12 @@ impl Health {
         self.clients.len() < MAX_CLIENTS
     }
 
-    fn accept(&mut self, readiness: &mut impl FnMut() -> Readiness) {
+    fn accept(&mut self, answers: &mut impl Answers) {
         for _ in 0..ACCEPT_BATCH {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if !self.make_room(readiness) {
+                    if !self.make_room(answers) {
                         log::debug!("health: {MAX_CLIENTS} clients being answered; one closed");
                         continue;
                     }
@@ -269,7 +289,7 @@ impl Health {
                     entry.insert(client);
                     // A probe sends its request with the connection:
                     // answered now, it never waits for a place.
-                    self.serve(key, readiness);
+                    self.serve(key, answers);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -286,7 +306,7 @@ impl Health {
 
     /// Reads what came; once the head is complete, writes the reply; closes
     /// the client when it is all written or something went wrong.
-    fn serve(&mut self, key: usize, readiness: &mut impl FnMut() -> Readiness) {
+    fn serve(&mut self, key: usize, answers: &mut impl Answers) {
         let c = &mut self.clients[key];
         if c.reply.is_empty() {
             let mut buf = [0u8; 512];
@@ -308,7 +328,7 @@ impl Health {
             // The head is in: the rest of the exchange may take longer.
             c.deadline = c.accepted + CLIENT_TIMEOUT;
             c.reply = match head_end(&c.request) {
-                Some(end) => reply(&c.request[..end], readiness),
+                Some(end) => reply(&c.request[..end], answers),
                 None => {
                     response(431, "Request Header Fields Too Large", "request too large\n", true)
                 }
@@ -346,7 +366,7 @@ pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The reply to one request head.
-pub(crate) fn reply(head: &[u8], readiness: &mut impl FnMut() -> Readiness) -> Vec<u8> {
+pub(crate) fn reply(head: &[u8], answers: &mut impl Answers) -> Vec<u8> {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = std::str::from_utf8(line).unwrap_or("").trim_end_matches('\r');
     let mut parts = line.split(' ');
@@ -366,7 +386,13 @@ pub(crate) fn reply(head: &[u8], readiness: &mut impl FnMut() -> Readiness) -> V
     let path = target.split('?').next().unwrap_or(target);
     match path {
         "/live" => response(200, "OK", "live\n", head_only),
-        "/ready" => match readiness() {
+        "/metrics" => match answers.metrics() {
+            Some(text) => {
+                response_typed(200, "OK", crate::host::metrics::CONTENT_TYPE, &text, head_only)
+            }
+            None => response(404, "Not Found", "not found\n", head_only),
+        },
+        "/ready" => match answers.readiness() {
             Readiness::Ready => response(200, "OK", "ready\n", head_only),
             Readiness::Lingering => {
                 response(503, "Service Unavailable", "lingering after SIGTERM\n", head_only)
@@ -384,8 +410,12 @@ pub(crate) fn reply(head: &[u8], readiness: &mut impl FnMut() -> Readiness) -> V
 }
 
 fn response(code: u16, reason: &str, body: &str, head_only: bool) -> Vec<u8> {
+    response_typed(code, reason, "text/plain", body, head_only)
+}
+
+fn response_typed(code: u16, reason: &str, ctype: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if code == 405 {

@@ -11,5 +11,6 @@ pub mod health;
 pub mod init;
 pub mod linger;
 pub mod manager;
+pub mod metrics;
 pub mod reaper;
 pub mod systemd;

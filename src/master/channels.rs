@@ -177,6 +177,7 @@ impl Master {
             if let Err(e) = ch.queue(&msg, fds) {
                 return self.close_channel(slot, Some(e));
             }
+            self.counters.frames_sent += 1;
             // Flushed at the end of this service_channel turn or the next.
             match ch.flush() {
                 Ok(_) => {}

@@ -55,6 +55,7 @@ impl Master {
         let bound = self.sockets.len();
         let listen = matches!(msg, Message::Listen { .. });
         let started = Instant::now();
+        self.counters.frames_received += 1;
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
             // The socket, its board and its bell.
@@ -120,6 +121,7 @@ impl Master {
                             return;
                         }
                         Err(e) => {
+                            self.counters.listen_errors += 1;
                             // A worker can make the master refuse it as
                             // fast as it writes: a few lines a second, then
                             // the count.

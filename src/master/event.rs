@@ -120,6 +120,12 @@ pub enum Event {
         status: ExitStatus,
         /// True if it was asked to leave (disconnect), false if it died.
         exited_after_disconnect: bool,
+        /// The connections it accepted on shared sockets, as their accept
+        /// boards counted them ([`Balance::Even`](crate::Balance::Even)).
+        accepted_connections: u64,
+        /// Its user plus system CPU time, read just before it was reaped
+        /// (`None` if it could not be).
+        cpu_time: Option<Duration>,
     },
     /// A worker wrote to a piped stdout or stderr
     /// ([`Output::Piped`](super::Output::Piped)).
@@ -166,6 +172,17 @@ pub enum Event {
     /// From a [`Supervisor`](crate::Supervisor): a rolling restart replaced
     /// every worker it set out to replace.
     RollComplete,
+    /// From a [`Supervisor`](crate::Supervisor): a worker past one of
+    /// [`Policy`](crate::Policy)'s recycling limits is being replaced: its
+    /// replacement is ready, and it was asked to leave.
+    Recycled {
+        /// The worker replaced.
+        id: WorkerId,
+        /// The worker in its place.
+        by: WorkerId,
+        /// Which limit it passed.
+        why: crate::supervisor::Recycle,
+    },
     /// From a [`Supervisor`](crate::Supervisor): a rolling restart stopped,
     /// the new worker did not come up. The old
     /// workers that were not replaced yet keep serving.
@@ -225,6 +242,23 @@ pub struct WorkerStatus {
     pub rss_bytes: Option<u64>,
     /// User plus system CPU time, from `/proc/PID/stat`.
     pub cpu_time: Option<Duration>,
+    /// Connections it accepted on shared sockets, as their accept boards
+    /// count them ([`Balance::Even`](crate::Balance::Even), the default; a
+    /// listener balanced otherwise is not counted).
+    pub accepted_connections: u64,
+    /// Of those, the ones still open on the sockets it listens on.
+    pub open_connections: u64,
+}
+
+/// What the master counted since it started ([`Master::counters`](super::Master::counters)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MasterCounters {
+    /// Frames read from workers' channels.
+    pub frames_received: u64,
+    /// Frames queued to workers' channels.
+    pub frames_sent: u64,
+    /// Listens the master refused (each one's error went to its worker).
+    pub listen_errors: u64,
 }
 
 /// A listening socket the master shares, as long as some worker holds it

@@ -115,7 +115,9 @@ use dispatch::LogLimit;
 use registry::{FdLimits, SocketRegistry};
 use token::Source;
 
-pub use event::{Event, ExitStatus, OutputStream, SocketId, State, WorkerInfo, WorkerStatus};
+pub use event::{
+    Event, ExitStatus, MasterCounters, OutputStream, SocketId, State, WorkerInfo, WorkerStatus,
+};
 pub use settings::{started_program, Heartbeat, Output, Settings, MASTER_DEATH_SIGNAL};
 pub use upgrade::{Upgrade, UpgradeOptions, UpgradeOutcome, DEFAULT_UPGRADE_TIMEOUT, ENV_UPGRADE};
 
@@ -200,6 +202,8 @@ pub struct Master {
     reaper: Option<crate::host::reaper::Reaper>,
     /// In the new master of a hot upgrade: what the old one handed over.
     handover: Option<handover::Handover>,
+    /// Frames and refusals counted since the start.
+    counters: MasterCounters,
 }
 
 impl Master {
@@ -272,6 +276,7 @@ impl Master {
             fd_starved: Vec::new(),
             reaper,
             handover: None,
+            counters: MasterCounters::default(),
         };
         if let Some(plan) = plan {
             let handover = plan.take(&mut master.sockets).map_err(|why| {
@@ -339,6 +344,7 @@ impl Master {
         }
         if let Some(ch) = self.workers[slot].channel.as_mut() {
             ch.queue(&Message::Disconnect, Vec::new())?;
+            self.counters.frames_sent += 1;
         }
         self.service_channel(slot);
         Ok(())
@@ -393,6 +399,17 @@ impl Master {
         self.sockets.handles_of(id).into_iter().map(SocketId).collect()
     }
 
+    /// How many connections worker `id` accepted on shared sockets, as
+    /// their accept boards count them (0 for a worker it does not know).
+    pub fn accepted_connections(&self, id: WorkerId) -> u64 {
+        self.sockets.connections_of(id).0
+    }
+
+    /// Frames read and sent, and listens refused, since the master started.
+    pub fn counters(&self) -> MasterCounters {
+        self.counters
+    }
+
     /// Every live worker's id, pid, state, start time, last heartbeat, RSS
     /// and CPU time, by id ([`WorkerStatus::restarts`] is a
     /// [`Supervisor`](crate::Supervisor)'s: see its `status`).
@@ -404,6 +421,7 @@ impl Master {
             .iter()
             .map(|(_, w)| {
                 let usage = crate::sys::procfs::usage(w.info.pid);
+                let (accepted, open) = self.sockets.connections_of(w.info.id);
                 WorkerStatus {
                     id: w.info.id,
                     pid: w.info.pid,
@@ -415,6 +433,8 @@ impl Master {
                     last_heartbeat: w.last_heartbeat.map(|t| now.duration_since(t)),
                     rss_bytes: usage.map(|u| u.0),
                     cpu_time: usage.map(|u| u.1),
+                    accepted_connections: accepted,
+                    open_connections: open,
                 }
             })
             .collect();
@@ -458,6 +478,7 @@ impl Master {
             ));
         }
         ch.queue(&Message::User { payload: payload.to_vec() }, fds)?;
+        self.counters.frames_sent += 1;
         self.service_channel(slot);
         Ok(())
     }

@@ -139,7 +139,12 @@ impl Master {
         // elsewhere (SIGCHLD ignored, a PID 1 reaping everything), its status
         // is lost but its exit is still reported. Reaped by its pidfd, never
         // by its pid: a pid freed by the kernel may be another process's.
-        let status = match sys::process::pidfd_reap(self.workers[slot].pidfd.as_fd()) {
+        // Its CPU time, while it is a zombie of ours (its pid cannot be
+        // another process's yet); kept only if it is reaped here.
+        let cpu_time = sys::procfs::cpu_time(self.workers[slot].info.pid);
+        let reaped = sys::process::pidfd_reap(self.workers[slot].pidfd.as_fd());
+        let cpu_time = cpu_time.filter(|_| matches!(reaped, Ok(Some(_))));
+        let status = match reaped {
             Ok(Some(sys::process::Reaped::Code(c))) => ExitStatus::Code(c),
             Ok(Some(sys::process::Reaped::Signal(s))) => ExitStatus::Signal(s),
             Ok(None) => return,
@@ -149,12 +154,12 @@ impl Master {
                 ExitStatus::Unknown
             }
         };
-        self.retire(slot, status);
+        self.retire(slot, status, cpu_time);
     }
 
     /// Worker `slot` has exited with `status`: what it sent and wrote before
     /// is delivered, then its disconnect and exit, and its entry goes.
-    pub(super) fn retire(&mut self, slot: usize, status: ExitStatus) {
+    pub(super) fn retire(&mut self, slot: usize, status: ExitStatus, cpu_time: Option<Duration>) {
         // Deliver whatever it sent and wrote before dying, then its disconnect.
         // It is dead already: nothing it says now makes it a roll's new
         // worker or earns it a socket.
@@ -172,12 +177,14 @@ impl Master {
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;
         log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);
-        self.sockets.worker_exited(w.info.id);
+        let accepted_connections = self.sockets.worker_exited(w.info.id);
         self.queue.push_back(Event::Exit {
             id: w.info.id,
             pid: w.info.pid,
             status,
             exited_after_disconnect: w.info.exited_after_disconnect,
+            accepted_connections,
+            cpu_time,
         });
         if w.forced && self.disconnecting_all {
             self.forced += 1;

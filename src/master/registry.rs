@@ -131,6 +131,8 @@ pub(crate) struct SocketRegistry {
     /// The system's listening Unix sockets, read for `unix:PATH` listens
     /// that find a socket file in their way.
     unix_listeners: UnixListeners,
+    /// What each live worker accepted on seats it no longer has.
+    accepted_left: HashMap<WorkerId, u64>,
 }
 
 /// A socket kept open ([`SocketRegistry::keep`]) after worker `from` left
@@ -245,7 +247,10 @@ impl SocketRegistry {
             }
         }
         if let Some(b) = h.board.as_mut() {
-            b.leave(worker, closed);
+            let accepted = b.leave(worker, closed);
+            if accepted > 0 {
+                *self.accepted_left.entry(worker).or_default() += accepted;
+            }
         }
         if h.workers.is_empty() && h.pins == 0 {
             self.drop_handle(slot);
@@ -359,13 +364,27 @@ impl SocketRegistry {
         }
     }
 
-    /// `worker` exited: the seats it left are free for others.
-    pub(crate) fn worker_exited(&mut self, worker: WorkerId) {
+    /// `worker` exited: the seats it left are free for others. Returns how
+    /// many connections it accepted in all, as its seats counted them.
+    pub(crate) fn worker_exited(&mut self, worker: WorkerId) -> u64 {
+        let mut accepted = self.accepted_left.remove(&worker).unwrap_or(0);
         for (_, h) in self.handles.iter_mut() {
             if let Some(b) = h.board.as_mut() {
-                b.exited(worker);
+                accepted += b.exited(worker);
             }
         }
+        accepted
+    }
+
+    /// How many connections `worker` accepted so far, and how many of
+    /// those on the seats it still holds are open, as the accept boards
+    /// count them.
+    pub(crate) fn connections_of(&self, worker: WorkerId) -> (u64, u64) {
+        let left = self.accepted_left.get(&worker).copied().unwrap_or(0);
+        self.handles.iter().filter_map(|(_, h)| h.board.as_ref()).fold((left, 0), |(a, o), b| {
+            let (accepted, open) = b.counts(worker);
+            (a + accepted, o + open)
+        })
     }
 
     /// Records the descriptors open now (number and identity) as the ones

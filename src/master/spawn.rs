@@ -247,7 +247,7 @@ impl Master {
     #[cfg(feature = "fuzzing")]
     pub fn fuzz_detach(&mut self, id: WorkerId) {
         if let Some(&slot) = self.ids.get(&id) {
-            self.retire(slot, crate::ExitStatus::Unknown);
+            self.retire(slot, crate::ExitStatus::Unknown, None);
         }
     }
 

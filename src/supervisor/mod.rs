@@ -47,6 +47,7 @@
 //! call [`Supervisor::process`] after every wait, in place of the master's
 //! (see the [master's docs](crate::master)).
 
+mod metrics;
 mod policy;
 mod rules;
 #[cfg(test)]
@@ -61,6 +62,9 @@ use crate::master::{Event, Master, SocketId, WorkerInfo, WorkerStatus};
 use crate::{Signal, WorkerId};
 use rules::{Pool, Rules};
 
+pub use metrics::{
+    ExitCounts, Metrics, Outcomes, Recycle, RecycleCounts, SlotMetrics, WorkerCounts,
+};
 pub use policy::{Policy, QUICK_DEATH, READY_BACKOFF_MAX, STANDARD_SIGNALS};
 
 /// Keeps a pool of workers on a [`Master`]. See the [module docs](self).
@@ -275,5 +279,14 @@ impl Pool for Master {
 
     fn sockets(&self, id: WorkerId) -> Vec<SocketId> {
         self.sockets_of(id)
+    }
+
+    fn accepted(&self, id: WorkerId) -> u64 {
+        self.accepted_connections(id)
+    }
+
+    fn rss(&self, id: WorkerId) -> Option<u64> {
+        let pid = Master::worker(self, id)?.pid;
+        crate::sys::procfs::usage(pid).map(|u| u.0)
     }
 }

@@ -71,6 +71,21 @@ pub struct Policy {
     /// during a rolling restart before the roll is abandoned (default:
     /// 30 s).
     pub start_timeout: Duration,
+    /// Recycle a worker once it has accepted this many connections (plus
+    /// its jitter), as its accept boards count them: it is replaced as a
+    /// rolling restart replaces one, the new worker ready first (gunicorn's
+    /// `max_requests`). `None` (the default) or 0: never.
+    pub max_worker_connections: Option<u64>,
+    /// Each worker's limit is `max_worker_connections` plus a number drawn
+    /// for it from 0 to this (gunicorn's `max_requests_jitter`), so that
+    /// workers started together are not recycled together (default: 0).
+    pub max_worker_connections_jitter: u64,
+    /// Recycle a worker whose resident memory stayed above this many bytes
+    /// for three checks in a row, one a second (PM2's
+    /// `max_memory_restart`). A limit that a worker already passes as soon
+    /// as it is ready is logged once, with both numbers, and recycling on
+    /// memory is off from then on. `None` (the default): never.
+    pub max_worker_rss: Option<u64>,
 }
 
 impl Default for Policy {
@@ -83,6 +98,9 @@ impl Default for Policy {
             crash_window: Duration::from_secs(5),
             crash_limit: 5,
             start_timeout: Duration::from_secs(30),
+            max_worker_connections: None,
+            max_worker_connections_jitter: 0,
+            max_worker_rss: None,
         }
     }
 }

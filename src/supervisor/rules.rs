@@ -13,6 +13,7 @@ use crate::master::{Event, ExitStatus, Heartbeat, SocketId, WorkerInfo};
 use crate::{Signal, WorkerId};
 use roll::Roll;
 
+pub(crate) mod recycle;
 mod roll;
 
 /// What the rules need of a master: its public API, nothing more.
@@ -34,6 +35,10 @@ pub(crate) trait Pool {
     fn keep_sockets(&mut self, id: WorkerId, longest: Option<Duration>);
     /// Close every socket kept for a worker to come.
     fn release_kept(&mut self);
+    /// How many connections a worker accepted (its accept boards' count).
+    fn accepted(&self, id: WorkerId) -> u64;
+    /// A worker's resident memory in bytes, if it can be read.
+    fn rss(&self, id: WorkerId) -> Option<u64>;
     /// A live worker.
     fn worker(&self, id: WorkerId) -> Option<WorkerInfo>;
     /// Every live worker.
@@ -56,6 +61,10 @@ pub(crate) struct Seat {
     pub(crate) start_at: Option<Instant>,
     /// The environment every worker of this seat is forked with.
     env: Vec<(OsString, OsString)>,
+    /// What the seat's workers that exited accepted, and their CPU time:
+    /// its counters go on across its workers.
+    pub(crate) accepted_before: u64,
+    pub(crate) cpu_before: Duration,
 }
 
 /// What to do when a seat's worker died.
@@ -101,8 +110,18 @@ fn backoff(initial: Duration, deaths: u32, max: Duration) -> Duration {
 
 /// What the rules remember of one live worker.
 #[derive(Debug)]
-struct Life {
+pub(crate) struct Life {
     seat: Option<usize>,
+    /// The seat it counts for in the metrics: the one it filled last (kept
+    /// while it leaves, so the seat's counters never go back).
+    pub(crate) slot: Option<usize>,
+    /// It is recycled once it accepted this many connections.
+    conn_limit: Option<u64>,
+    /// Memory checks in a row it was over the limit, and checks in all.
+    rss_over: u32,
+    rss_checks: u32,
+    /// It was replaced by recycling.
+    recycled: bool,
     /// The environment it was forked with (beyond the settings'): a worker
     /// that replaces it gets the same.
     env: Vec<(OsString, OsString)>,
@@ -132,6 +151,11 @@ impl Life {
     fn new(seat: Option<usize>, env: Vec<(OsString, OsString)>, now: Instant) -> Life {
         Life {
             seat,
+            slot: seat,
+            conn_limit: None,
+            rss_over: 0,
+            rss_checks: 0,
+            recycled: false,
             env,
             started: now,
             ready_at: None,
@@ -163,8 +187,21 @@ pub(crate) struct Rules {
     /// The deadline as of the last [`fire`](Rules::fire).
     due: Option<Instant>,
     /// What the rules report: `CrashLoop`, `Unresponsive`, `RollComplete`,
-    /// `RollFailed`.
+    /// `RollFailed`, `Recycled`.
     pub(crate) events: VecDeque<Event>,
+    /// What the rules counted, for the metrics.
+    pub(crate) tally: Tally,
+    /// Recycling: when to check next, and what holds it back.
+    pub(crate) recycling: recycle::Recycling,
+}
+
+/// Counts the supervisor keeps for [`Metrics`](super::Metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) exits: super::metrics::ExitCounts,
+    pub(crate) rolls: super::metrics::Outcomes,
+    pub(crate) crash_loops: u64,
+    pub(crate) recycled: super::metrics::RecycleCounts,
 }
 
 impl Rules {
@@ -179,6 +216,8 @@ impl Rules {
             resumed_at: now,
             due: None,
             events: VecDeque::new(),
+            tally: Tally::default(),
+            recycling: recycle::Recycling::new(now),
         }
     }
 
@@ -186,6 +225,11 @@ impl Rules {
     pub(crate) fn restarts(&self, id: WorkerId) -> Option<u32> {
         let ix = self.lives.get(&id)?.seat?;
         self.seats.get(ix).map(|s| s.restarts)
+    }
+
+    /// The seat worker `id` counts for in the metrics.
+    pub(crate) fn slot_of(&self, id: WorkerId) -> Option<usize> {
+        self.lives.get(&id)?.slot
     }
 
     /// Starts a worker, in `seat` if any.
@@ -200,7 +244,9 @@ impl Rules {
         if seat.is_some() && self.policy.respawn {
             pool.keep_sockets(id, Some(self.policy.keep_sockets_for()));
         }
-        self.lives.insert(id, Life::new(seat, env, now));
+        let mut life = Life::new(seat, env, now);
+        life.conn_limit = self.connection_limit(id);
+        self.lives.insert(id, life);
         Ok(id)
     }
 
@@ -344,7 +390,22 @@ impl Rules {
                     life.leaving = true;
                 }
             }
-            Event::Exit { id, status, exited_after_disconnect, .. } => {
+            Event::Exit {
+                id,
+                status,
+                exited_after_disconnect,
+                accepted_connections,
+                cpu_time,
+                ..
+            } => {
+                let life = self.lives.get(&id).map(|l| (l.recycled, l.unresponsive, l.slot));
+                if let Some((recycled, unresponsive, slot)) = life {
+                    self.count_exit(recycled, unresponsive, status);
+                    if let Some(seat) = slot.and_then(|s| self.seats.get_mut(s)) {
+                        seat.accepted_before += accepted_connections;
+                        seat.cpu_before += cpu_time.unwrap_or_default();
+                    }
+                }
                 self.on_exit(pool, id, status, exited_after_disconnect, now)
             }
             _ => {}
@@ -434,6 +495,7 @@ impl Rules {
                          row; no more respawns"
                     );
                     self.give_up(pool);
+                    self.tally.crash_loops += 1;
                     self.events.push_back(Event::CrashLoop { id, crashes, status });
                     return;
                 }
@@ -470,7 +532,8 @@ impl Rules {
                 crate::deadline::after(heard, hb.timeout.saturating_add(Duration::from_millis(1)))
             })
         });
-        step.into_iter().chain(starts).chain(kills).chain(silences).min()
+        let recycle = self.recycle_deadline();
+        step.into_iter().chain(starts).chain(kills).chain(silences).chain(recycle).min()
     }
 
     /// Does what is due at `now`: a roll's step out of time, workers silent
@@ -488,6 +551,7 @@ impl Rules {
             }
         }
         self.check_heartbeats(pool, now);
+        self.check_recycling(pool, now);
         if !(pool.is_shutting_down() || self.stopped) {
             let due: Vec<usize> = (0..self.seats.len())
                 .filter(|&i| {

@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant};
 
+mod recycle;
+
 use super::policy::{Policy, QUICK_DEATH, READY_BACKOFF_MAX};
 use super::rules::{Pool, Rules, Seat, Verdict};
 use crate::listen::Address;
@@ -26,6 +28,9 @@ struct FakePool {
     shutting_down: bool,
     fail_forks: bool,
     calls: Vec<String>,
+    /// What each worker accepted, and its resident memory.
+    accepted: BTreeMap<WorkerId, u64>,
+    rss: BTreeMap<WorkerId, u64>,
 }
 
 impl Pool for FakePool {
@@ -83,6 +88,12 @@ impl Pool for FakePool {
     }
     fn sockets(&self, id: WorkerId) -> Vec<SocketId> {
         self.workers.get(&id).map(|w| w.1.clone()).unwrap_or_default()
+    }
+    fn accepted(&self, id: WorkerId) -> u64 {
+        self.accepted.get(&id).copied().unwrap_or(0)
+    }
+    fn rss(&self, id: WorkerId) -> Option<u64> {
+        self.workers.contains_key(&id).then(|| self.rss.get(&id).copied().unwrap_or(0))
     }
 }
 
@@ -152,6 +163,8 @@ impl Sim {
             pid: info.pid,
             status,
             exited_after_disconnect: info.exited_after_disconnect,
+            accepted_connections: self.pool.accepted.get(&id).copied().unwrap_or(0),
+            cpu_time: Some(MS),
         });
     }
 

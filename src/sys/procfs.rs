@@ -10,6 +10,12 @@ pub(crate) fn usage(pid: u32) -> Option<(u64, Duration)> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some((rss_kb * 1024, cpu_time(pid)?))
+}
+
+/// CPU time (user + system) of `pid`, or `None` if it is gone. A zombie
+/// (exited, not yet reaped) still has it.
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold
     // spaces: state is field 3, utime and stime are fields 14 and 15.
@@ -19,8 +25,7 @@ pub(crate) fn usage(pid: u32) -> Option<(u64, Duration)> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let ticks =
         nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    let cpu = Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64);
-    Some((rss_kb * 1024, cpu))
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64))
 }
 
 /// A scan of `/proc/net/unix` that took `T` is reused for

@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -93,6 +93,14 @@ impl SharedPage {
         // lives as long as `self`; AtomicU32 has the layout of u32, and every
         // process touches the memory only through atomics.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+
+    /// The page as `u64` atomics (word `i` here is `u32` words `2i` and
+    /// `2i + 1`).
+    pub(crate) fn words64(&self) -> &[AtomicU64] {
+        // SAFETY: as for `words`; a page-aligned mapping is 8-byte aligned,
+        // `words / 2` u64s fit in it, and AtomicU64 has the layout of u64.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU64>(), self.words / 2) }
     }
 }
 

@@ -117,6 +117,7 @@ impl Parts {
             health: self.health,
             linger: self.linger,
             upgrade: None,
+            upgrades: Default::default(),
             upgrade_timeout: self.upgrade_timeout,
             handed_over: None,
             old_master: None,

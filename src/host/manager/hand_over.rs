@@ -64,6 +64,10 @@ impl Manager {
         let Some(outcome) = up.process(&mut self.master) else { return Ok(()) };
         let mut up = self.upgrade.take().expect("an upgrade under way");
         self.poll.registry().deregister(&mut up)?;
+        match outcome {
+            UpgradeOutcome::Ready { .. } => self.upgrades.succeeded += 1,
+            UpgradeOutcome::Failed { .. } => self.upgrades.failed += 1,
+        }
         if let UpgradeOutcome::Ready { pid } = outcome {
             // Under systemd the unit's main process is the new one before
             // this one drains; the new one notifies from then on.
@@ -86,6 +90,7 @@ impl Manager {
         if let Some(mut up) = self.upgrade.take() {
             let _ = self.poll.registry().deregister(&mut up);
             up.cancel(&mut self.master);
+            self.upgrades.failed += 1;
         }
     }
 
@@ -134,9 +139,13 @@ impl Manager {
                 Err(e) => {
                     log::error!("upgrade failed: watching the new master: {e}");
                     up.cancel(&mut self.master);
+                    self.upgrades.failed += 1;
                 }
             },
-            Err(e) => log::error!("upgrade failed: {e}; this master keeps serving"),
+            Err(e) => {
+                log::error!("upgrade failed: {e}; this master keeps serving");
+                self.upgrades.failed += 1;
+            }
         }
         Ok(())
     }

@@ -84,6 +84,7 @@ use super::linger::Linger;
 use super::reaper;
 use super::systemd::Service;
 use crate::master::{Upgrade, DEFAULT_UPGRADE_TIMEOUT};
+use crate::supervisor::{Metrics, Outcomes};
 use crate::{Address, Event, ExitStatus, Master, Policy, Signal, Supervisor};
 
 /// A worker's exit code when it cannot listen (a port in use, a bad
@@ -93,8 +94,8 @@ pub const EXIT_CANNOT_LISTEN: i32 = 78;
 
 pub use builder::Builder;
 use builder::Parts;
-use status::readiness;
 pub use status::status_table;
+use status::{readiness, Probe};
 
 /// The name the health listener's socket is handed over under.
 const HEALTH_FD: &str = "health";
@@ -142,6 +143,8 @@ pub struct Manager {
     linger: Linger,
     /// A hot upgrade under way (`SIGUSR2`).
     upgrade: Option<Upgrade>,
+    /// Hot upgrades, by result.
+    upgrades: Outcomes,
     upgrade_timeout: Duration,
     /// The new master this one handed over to: it only drains now.
     handed_over: Option<u32>,
@@ -308,17 +311,13 @@ impl Manager {
         }
         self.supervisor.process(&mut self.master)?;
         if let Some(h) = self.health.as_mut().filter(|_| !self.master.is_upgrading()) {
-            let (master, supervisor, linger, stale) =
-                (&self.master, &self.supervisor, &self.linger, self.stale);
-            // After a hand-over, what this master still answers (probes it
-            // had accepted) is the new one's word: it said it was ready.
-            let handed_over = self.handed_over.is_some();
-            h.process(|| {
-                if handed_over {
-                    Readiness::Ready
-                } else {
-                    readiness(master, supervisor, linger, stale)
-                }
+            h.process(Probe {
+                master: &self.master,
+                supervisor: &self.supervisor,
+                linger: &self.linger,
+                stale: self.stale,
+                handed_over: self.handed_over.is_some(),
+                upgrades: self.upgrades,
             })?;
         }
         if self.linger.due(Instant::now()) && !self.master.is_shutting_down() {
@@ -340,6 +339,8 @@ impl Manager {
             self.on_event(&event)?;
             self.queue.push_back(ManagerEvent::Master(event));
         }
+        // No worker is recycled while a new master takes over.
+        self.supervisor.hold_recycling(self.upgrade.is_some() || self.handed_over.is_some());
         // STATUS= if the pool changed; WATCHDOG=1 from this loop, while the
         // pool can serve.
         self.service.tick(&self.master);
@@ -381,6 +382,14 @@ impl Manager {
         self.health.as_ref().map(Health::local_addr)
     }
 
+    /// The pool's numbers now, hot upgrades included: what `/metrics`
+    /// serves ([`Supervisor::metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.supervisor.metrics(&self.master);
+        m.upgrades = self.upgrades;
+        m
+    }
+
     /// What `/ready` says now ([`Readiness`]).
     pub fn readiness(&self) -> Readiness {
         readiness(&self.master, &self.supervisor, &self.linger, self.stale)
@@ -406,7 +415,7 @@ impl Manager {
             {
                 self.give_up(&format!("worker {id} cannot listen"))?;
             }
-            Event::Exit { id, pid, status, exited_after_disconnect } => {
+            Event::Exit { id, pid, status, exited_after_disconnect, .. } => {
                 let how = if *exited_after_disconnect { "left" } else { "died" };
                 log::info!("worker {id} (pid {pid}) {how}: {status}");
             }
@@ -459,6 +468,9 @@ impl Manager {
             }
             Event::RollFailed { id, reason } => {
                 log::error!("rolling restart stopped at worker {id}: {reason}");
+            }
+            Event::Recycled { id, by, why } => {
+                log::info!("worker {id} recycled ({why}); worker {by} in its place");
             }
             Event::AllDisconnected { forced } => {
                 if *forced > 0 {

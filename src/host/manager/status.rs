@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::host::health::Readiness;
+use crate::host::health::{Answers, Readiness};
 use crate::host::linger::Linger;
 use crate::{Master, State, Supervisor, WorkerId, WorkerStatus};
 
@@ -39,6 +39,33 @@ pub(super) fn readiness(
         })
         .count();
     Readiness::of_pool(ready, supervisor.target())
+}
+
+/// What the health listener asks the manager.
+pub(super) struct Probe<'a> {
+    pub master: &'a Master,
+    pub supervisor: &'a Supervisor,
+    pub linger: &'a Linger,
+    pub stale: Option<Duration>,
+    /// After a hand-over, what this master still answers (probes it had
+    /// accepted) is the new one's word: it said it was ready.
+    pub handed_over: bool,
+    pub upgrades: crate::supervisor::Outcomes,
+}
+
+impl Answers for Probe<'_> {
+    fn readiness(&mut self) -> Readiness {
+        if self.handed_over {
+            return Readiness::Ready;
+        }
+        readiness(self.master, self.supervisor, self.linger, self.stale)
+    }
+
+    fn metrics(&mut self) -> Option<String> {
+        let mut m = self.supervisor.metrics(self.master);
+        m.upgrades = self.upgrades;
+        Some(crate::host::metrics::render(&m))
+    }
 }
 
 /// The `SIGUSR1` table: one row per worker (id, pid, generation, state,

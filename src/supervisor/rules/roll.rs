@@ -7,11 +7,19 @@ use std::time::Instant;
 
 use super::{Pool, Rules};
 use crate::master::{Event, SocketId, State, WorkerInfo};
+use crate::supervisor::Recycle;
+
+/// The longest a worker recycled on connections keeps serving, once its
+/// replacement is ready, to reach its limit.
+pub(super) const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::WorkerId;
 
 pub(super) struct Roll {
     pub(super) pending: VecDeque<WorkerId>,
     pub(super) step: Option<Step>,
+    /// A roll of one worker that recycling replaces, and why: it ends with
+    /// [`Event::Recycled`] instead of [`Event::RollComplete`].
+    pub(super) recycle: Option<Recycle>,
 }
 
 /// One worker of a roll being replaced.
@@ -27,28 +35,63 @@ pub(super) struct Step {
     /// master does not share): the new one must too.
     listened: bool,
     pub(super) deadline: Instant,
+    /// When it started, and when the new worker was ready while the old
+    /// one had not yet reached the connection count it is recycled at.
+    started: Instant,
+    pub(super) waiting_since: Option<Instant>,
 }
 
 impl Rules {
     /// Replaces every live worker, one at a time.
+    /// A recycling under way becomes the roll's first step.
     pub(crate) fn rolling_restart(&mut self, pool: &mut impl Pool, now: Instant) -> io::Result<()> {
-        if self.roll.is_some() {
+        if self.roll.as_ref().is_some_and(|r| r.recycle.is_none()) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "a rolling restart is in progress",
             ));
         }
+        let busy: Vec<WorkerId> = self
+            .roll
+            .iter()
+            .flat_map(|r| {
+                r.step.iter().flat_map(|s| [s.old, s.new]).chain(r.pending.iter().copied())
+            })
+            .collect();
         let mut pending: Vec<WorkerId> = pool
             .live()
             .into_iter()
             .filter(|w| staying(w) && !self.lives.get(&w.id).is_some_and(|l| l.leaving))
             .map(|w| w.id)
+            .filter(|id| !busy.contains(id))
             .collect();
         pending.sort_unstable();
+        if let Some(roll) = self.roll.as_mut() {
+            log::info!(
+                "rolling restart of {} more workers after the one being recycled",
+                pending.len()
+            );
+            roll.recycle = None;
+            roll.pending.extend(pending);
+            return Ok(());
+        }
         log::info!("rolling restart of {} workers", pending.len());
-        self.roll = Some(Roll { pending: pending.into(), step: None });
+        self.roll = Some(Roll { pending: pending.into(), step: None, recycle: None });
         self.roll_next(pool, now);
         Ok(())
+    }
+
+    /// Replaces worker `old` as a roll of one would, for `why`.
+    pub(super) fn recycle(
+        &mut self,
+        pool: &mut impl Pool,
+        old: WorkerId,
+        why: Recycle,
+        now: Instant,
+    ) {
+        log::info!("recycling worker {old}: {why}");
+        self.roll = Some(Roll { pending: [old].into(), step: None, recycle: Some(why) });
+        self.roll_next(pool, now);
     }
 
     /// Starts the next step of the roll, or ends it.
@@ -56,9 +99,12 @@ impl Rules {
         loop {
             let Some(roll) = self.roll.as_mut() else { return };
             let Some(old) = roll.pending.pop_front() else {
-                self.roll = None;
-                log::info!("rolling restart complete");
-                self.events.push_back(Event::RollComplete);
+                let recycled = self.roll.take().and_then(|r| r.recycle).is_some();
+                if !recycled {
+                    log::info!("rolling restart complete");
+                    self.tally.rolls.succeeded += 1;
+                    self.events.push_back(Event::RollComplete);
+                }
                 return;
             };
             let Some(info) = pool.worker(old).filter(staying) else { continue };
@@ -74,8 +120,17 @@ impl Rules {
                 Ok(new) => {
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
                     if let Some(roll) = self.roll.as_mut() {
-                        roll.step =
-                            Some(Step { old, new, seat, sockets, acked, listened, deadline });
+                        roll.step = Some(Step {
+                            old,
+                            new,
+                            seat,
+                            sockets,
+                            acked,
+                            listened,
+                            deadline,
+                            started: now,
+                            waiting_since: None,
+                        });
                     }
                 }
                 Err(e) => self.fail_roll(pool, format!("cannot start a new worker: {e}"), now),
@@ -105,7 +160,28 @@ impl Rules {
         if !ready {
             return;
         }
+        // Recycled on connections: the replacement was started ahead of
+        // the limit, so the old worker serves until it reaches it (or for
+        // at most [`LIMIT_WAIT`] more).
+        let old = step.old;
+        if let Some(Recycle::Connections { limit, .. }) = self.roll.as_ref().and_then(|r| r.recycle)
+        {
+            let since = *self
+                .roll
+                .as_mut()
+                .and_then(|r| r.step.as_mut())
+                .expect("checked above")
+                .waiting_since
+                .get_or_insert(now);
+            if pool.accepted(old) < limit && now.saturating_duration_since(since) < LIMIT_WAIT {
+                return;
+            }
+        }
         let step = self.roll.as_mut().and_then(|r| r.step.take()).expect("checked above");
+        if self.roll.as_ref().is_some_and(|r| r.recycle.is_some()) {
+            let took = step.waiting_since.unwrap_or(now).saturating_duration_since(step.started);
+            self.recycling.started_in(took);
+        }
         match step.seat {
             Some(ix) if ix >= self.seats.len() => {
                 // The target shrank while this step ran: the old worker's
@@ -120,6 +196,7 @@ impl Rules {
             Some(ix) => {
                 if let Some(life) = self.lives.get_mut(&step.new) {
                     life.seat = Some(ix);
+                    life.slot = Some(ix);
                 }
                 let seat = &mut self.seats[ix];
                 seat.worker = Some(step.new);
@@ -131,11 +208,26 @@ impl Rules {
             }
             None => {}
         }
+        let recycle = self.roll.as_ref().and_then(|r| r.recycle);
         log::info!(
-            "rolling restart: worker {} is ready; disconnecting worker {}",
+            "{}: worker {} is ready; disconnecting worker {}",
+            if recycle.is_some() { "recycling" } else { "rolling restart" },
             step.new,
             step.old
         );
+        if let Some(mut why) = recycle {
+            if let Recycle::Connections { accepted, .. } = &mut why {
+                *accepted = pool.accepted(step.old);
+            }
+            if let Some(life) = self.lives.get_mut(&step.old) {
+                life.recycled = true;
+            }
+            match why {
+                Recycle::Connections { .. } => self.tally.recycled.connections += 1,
+                Recycle::Memory { .. } => self.tally.recycled.memory += 1,
+            }
+            self.events.push_back(Event::Recycled { id: step.old, by: step.new, why });
+        }
         if let Err(e) = self.retire(pool, step.old) {
             log::error!("rolling restart: disconnecting worker {}: {e}", step.old);
         }
@@ -145,7 +237,6 @@ impl Rules {
     pub(super) fn fail_roll(&mut self, pool: &impl Pool, reason: String, now: Instant) {
         let Some(roll) = self.roll.take() else { return };
         let Some(step) = roll.step else { return };
-        log::error!("rolling restart stopped: new worker {}: {reason}", step.new);
         // If the worker it was to replace died meanwhile, its seat is empty.
         if let Some(seat) = step.seat.and_then(|ix| self.seats.get_mut(ix)) {
             if seat.worker.is_none()
@@ -155,6 +246,22 @@ impl Rules {
                 seat.start_at.get_or_insert(now);
             }
         }
+        if let Some(why) = roll.recycle {
+            // The old worker keeps serving; recycling waits before it tries
+            // again, so a deploy that cannot start is not forked in a loop.
+            let wait = self.policy.backoff_max;
+            log::error!(
+                "recycling worker {} ({why}) stopped: new worker {}: {reason}; worker {} keeps \
+                 serving, and recycling waits {wait:?}",
+                step.old,
+                step.new,
+                step.old
+            );
+            self.recycling.hold(now, wait);
+            return;
+        }
+        log::error!("rolling restart stopped: new worker {}: {reason}", step.new);
+        self.tally.rolls.failed += 1;
         self.events.push_back(Event::RollFailed { id: step.new, reason });
     }
 }
