@@ -82,8 +82,9 @@ pub struct Policy {
     pub max_worker_connections_jitter: u64,
     /// Recycle a worker whose resident memory stayed above this many bytes
     /// for three checks in a row, one a second (PM2's
-    /// `max_memory_restart`). A limit that a worker already passes as soon
-    /// as it is ready is logged once, with both numbers, and recycling on
+    /// `max_memory_restart`). A limit that a fresh worker already passes
+    /// (the replacement of a worker recycled on memory is over it at its
+    /// first check) is logged once, with both numbers, and recycling on
     /// memory is off from then on. `None` (the default): never.
     pub max_worker_rss: Option<u64>,
 }

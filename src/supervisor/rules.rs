@@ -122,6 +122,8 @@ pub(crate) struct Life {
     rss_checks: u32,
     /// It was replaced by recycling.
     recycled: bool,
+    /// It replaces a worker recycled on memory.
+    memory_successor: bool,
     /// The environment it was forked with (beyond the settings'): a worker
     /// that replaces it gets the same.
     env: Vec<(OsString, OsString)>,
@@ -156,6 +158,7 @@ impl Life {
             rss_over: 0,
             rss_checks: 0,
             recycled: false,
+            memory_successor: false,
             env,
             started: now,
             ready_at: None,

@@ -10,7 +10,11 @@
 //! never while a roll runs (a `SIGHUP` roll takes a recycling under way as
 //! its first step), never during a shutdown, and not while the application
 //! holds it ([`Supervisor::hold_recycling`](crate::Supervisor::hold_recycling):
-//! the manager does during a hot upgrade).
+//! the manager does during a hot upgrade). A worker that replaces one
+//! recycled on memory and is over the limit at its first check shows that
+//! a fresh worker already passes it: that is logged once, with both
+//! numbers, and recycling on memory is off from then on, so no loop
+//! follows.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -149,10 +153,11 @@ impl Rules {
                 continue;
             }
             life.rss_over += 1;
-            if life.rss_checks == 1 && !self.recycling.rss_off {
+            if life.rss_checks == 1 && life.memory_successor && !self.recycling.rss_off {
                 log::warn!(
-                    "max_worker_rss is {} MiB, but worker {id} takes {} MiB as soon as it is \
-                     ready: recycling on memory would replace every worker; it is off",
+                    "max_worker_rss is {} MiB, but worker {id}, which replaced a worker over it, \
+                     takes {} MiB as soon as it is ready: recycling on memory would replace \
+                     every worker in turn; it is off",
                     limit >> 20,
                     rss >> 20
                 );

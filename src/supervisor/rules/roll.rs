@@ -118,6 +118,12 @@ impl Rules {
             let deadline = crate::deadline::after(now, self.policy.start_timeout);
             match self.start(pool, env, None, now) {
                 Ok(new) => {
+                    let recycle = self.roll.as_ref().and_then(|r| r.recycle);
+                    if let (Some(Recycle::Memory { .. }), Some(life)) =
+                        (recycle, self.lives.get_mut(&new))
+                    {
+                        life.memory_successor = true;
+                    }
                     log::info!("rolling restart: worker {new} is to replace worker {old}");
                     if let Some(roll) = self.roll.as_mut() {
                         roll.step = Some(Step {

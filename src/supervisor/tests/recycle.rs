@@ -95,9 +95,16 @@ fn memory_over_the_limit_for_three_checks_recycles_and_a_fresh_worker_over_it_tu
     assert_eq!(sim.calls(), ["disconnect 1"]);
     let events = sim.events();
     assert!(events[0].contains("Memory { rss: 157286400, limit: 104857600 }"), "{events:?}");
-    // A limit a fresh worker is over already: off, no loop.
+    // A limit a fresh worker is over already: the first one is recycled,
+    // its successor is over it at its first check: off, no loop.
     let mut sim = recycling(1, None, Some(100 * MIB));
     sim.pool.rss.insert(1, 150 * MIB);
+    sim.run_for(Duration::from_secs(4));
+    assert_eq!(sim.calls(), ["fork 2"]);
+    sim.pool.rss.insert(2, 150 * MIB);
+    sim.listen(2, 0);
+    assert_eq!(sim.calls(), ["disconnect 1"]);
+    sim.exit(1, ExitStatus::Code(0));
     sim.run_for(Duration::from_secs(30));
     assert!(sim.calls().is_empty());
     assert_eq!(sim.rules.deadline(), None, "no more memory checks");
