@@ -3,29 +3,30 @@
 use std::time::{Duration, Instant};
 
 /// Resident set size in bytes and CPU time (user + system) of `pid`, or
-/// `None` if the process is gone.
+/// `None` if the process is gone: one read of `/proc/PID/stat` (a few
+/// hundred bytes; `/proc/PID/status` costs the kernel several times more
+/// to format, which a scrape of many workers would pay for each).
 pub(crate) fn usage(pid: u32) -> Option<(u64, Duration)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    Some((rss_kb * 1024, cpu_time(pid)?))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime and stime are fields 14 and 15, rss
+    // (in pages) field 24.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let (utime, stime, rss) = (field(11)?, field(12)?, field(21)?);
+    let ticks =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    let page =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
+    let cpu = Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64);
+    Some((rss * page.max(1) as u64, cpu))
 }
 
 /// CPU time (user + system) of `pid`, or `None` if it is gone. A zombie
 /// (exited, not yet reaped) still has it.
 pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks =
-        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64))
+    usage(pid).map(|u| u.1)
 }
 
 /// A scan of `/proc/net/unix` that took `T` is reused for
@@ -155,6 +156,21 @@ mod tests {
         std::thread::sleep(t.reuse_for + Duration::from_millis(10));
         assert!(!t.listening(path));
         assert_eq!(t.reads(), 2);
+    }
+
+    #[test]
+    fn usage_reads_this_process_memory_and_cpu_from_one_file() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let (rss, _) = usage(std::process::id()).unwrap();
+        // The same pages counted two ways, a moment apart.
+        let (a, b) = (rss as f64, (vm_rss_kb * 1024) as f64);
+        assert!((a - b).abs() / b < 0.2, "stat {rss} status {}", vm_rss_kb * 1024);
+        assert!(usage(u32::MAX).is_none());
     }
 
     #[test]
