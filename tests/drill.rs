@@ -1,7 +1,7 @@
 //! The drill: every configuration the README and `deploy/` ship, taken
 //! through every operation people perform on it, under a connect loop that
 //! counts failed connections and, where a health listener runs, probes of
-//! `/ready` and `/live` every 100 ms.
+//! `/ready`, `/live` and `/metrics` in turn every 100 ms.
 //!
 //! Configurations: the plain shell; `--subreaper` (with `--health`); PID 1
 //! of a PID namespace with `--health` and `--shutdown-linger`, as
@@ -116,7 +116,7 @@ struct Tally {
 
 /// The load: `CLIENTS` threads that connect, send a line and read it back,
 /// one connection after another; and, with a health address, one thread
-/// that probes `/ready` and `/live` in turn every 100 ms. With `netns`,
+/// that probes `/ready`, `/live` and `/metrics` in turn every 100 ms. With `netns`,
 /// every thread first enters that network namespace.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -171,12 +171,15 @@ impl Load {
                 enter(&netns);
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let path = if n % 2 == 0 { "/ready" } else { "/live" };
+                    let path = ["/ready", "/live", "/metrics"][n % 3];
                     n += 1;
                     let code = probe(health, path);
                     tally.probes.fetch_add(1, Ordering::Relaxed);
                     match code {
                         Err(e) => tally.unanswered.lock().unwrap().push(format!("{path}: {e}")),
+                        Ok(c) if path == "/metrics" && c != 200 => {
+                            tally.unanswered.lock().unwrap().push(format!("{path}: {c}"))
+                        }
                         Ok(c) if path == "/ready" && c != 200 => {
                             tally.not_ready.lock().unwrap().push(c)
                         }
@@ -245,6 +248,16 @@ fn probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
     reply.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| format!("reply {reply:?}"))
+}
+
+/// `GET path`'s body.
+fn get_body(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: drill\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string())
 }
 
 /// One row of a drill's table.
@@ -580,6 +593,11 @@ fn drill_pid_1_with_health_and_linger() {
         table.row(n, &load, 0, "old master 0");
     }
     assert!(!p.stderr().contains("upgrade failed"), "{}", p.stderr());
+    // The third master says so in its metrics.
+    let metrics = get_body(health, "/metrics");
+    for line in ["mio_cluster_generation 3", "mio_cluster_upgrades_total{result=\"succeeded\"} 2"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 
     // The kubelet's SIGTERM to PID 1: /ready says 503 at once, connections
     // are still served during the linger, then a clean exit.

@@ -108,6 +108,10 @@ pub(super) struct Parts {
 
 impl Parts {
     pub(super) fn into_manager(self, master: Master) -> Manager {
+        let upgrades = crate::supervisor::Outcomes {
+            succeeded: u64::from(master.generation().saturating_sub(1)),
+            failed: 0,
+        };
         Manager {
             poll: self.poll,
             events: Events::with_capacity(16),
@@ -117,7 +121,9 @@ impl Parts {
             health: self.health,
             linger: self.linger,
             upgrade: None,
-            upgrades: Default::default(),
+            // The upgrades that made this master: its generation says how
+            // many (a new master starts its other counters at zero).
+            upgrades,
             upgrade_timeout: self.upgrade_timeout,
             handed_over: None,
             old_master: None,
