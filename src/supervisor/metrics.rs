@@ -124,7 +124,12 @@ pub struct SlotMetrics {
     pub heartbeat_age: Option<Duration>,
 }
 
-/// The pool's numbers at one moment. See the [module docs](self).
+/// The pool's numbers at one moment ([`Supervisor::metrics`]):
+/// what the master counts, what the accept boards count, what `/proc` says,
+/// and what the supervisor counted.
+/// [`host::metrics::render`](crate::host::metrics::render) writes it in the
+/// Prometheus text format. Workers are named by their slot in the pool,
+/// never by id or pid, and a slot's counters go on across its workers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
     /// The supervisor's target.
