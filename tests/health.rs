@@ -7,25 +7,8 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use util::*;
-
-/// A port free a moment ago on 127.0.0.1.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// The echo master with a health listener: the process, the echo address,
-/// the health address.
-fn echo_with_health(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
-    let health = free_addr();
-    let mut cmd = Command::new(example("echo"));
-    cmd.args(["--listen", "127.0.0.1:0", "--health", &health.to_string()]).args(args);
-    let mut p = Proc::start(cmd);
-    let addr = field(&p.expect("ready "), "addr").parse().unwrap();
-    (p, addr, health)
-}
 
 /// `GET path` on the health listener: status code and body.
 fn get(health: SocketAddr, path: &str) -> (u16, String) {

@@ -13,20 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use util::*;
 
-/// A port free a moment ago on 127.0.0.1.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn echo_with_health(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
-    let health = free_addr();
-    let mut cmd = Command::new(example("echo"));
-    cmd.args(["--listen", "127.0.0.1:0", "--health", &health.to_string()]).args(args);
-    let mut p = Proc::start(cmd);
-    let addr = field(&p.expect("ready "), "addr").parse().unwrap();
-    (p, addr, health)
-}
-
 /// `GET /metrics`: the body, after checking the status and content type.
 fn scrape(health: SocketAddr) -> String {
     let mut s = connect(health).unwrap();

@@ -10,6 +10,9 @@
 //! Prints one `result` line per measurement on stdout. The worker echoes
 //! every message back unchanged.
 
+#[path = "common.rs"]
+mod common;
+
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -17,21 +20,14 @@ use mio::Events;
 use mio_cluster::{Event, ListenAddr, ListenOptions, Master, Role, Settings, Worker, WorkerEvent};
 use std::os::fd::AsRawFd;
 
+use common::arg;
+
 fn main() -> io::Result<()> {
     env_logger::init();
     match mio_cluster::role() {
         Role::Master => master(),
         Role::Worker(_) => worker(),
     }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Sends `payload` to worker `id` and waits for it to come back.

@@ -21,15 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -63,9 +54,9 @@ fn scrape(health: SocketAddr) -> usize {
 }
 
 fn main() {
-    let rounds = arg("--rounds", 5.0) as usize;
-    let secs = arg("--duration", 5.0);
-    let scrapes = arg("--scrapes", 200.0) as usize;
+    let rounds: usize = arg("--rounds", 5);
+    let secs: f64 = arg("--duration", 5.0);
+    let scrapes: usize = arg("--scrapes", 200);
 
     // 1. A scrape of 64 workers.
     let health = free_addr();

@@ -660,10 +660,11 @@ mod handover_tests {
 mod kept_tests {
     use super::*;
 
-    fn request(index: u32) -> ListenRequest {
+    /// A request for `address` of `kind`, port 0, key index `index`.
+    pub(super) fn request_for(kind: Kind, address: &[u8], index: u32) -> ListenRequest {
         ListenRequest {
-            kind: Kind::Tcp,
-            address: b"127.0.0.1".to_vec(),
+            kind,
+            address: address.to_vec(),
             port: 0,
             fd: -1,
             index,
@@ -672,6 +673,10 @@ mod kept_tests {
             readable_all: false,
             writable_all: false,
         }
+    }
+
+    fn request(index: u32) -> ListenRequest {
+        request_for(Kind::Tcp, b"127.0.0.1", index)
     }
 
     #[test]
@@ -702,17 +707,7 @@ mod unix_tests {
     use super::*;
 
     fn request(path: &str, index: u32) -> ListenRequest {
-        ListenRequest {
-            kind: Kind::Unix,
-            address: path.as_bytes().to_vec(),
-            port: 0,
-            fd: -1,
-            index,
-            backlog: 16,
-            ipv6only: false,
-            readable_all: false,
-            writable_all: false,
-        }
+        super::kept_tests::request_for(Kind::Unix, path.as_bytes(), index)
     }
 
     #[test]

@@ -592,3 +592,19 @@ pub fn pid_namespaces() -> bool {
     }
     ok
 }
+
+/// A port free a moment ago on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The echo master with a health listener: the process, the echo address,
+/// the health address.
+pub fn echo_with_health(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let health = free_addr();
+    let mut cmd = Command::new(example("echo"));
+    cmd.args(["--listen", "127.0.0.1:0", "--health", &health.to_string()]).args(args);
+    let mut p = Proc::start(cmd);
+    let addr = field(&p.expect("ready "), "addr").parse().unwrap();
+    (p, addr, health)
+}
