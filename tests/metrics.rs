@@ -193,6 +193,19 @@ fn a_thousand_connections_through_max_worker_connections_100_fail_none_and_recyc
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
 }
 
+/// Recycling on connections needs the accept board: another balance is a
+/// usage error, not a limit that never applies.
+#[test]
+fn max_worker_connections_with_a_balance_without_a_board_is_refused() {
+    let out = Command::new(example("echo"))
+        .args(["--balance", "shared", "--max-worker-connections", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only --balance even keeps"), "{err}");
+}
+
 /// A worker that grows past `max_worker_rss` (60 MiB; a fresh fixture
 /// worker takes a few) is replaced after three checks, with its
 /// replacement listening first: a client loop meanwhile sees no failure.

@@ -162,6 +162,11 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if args.max_worker_connections.is_some() && args.balance != Balance::Even {
+        return Err("--max-worker-connections counts on the accept board, which only \
+                    --balance even keeps"
+            .into());
+    }
     Ok(args)
 }
 

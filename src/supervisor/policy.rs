@@ -74,7 +74,10 @@ pub struct Policy {
     /// Recycle a worker once it has accepted this many connections (plus
     /// its jitter), as its accept boards count them: it is replaced as a
     /// rolling restart replaces one, the new worker ready first (gunicorn's
-    /// `max_requests`). `None` (the default) or 0: never.
+    /// `max_requests`). Only listeners balanced with
+    /// [`Balance::Even`](crate::Balance::Even) (the default) have a seat on
+    /// a board, so only their connections count. `None` (the default) or 0:
+    /// never.
     pub max_worker_connections: Option<u64>,
     /// Each worker's limit is `max_worker_connections` plus a number drawn
     /// for it from 0 to this (gunicorn's `max_requests_jitter`), so that
