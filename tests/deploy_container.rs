@@ -136,7 +136,7 @@ fn the_containers_command_line_as_pid_1_answers_the_probes_and_drains_on_sigterm
     let manifest = deploy("kubernetes.yaml");
     let mut args = yaml_list(&manifest, "args");
     // Loopback and ports free here instead of 0.0.0.0:7000 and :8080.
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = free_addr;
     let health = free();
     for a in args.iter_mut() {
         if a == "0.0.0.0:7000" {

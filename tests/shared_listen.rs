@@ -71,7 +71,9 @@ fn a_second_listen_0_in_one_worker_gets_another_port_shared_by_index() {
 
 #[test]
 fn a_port_in_use_gives_eaddrinuse_and_a_retry_after_it_is_freed_works() {
-    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port no connection of another test can take as its source port
+    // once it is freed (see free_addr).
+    let squatter = std::net::TcpListener::bind(free_addr()).unwrap();
     let addr = squatter.local_addr().unwrap().to_string();
     let mut m = Proc::fixture(&["--listen", &addr]);
     m.send("fork");

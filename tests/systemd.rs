@@ -242,7 +242,7 @@ fn echo_serves_the_socket_systemd_socket_activate_passes() {
         return;
     }
     // A free port (the tool binds it itself).
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_addr().port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = Command::new("systemd-socket-activate");
     cmd.args(["-l", &addr.to_string(), "--fdname=web"]).arg(example("echo")).args([

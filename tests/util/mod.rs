@@ -593,9 +593,32 @@ pub fn pid_namespaces() -> bool {
     ok
 }
 
-/// A port free a moment ago on 127.0.0.1.
+/// A port free a moment ago on 127.0.0.1, for a process to bind later.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a port
+/// the kernel handed out for port 0 can be handed out again, as the source
+/// port of any connection on the machine, between the moment it is freed
+/// and the moment it is bound again (under a busy test run, it was). Below
+/// the range, only an explicit bind takes it. Each call in a process tries
+/// the next port of its own sequence, so parallel tests do not pick the
+/// same one.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = first + start.wrapping_add(n.wrapping_mul(97)) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between {first} and {}", first + span)
 }
 
 /// The echo master with a health listener: the process, the echo address,
