@@ -265,7 +265,10 @@ fn a_hung_worker_is_killed_and_replaced() {
     m.send("send 1 hang");
     let hung = Instant::now();
     let u = m.expect("unresponsive id=1");
-    assert!(field(&u, "silent_ms").parse::<u64>().unwrap() > 600);
+    // Silent for more than the timeout: 600.x ms prints as 600 (the
+    // supervisor checks on every turn, not only at its deadline).
+    let silent_ms: u64 = field(&u, "silent_ms").parse().unwrap();
+    assert!(silent_ms >= 600, "{u}");
     let exit = m.expect("exit id=1");
     assert_eq!(field(&exit, "status"), "signal=SIGKILL");
     m.expect("listening id=3");

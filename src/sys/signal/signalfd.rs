@@ -1,12 +1,13 @@
-//! A `signalfd` for the signals the master handles.
+//! Linux: the signals are blocked and read from a `signalfd`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow};
 
-use crate::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::Signal;
 
 /// Signals blocked in this process and read from a descriptor instead.
 ///

@@ -1,17 +1,10 @@
-//! File-system work the master does on a worker's behalf: run with the
-//! worker's file-system credentials, relative to a pinned directory, and
-//! never following a symbolic link at the end of a path.
-
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+//! Linux: the file-system user and group of the calling thread
+//! (`setfsuid`, `setfsgid`, and the raw `setgroups` syscall).
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::{Gid, Uid, UnlinkatFlags};
+use nix::unistd::{Gid, Uid};
 
-use super::{SysError, Syscall};
+use crate::sys::{SysError, Syscall};
 
 /// Runs `f` with the file-system user `uid`, group `gid` and supplementary
 /// `groups` of this thread (`setfsuid`, `setfsgid`, `setgroups`), then
@@ -129,69 +122,10 @@ fn set_groups(groups: &[u32]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Opens directory `path` (following links, as a path lookup does) as an
-/// `O_PATH` descriptor: a pin on that directory that later `*at` calls use,
-/// whatever is renamed or swapped along the path afterwards.
-pub(crate) fn open_dir(path: &[u8]) -> Result<OwnedFd, SysError> {
-    nix::fcntl::open(
-        OsStr::from_bytes(path),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| SysError::from_nix(Syscall::Bind, e))
-}
-
-/// What `name` in a directory is: its device, inode, and whether it is a
-/// socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    /// Device of the file system holding it.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// True for a socket file.
-    pub socket: bool,
-}
-
-/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: a symbolic link is reported
-/// as itself (not a socket), never followed. `None` if nothing has that
-/// name.
-pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<FileId>, SysError> {
-    match nix::sys::stat::fstatat(dir, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            socket: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
-        })),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(SysError::from_nix(Syscall::Bind, e)),
-    }
-}
-
-/// `unlinkat(dir, name, 0)`: removes the name itself; a symbolic link is
-/// removed, never its target.
-pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), SysError> {
-    nix::unistd::unlinkat(dir.as_fd(), OsStr::from_bytes(name), UnlinkatFlags::NoRemoveDir)
-        .map_err(|e| SysError::from_nix(Syscall::Bind, e))
-}
-
-/// Runs `f` with the permission bits `add` taken out of the process's
-/// umask, so that a file `f` creates gets them on top of the mode the umask
-/// gives (no `chmod` after the fact, on a path that may have changed).
-pub(crate) fn with_bits_allowed<T>(add: u32, f: impl FnOnce() -> T) -> T {
-    if add == 0 {
-        return f();
-    }
-    let old = nix::sys::stat::umask(Mode::empty());
-    nix::sys::stat::umask(old & !Mode::from_bits_truncate(add));
-    let out = f();
-    nix::sys::stat::umask(old);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fs::as_ids;
 
     #[test]
     fn work_as_another_user_has_only_its_rights_and_the_callers_come_back() {
