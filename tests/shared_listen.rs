@@ -72,8 +72,8 @@ fn a_second_listen_0_in_one_worker_gets_another_port_shared_by_index() {
 #[test]
 fn a_port_in_use_gives_eaddrinuse_and_a_retry_after_it_is_freed_works() {
     // A port no connection of another test can take as its source port
-    // once it is freed (see free_addr).
-    let squatter = std::net::TcpListener::bind(free_addr()).unwrap();
+    // once it is freed (see listener_below_ephemeral).
+    let squatter = listener_below_ephemeral();
     let addr = squatter.local_addr().unwrap().to_string();
     let mut m = Proc::fixture(&["--listen", &addr]);
     m.send("fork");
@@ -88,7 +88,13 @@ fn a_port_in_use_gives_eaddrinuse_and_a_retry_after_it_is_freed_works() {
     assert!(eventually(WAIT, || m.stderr().contains("Address already in use")), "{}", m.stderr());
     drop(squatter);
     m.send(&format!("send 1 listen {addr}"));
-    let ok = m.expect("message id=1 listen-ok");
+    let ok = m.expect_by("listen-ok", WAIT, |l| {
+        if l.starts_with("message id=1 listen-err") {
+            let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            panic!("{l}\nthe port, freed: {}", who_has_port(port));
+        }
+        l.starts_with("message id=1 listen-ok")
+    });
     assert!(ok.contains(&addr), "{ok}");
     echo_once(addr.parse().unwrap()).unwrap();
 }

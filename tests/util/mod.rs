@@ -593,16 +593,13 @@ pub fn pid_namespaces() -> bool {
     ok
 }
 
-/// A port free a moment ago on 127.0.0.1, for a process to bind later.
-///
-/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a port
-/// the kernel handed out for port 0 can be handed out again, as the source
-/// port of any connection on the machine, between the moment it is freed
-/// and the moment it is bound again (under a busy test run, it was). Below
-/// the range, only an explicit bind takes it. Each call in a process tries
-/// the next port of its own sequence, so parallel tests do not pick the
-/// same one.
-pub fn free_addr() -> SocketAddr {
+/// A TCP listener on 127.0.0.1, bound below the kernel's ephemeral range
+/// (`ip_local_port_range`): a port the kernel handed out for port 0 can be
+/// handed out again, as the source port of any connection on the machine,
+/// once it is freed; below the range, only an explicit bind takes it. Each
+/// call in a process tries the next port of its own sequence, so parallel
+/// tests do not pick the same one.
+pub fn listener_below_ephemeral() -> std::net::TcpListener {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -615,10 +612,25 @@ pub fn free_addr() -> SocketAddr {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = first + start.wrapping_add(n.wrapping_mul(97)) % span;
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
-            return l.local_addr().unwrap();
+            return l;
         }
     }
     panic!("no free port between {first} and {}", first + span)
+}
+
+/// A port free a moment ago on 127.0.0.1, for a process to bind later
+/// (below the ephemeral range: see [`listener_below_ephemeral`]).
+pub fn free_addr() -> SocketAddr {
+    listener_below_ephemeral().local_addr().unwrap()
+}
+
+/// What `ss` says of `port` (sockets and their processes): for an error
+/// message when a port was not what a test expected.
+pub fn who_has_port(port: u16) -> String {
+    let out = Command::new("ss").args(["-tanpe"]).output().map(|o| o.stdout).unwrap_or_default();
+    let out = String::from_utf8_lossy(&out);
+    let at = format!(":{port} ");
+    out.lines().filter(|l| l.contains(&at)).collect::<Vec<_>>().join("\n")
 }
 
 /// The echo master with a health listener: the process, the echo address,
