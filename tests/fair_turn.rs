@@ -82,15 +82,22 @@ fn a_worker_flooding_its_channel_delays_neither_another_workers_listen_nor_a_new
          {refused} listens refused"
     );
     assert!(refused > 1000, "only {refused} of the flood's listens were refused");
-    assert!(flood_longest < 200_000, "a listen exchange took {flood_longest} us under a flood");
     assert!(measured < flood, "the figures were taken after the flood ({measured:?})");
-    assert!(flood_listen < 10_000, "listen round trip {flood_listen} us under a flood");
+    // Margins: a master whose turn is not fair delays these by seconds (the
+    // old master: 3.5 s). The worst measured here with both cores busy
+    // besides the flood: a new worker's start 19.6 ms against 6.2 ms quiet
+    // (a fresh-clone run beside two busy loops), an exchange 14.7 ms against
+    // 0.6 ms (two suites at once beside them). 100 ms is seven times the
+    // worst, and 35 times under the broken figure.
+    let margin = 100_000;
+    assert!(flood_longest < 200_000, "a listen exchange took {flood_longest} us under a flood");
+    assert!(flood_listen < margin, "listen round trip {flood_listen} us under a flood");
     assert!(
-        flood_whole < quiet_whole + 10_000,
+        flood_whole < quiet_whole + margin,
         "listen exchange {flood_whole} us under a flood, {quiet_whole} us quiet"
     );
     assert!(
-        flood_fork < quiet_fork + 10_000,
+        flood_fork < quiet_fork + margin,
         "fork to listening {flood_fork} us under a flood, {quiet_fork} us quiet"
     );
 }

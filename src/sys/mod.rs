@@ -11,7 +11,8 @@
 //!   end of the channel) crosses `exec`, with its credentials switched and a
 //!   signal asked for when the master dies; a `pidfd` opened before the
 //!   child can be reaped, to learn of its exit and to reap it.
-//! - [`signal`]: a `signalfd` for the signals the master handles.
+//! - [`signal`]: the signals the master handles, read from a descriptor (a
+//!   `signalfd` on Linux, a self-pipe elsewhere).
 //! - [`reap`]: for a master that is PID 1 or a subreaper, a look at the
 //!   first exited child without reaping it, a reap of one pid, the list of
 //!   children, and `PR_SET_CHILD_SUBREAPER`.
@@ -19,11 +20,17 @@
 //! - [`listen_fds`]: descriptors a service manager passed (socket
 //!   activation): made close-on-exec and classified by number.
 //! - [`fs`]: file-system work with another user's credentials (`setfsuid`,
-//!   `setfsgid`, `setgroups` for this thread only), on a pinned directory,
-//!   never following a symbolic link at the end of a path.
+//!   `setfsgid`, `setgroups` for this thread only on Linux; the effective
+//!   ids elsewhere), on a pinned directory, never following a symbolic link
+//!   at the end of a path.
 //! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
 //! - [`shm`]: a sealed, shared `memfd` page seen as atomics, and the
 //!   system-wide monotonic clock in milliseconds.
+//!
+//! The platform is chosen here and nowhere else: a module with two
+//! implementations picks one with `cfg` (Linux's own calls, or the portable
+//! ones, which the `portable-backend` feature selects on Linux too so that
+//! they are tested there); the rest of the crate sees one interface.
 //!
 //! Every descriptor this layer creates is close-on-exec. Ownership is always
 //! explicit: functions return [`OwnedFd`](std::os::fd::OwnedFd) for what the
