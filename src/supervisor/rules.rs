@@ -8,11 +8,13 @@ use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::policy::{Policy, ABORT_GRACE, QUICK_DEATH, READY_BACKOFF_MAX, STALL};
+use super::policy::{Policy, QUICK_DEATH, READY_BACKOFF_MAX, STALL};
 use crate::master::{Event, ExitStatus, Heartbeat, SocketId, WorkerInfo};
 use crate::{Signal, WorkerId};
+use heartbeat::heard_of;
 use roll::Roll;
 
+mod heartbeat;
 pub(crate) mod recycle;
 mod roll;
 
@@ -140,13 +142,6 @@ pub(crate) struct Life {
     unresponsive: bool,
     /// ... with `SIGABRT`: `SIGKILL` then, if it still lives.
     kill_at: Option<Instant>,
-}
-
-/// When `life` was last heard of, as far as its silence counts: its last
-/// heartbeat, its start, or the last time the process resumed from a stall,
-/// whichever is latest.
-fn heard_of(life: &Life, resumed_at: Instant) -> Instant {
-    life.last_heartbeat.unwrap_or(life.started).max(resumed_at)
 }
 
 impl Life {
@@ -581,34 +576,5 @@ impl Rules {
         // A deadline left in the past (its work could not be done) asks for
         // the next turn at once, not for a stall warning.
         self.due = self.deadline().map(|due| due.max(now));
-    }
-
-    /// Kills workers silent for longer than the heartbeat timeout.
-    fn check_heartbeats(&mut self, pool: &mut impl Pool, now: Instant) {
-        let resumed_at = self.resumed_at;
-        let hb = self.heartbeat;
-        for (&id, life) in self.lives.iter_mut() {
-            if life.kill_at.is_some_and(|t| t <= now) {
-                life.kill_at = None;
-                let _ = pool.kill(id, Signal::SIGKILL);
-            }
-            let Some(hb) = hb else { continue };
-            if life.leaving || life.unresponsive {
-                continue;
-            }
-            let silent_for = now.saturating_duration_since(heard_of(life, resumed_at));
-            if silent_for <= hb.timeout {
-                continue;
-            }
-            log::error!("worker {id} sent no heartbeat for {silent_for:?}; killing it");
-            self.events.push_back(Event::Unresponsive { id, silent_for });
-            life.unresponsive = true;
-            if hb.abort_first {
-                let _ = pool.kill(id, Signal::SIGABRT);
-                life.kill_at = Some(now + ABORT_GRACE);
-            } else {
-                let _ = pool.kill(id, Signal::SIGKILL);
-            }
-        }
     }
 }
