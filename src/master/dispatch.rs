@@ -54,14 +54,15 @@ impl Master {
     pub(super) fn handle(&mut self, slot: usize, msg: Message, fds: Vec<OwnedFd>) -> usize {
         let bound = self.sockets.len();
         let listen = matches!(msg, Message::Listen { .. });
-        let started = Instant::now();
+        // Only a listen is timed: the clock is not read for other frames.
+        let started = listen.then(Instant::now);
         self.counters.frames_received += 1;
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
             // The socket, its board and its bell.
             self.fds_received += 3;
             BIND_WORK
-        } else if listen && started.elapsed() >= SLOW_LISTEN {
+        } else if started.is_some_and(|t| t.elapsed() >= SLOW_LISTEN) {
             BIND_WORK
         } else if listen {
             LISTEN_WORK

@@ -18,3 +18,23 @@ mod signalfd;
 pub(crate) use self_pipe::Signals;
 #[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
 pub(crate) use signalfd::Signals;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals").field("fd", &self.as_raw_fd()).finish()
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+}

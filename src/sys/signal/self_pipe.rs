@@ -13,7 +13,7 @@
 //! quickly are read as two. One [`Signals`] per process at a time.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
 
 use nix::errno::Errno;
@@ -114,20 +114,9 @@ impl Signals {
     }
 }
 
-impl std::fmt::Debug for Signals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signals").field("fd", &self.as_raw_fd()).finish()
-    }
-}
-
-impl AsRawFd for Signals {
-    fn as_raw_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
-}
-
-impl AsFd for Signals {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+impl Signals {
+    /// The descriptor the signals are read from.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 }
