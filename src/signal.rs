@@ -6,19 +6,21 @@ use std::io;
 use std::str::FromStr;
 
 /// A POSIX signal: one of the constants below (`Signal::SIGTERM`, ...),
-/// spelled as in `signal(7)`. Compare it, match on it, print it (`SIGTERM`),
+/// spelled as in `signal(7)`. The constants are the platform's: Linux has
+/// `SIGSTKFLT` and `SIGPWR`, macOS and the BSDs `SIGEMT` and `SIGINFO`. Compare it, match on it, print it (`SIGTERM`),
 /// parse it from its name, or turn it into the platform's number with
 /// [`Signal::as_raw`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Signal(i32);
 
 macro_rules! signals {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
+    ($($(#[doc = $doc:expr])* $(@cfg($cfg:meta))? $name:ident,)*) => {
         impl Signal {
-            $($(#[$doc])* pub const $name: Signal = Signal(libc::$name);)*
+            $($(#[doc = $doc])* $(#[cfg($cfg)])? pub const $name: Signal = Signal(libc::$name);)*
 
-            /// Every signal this type knows, in the order of their numbers.
-            const ALL: &'static [(Signal, &'static str)] = &[$((Signal::$name, stringify!($name)),)*];
+            /// Every signal this type knows on this platform.
+            const ALL: &'static [(Signal, &'static str)] =
+                &[$($(#[cfg($cfg)])? (Signal::$name, stringify!($name)),)*];
         }
     };
 }
@@ -54,8 +56,8 @@ signals! {
     SIGALRM,
     /// Termination.
     SIGTERM,
-    /// Stack fault on a coprocessor.
-    SIGSTKFLT,
+    /// Stack fault on a coprocessor (Linux only).
+    @cfg(any(target_os = "linux", target_os = "android")) SIGSTKFLT,
     /// Child stopped or terminated.
     SIGCHLD,
     /// Continue if stopped.
@@ -82,10 +84,14 @@ signals! {
     SIGWINCH,
     /// I/O now possible.
     SIGIO,
-    /// Power failure.
-    SIGPWR,
+    /// Power failure (Linux only).
+    @cfg(any(target_os = "linux", target_os = "android")) SIGPWR,
     /// Bad system call.
     SIGSYS,
+    /// Emulator trap (macOS and the BSDs).
+    @cfg(not(any(target_os = "linux", target_os = "android"))) SIGEMT,
+    /// Status request from the keyboard, Ctrl-T (macOS and the BSDs).
+    @cfg(not(any(target_os = "linux", target_os = "android"))) SIGINFO,
 }
 
 impl Signal {
@@ -167,6 +173,7 @@ mod tests {
     #[test]
     fn unknown_numbers_and_names_are_refused_with_what_was_wrong() {
         assert_eq!(Signal::from_raw(0), None);
+        #[cfg(target_os = "linux")]
         assert_eq!(Signal::from_raw(libc::SIGRTMIN()), None);
         let e = Signal::try_from(999).unwrap_err();
         assert!(e.to_string().contains("999"), "{e}");

@@ -7,6 +7,10 @@
 //! (128+signal when it ends by killing its workers). And the master as a
 //! subreaper.
 
+// systemd, PID namespaces and containers are Linux's: on other platforms
+// this file is empty.
+#![cfg(target_os = "linux")]
+
 mod util;
 
 use std::net::SocketAddr;

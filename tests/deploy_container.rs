@@ -7,6 +7,10 @@
 //! container, answering the manifest's probes and draining on `SIGTERM`.
 //! Not run here: `docker build`, `docker run`, a kubelet.
 
+// systemd, PID namespaces and containers are Linux's: on other platforms
+// this file is empty.
+#![cfg(target_os = "linux")]
+
 mod util;
 
 use std::io::{Read, Write};

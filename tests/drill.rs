@@ -15,6 +15,10 @@
 //! Also here: what a failed upgrade leaves behind, and what the old master
 //! learns of it.
 
+// systemd, PID namespaces and containers are Linux's: on other platforms
+// this file is empty.
+#![cfg(target_os = "linux")]
+
 mod util;
 
 use std::io::{Read, Write};

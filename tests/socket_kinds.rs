@@ -4,10 +4,8 @@
 
 mod util;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 use util::*;
@@ -208,8 +206,12 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_eaddrinuse() {
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
+/// Abstract addresses are Linux's own (elsewhere `unix:@NAME` is refused).
+#[cfg(target_os = "linux")]
 #[test]
 fn abstract_unix_sockets_need_no_file() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     let name = format!("mio-cluster-test-{}", std::process::id());
     let spec = format!("unix:@{name}");
     let mut m = Proc::fixture(&["--listen", &spec]);

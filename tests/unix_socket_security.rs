@@ -10,9 +10,7 @@ mod util;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use util::*;
 
 /// A fresh directory of root's, mode 0755, under the temp directory.
@@ -94,8 +92,13 @@ fn a_worker_cannot_make_the_master_unlink_a_file_by_swapping_a_directory_for_a_s
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Swaps with Linux's `renameat2(RENAME_EXCHANGE)`.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_worker_cannot_make_the_master_chmod_or_unlink_a_file_by_swapping_directories_during_listens() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
     let Some(nobody) = nobody() else { return };
     let base = tmpdir("sec-chmod");
     let x = base.join("x");

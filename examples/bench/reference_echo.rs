@@ -43,7 +43,8 @@ fn main() -> io::Result<()> {
         })?,
     };
     if args.iter().any(|a| a == "--reuseport-child") {
-        // Ends with the first process (the parent).
+        // Ends with the first process (the parent), where Linux can say so.
+        #[cfg(target_os = "linux")]
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
         let listener = bind_reuseport(addr)?;
         println!("listening");
@@ -81,13 +82,17 @@ fn main() -> io::Result<()> {
 /// (`SO_REUSEPORT`).
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let fd = socket::socket(family, SockType::Stream, flags, None)?;
+    // Flags set after creation: macOS takes none at `socket(2)`.
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
     socket::listen(&fd, socket::Backlog::new(1024).map_err(io::Error::from)?)?;
-    Ok(TcpListener::from_std(std::net::TcpListener::from(fd)))
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener))
 }
 
 /// The echo loop: accept, echo, close.

@@ -2,7 +2,7 @@
 //! says, decides at each accept whether to take the connection, and around
 //! each wait of the worker's poll marks its seats asleep or awake and puts
 //! back the listeners that stepped aside. The worker calls it; it does its
-//! syscalls through `sys::epoll` and reads the clock through `sys::shm`.
+//! syscalls through `sys::listen_poll` and reads the clock through `sys::shm`.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -16,7 +16,7 @@ use mio::{Interest, Registry, Token};
 use super::board::{Admission, Board};
 use super::{Now, Seat, Turn, STEP_ASIDE_MAX};
 use crate::listen::Balance;
-use crate::sys::epoll;
+use crate::sys::listen_poll;
 use crate::sys::shm::{monotonic_ms, monotonic_ns};
 use crate::worker::BELL_TOKEN;
 
@@ -58,15 +58,16 @@ impl Balancer {
     ) -> io::Result<()> {
         match turn.balance {
             Balance::Even | Balance::Exclusive { .. } => {
-                epoll::add_exclusive(self.epfd, turn.fd, token.0)?;
+                listen_poll::add(self.epfd, turn.fd, token.0)?;
                 turn.set_token(Some(token.0));
                 turn.set_registered(Some(self.epfd));
                 self.keep(turn);
                 self.bells.retain(|b| b.is_open());
-                if let Some(seat) = turn.seat.as_ref() {
+                let seat = turn.seat.as_ref();
+                if let Some((seat, bell)) = seat.and_then(|s| Some((s, s.bell_fd()?))) {
                     if !seat.bell_registered.swap(true, Ordering::Relaxed) {
                         // Edge-triggered: each ring is reported once.
-                        let bell = &mut SourceFd(&seat.bell_fd());
+                        let bell = &mut SourceFd(&bell);
                         registry.register(bell, BELL_TOKEN, Interest::READABLE)?;
                         self.bells.push(seat.clone());
                     }
@@ -154,8 +155,8 @@ impl Balancer {
             return Ok(());
         }
         let epfd = self.epfd;
-        if !pause.is_zero() && epoll::readable_now(turn.fd) {
-            epoll::remove(epfd, turn.fd)?;
+        if !pause.is_zero() && listen_poll::readable_now(turn.fd) {
+            listen_poll::remove(epfd, turn.fd)?;
             // A burst onto idle workers (this worker had nothing to do but
             // accept): step aside so the others take their share. A busy
             // worker does not pause: then every worker is busy and pausing
@@ -165,9 +166,9 @@ impl Balancer {
             } else {
                 let _ = nix::sched::sched_yield();
             }
-            epoll::add_exclusive(epfd, turn.fd, token)
+            listen_poll::add(epfd, turn.fd, token)
         } else {
-            epoll::rearm_exclusive(epfd, turn.fd, token)
+            listen_poll::rearm(epfd, turn.fd, token)
         }
     }
 
@@ -177,10 +178,10 @@ impl Balancer {
     /// them, and the bell rung if they all sleep.
     fn step_aside(&self, turn: &Turn, seat: &Seat, now: u64) -> io::Result<()> {
         if let (Some(_), None) = (turn.token(), turn.aside_since()) {
-            epoll::remove(self.epfd, turn.fd)?;
+            listen_poll::remove(self.epfd, turn.fd)?;
             turn.set_aside(Some(now));
         }
-        if epoll::readable_now(turn.fd) {
+        if listen_poll::readable_now(turn.fd) {
             seat.pending().store(1, Ordering::Relaxed);
             // The note first, then who is awake: a worker marks itself
             // asleep before it reads the note (see `before_poll`), so one
@@ -220,11 +221,11 @@ impl Balancer {
             if let Some(since) = aside {
                 let away = Duration::from_nanos(now.saturating_sub(since));
                 if under || away >= STEP_ASIDE_MAX {
-                    epoll::add_exclusive(epfd, turn.fd, token)?;
+                    listen_poll::add(epfd, turn.fd, token)?;
                     turn.set_aside(None);
                     // Back after 2 ms with connections still waiting: the
                     // workers under their share did not come for them.
-                    let waiting = !under && epoll::readable_now(turn.fd);
+                    let waiting = !under && listen_poll::readable_now(turn.fd);
                     turn.forced.store(waiting, Ordering::Relaxed);
                 } else {
                     let left = STEP_ASIDE_MAX - away;
@@ -233,8 +234,8 @@ impl Balancer {
             } else if pending != 0 && under {
                 // Delete and add: the add reports the queued connections,
                 // which this worker's poll was not woken for.
-                epoll::rearm_exclusive(epfd, turn.fd, token)?;
-                if !epoll::readable_now(turn.fd) {
+                listen_poll::rearm(epfd, turn.fd, token)?;
+                if !listen_poll::readable_now(turn.fd) {
                     seat.pending().store(0, Ordering::Relaxed);
                 }
             }

@@ -54,8 +54,8 @@
 //! its exclusive registration, whether it stepped aside). The worker owns a
 //! [`Balancer`], which holds the turns weakly, registers them, decides each
 //! accept, and runs before and after each wait of the worker's poll. The
-//! syscalls (`epoll_ctl`, `poll`, the eventfd, the clock, the memfd) are in
-//! `sys::epoll` and `sys::shm`. Everything runs on the worker's one thread;
+//! syscalls (`epoll_ctl` or `kevent`, `poll`, the eventfd, the clock, the memfd) are in
+//! `sys::listen_poll` and `sys::shm`. Everything runs on the worker's one thread;
 //! the hot path (an accept, a poll) allocates nothing and makes no syscall
 //! or clock read beyond the ones the rule needs.
 

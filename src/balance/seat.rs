@@ -14,15 +14,17 @@ use super::board::{Admission, Board, MAX_SEATS};
 use crate::listen::Balance;
 
 /// A seat on an accept board as the master sends it with a shared socket:
-/// its number, the board, the bell.
-pub(crate) type BoardFds = (u32, OwnedFd, OwnedFd);
+/// its number, the board, the bell (where the platform needs one).
+pub(crate) type BoardFds = (u32, OwnedFd, Option<OwnedFd>);
 
 /// This worker's seat on one socket's board.
 pub(crate) struct Seat {
     board: Board,
     index: u32,
-    /// The board's bell: rung to wake a sleeping worker, waited on by all.
-    bell: OwnedFd,
+    /// The board's bell: rung to wake a sleeping worker, waited on by all
+    /// (`None` where every worker is woken for each connection; see
+    /// `sys::listen_poll`).
+    bell: Option<OwnedFd>,
     /// Cleared when the worker closes the listener: the master may give the
     /// seat to another worker, so streams still open stop counting.
     open: AtomicBool,
@@ -45,7 +47,7 @@ impl Seat {
         }
     }
 
-    fn new(board: Board, index: u32, bell: OwnedFd) -> Arc<Seat> {
+    fn new(board: Board, index: u32, bell: Option<OwnedFd>) -> Arc<Seat> {
         Arc::new(Seat {
             board,
             index,
@@ -55,16 +57,18 @@ impl Seat {
         })
     }
 
-    /// The bell's descriptor, for registering it.
-    pub(crate) fn bell_fd(&self) -> RawFd {
-        self.bell.as_raw_fd()
+    /// The bell's descriptor, for registering it, if there is a bell.
+    pub(crate) fn bell_fd(&self) -> Option<RawFd> {
+        self.bell.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Wakes every worker sleeping on the bell (it is never silenced: each
     /// ring is an edge every worker's poll reports once).
     pub(crate) fn ring(&self, now_ms: u32) {
         self.board.rang(now_ms);
-        crate::sys::shm::ring(self.bell.as_fd());
+        if let Some(bell) = &self.bell {
+            crate::sys::listen_poll::ring(bell.as_fd());
+        }
     }
 
     fn conns(&self) -> &AtomicU32 {

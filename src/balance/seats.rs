@@ -6,14 +6,15 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::board::{Board, MAX_SEATS};
-use crate::sys::shm::eventfd;
+use crate::sys::listen_poll;
 use crate::WorkerId;
 
 /// An accept board, its bell, and who sits where.
 pub(crate) struct Seats {
     board: Board,
     fd: OwnedFd,
-    bell: OwnedFd,
+    /// Where one worker is woken per connection; `None` where all are.
+    bell: Option<OwnedFd>,
     taken: Vec<SeatUse>,
 }
 
@@ -31,14 +32,14 @@ enum SeatUse {
 pub(crate) struct BoardShare {
     pub seat: u32,
     pub board: OwnedFd,
-    pub bell: OwnedFd,
+    pub bell: Option<OwnedFd>,
 }
 
 impl Seats {
     /// A new board and bell, or `None` (logged) if they cannot be made:
     /// then the socket's workers accept without balancing.
     pub(crate) fn new() -> Option<Seats> {
-        match Board::create().and_then(|(board, fd)| Ok((board, fd, eventfd()?))) {
+        match Board::create().and_then(|(board, fd)| Ok((board, fd, listen_poll::bell()?))) {
             Ok((board, fd, bell)) => Some(Seats { board, fd, bell, taken: Vec::new() }),
             Err(e) => {
                 log::warn!("accept board: {e}; workers will accept without balancing");
@@ -50,7 +51,11 @@ impl Seats {
     /// A seat for `worker` and duplicates of the board and its bell, if a
     /// seat is left (and the duplicates can be made).
     pub(crate) fn take(&mut self, worker: WorkerId) -> Option<BoardShare> {
-        let (board, bell) = (self.fd.try_clone().ok()?, self.bell.try_clone().ok()?);
+        let board = self.fd.try_clone().ok()?;
+        let bell = match &self.bell {
+            Some(b) => Some(b.try_clone().ok()?),
+            None => None,
+        };
         let seat = match self.taken.iter().position(|t| *t == SeatUse::Free) {
             Some(i) => i,
             None if self.taken.len() < MAX_SEATS as usize => {

@@ -109,8 +109,9 @@ impl Turn {
         if let Some(seat) = self.seat.as_ref() {
             // Not accepting: not counted, and deaf to the bell.
             seat.set_state(0);
-            if seat.bell_registered.swap(false, Relaxed) {
-                let _ = r.deregister(&mut mio::unix::SourceFd(&seat.bell_fd()));
+            if let Some(bell) = seat.bell_fd().filter(|_| seat.bell_registered.swap(false, Relaxed))
+            {
+                let _ = r.deregister(&mut mio::unix::SourceFd(&bell));
             }
         }
         // Out of the poll already if it stepped aside.
@@ -118,7 +119,7 @@ impl Turn {
             self.set_aside(None);
             return Ok(true);
         }
-        crate::sys::epoll::remove(r.as_raw_fd(), self.fd)?;
+        crate::sys::listen_poll::remove(r.as_raw_fd(), self.fd)?;
         Ok(true)
     }
 
@@ -149,11 +150,12 @@ impl Drop for Turn {
             return;
         }
         if self.aside_since().is_none() {
-            let _ = crate::sys::epoll::remove(epfd, self.fd);
+            let _ = crate::sys::listen_poll::remove(epfd, self.fd);
         }
         if let Some(seat) = &self.seat {
-            if seat.bell_registered.swap(false, Relaxed) {
-                let _ = crate::sys::epoll::remove(epfd, seat.bell_fd());
+            if let Some(bell) = seat.bell_fd().filter(|_| seat.bell_registered.swap(false, Relaxed))
+            {
+                let _ = crate::sys::listen_poll::remove(epfd, bell);
             }
         }
     }

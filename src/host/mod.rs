@@ -8,6 +8,12 @@
 //! meanings, the hot upgrade and the exit codes ([`manager`]).
 
 pub mod health;
+// A container's PID 1 is a Linux matter; elsewhere `Init::split` never
+// splits.
+#[cfg(target_os = "linux")]
+pub mod init;
+#[cfg(not(target_os = "linux"))]
+#[path = "init_elsewhere.rs"]
 pub mod init;
 pub mod linger;
 pub mod manager;

@@ -42,7 +42,6 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::time::{Duration, Instant};
@@ -123,7 +122,7 @@ impl Notifier {
     pub fn new(path: &std::ffi::OsStr, watchdog: Option<Duration>) -> io::Result<Notifier> {
         let bytes = path.as_bytes();
         let addr = match bytes.first() {
-            Some(b'@') => UnixAddr::from_abstract_name(&bytes[1..])?,
+            Some(b'@') => crate::sys::socket::std_abstract_addr(&bytes[1..])?,
             Some(b'/') => UnixAddr::from_pathname(path)?,
             _ => {
                 return Err(io::Error::new(

@@ -53,14 +53,7 @@ impl Credentials {
         let groups = match &user {
             Some(u) => {
                 let name = CString::new(u.name.as_bytes()).map_err(io::Error::other)?;
-                let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
-                    .map_err(io::Error::from)?
-                    .into_iter()
-                    .map(Gid::as_raw)
-                    .collect();
-                groups.sort_unstable();
-                groups.dedup();
-                groups
+                crate::sys::fs::user_groups(&name, gid)?
             }
             None => vec![gid],
         };

@@ -59,8 +59,8 @@ impl Master {
         self.counters.frames_received += 1;
         self.handle_frame(slot, msg, fds);
         if self.sockets.len() > bound {
-            // The socket, its board and its bell.
-            self.fds_received += 3;
+            // The socket, its board and its bell (where there is one).
+            self.fds_received += 2 + usize::from(crate::sys::listen_poll::WAKES_ONE);
             BIND_WORK
         } else if started.is_some_and(|t| t.elapsed() >= SLOW_LISTEN) {
             BIND_WORK
@@ -106,7 +106,8 @@ impl Master {
                             let mut fds = vec![share.socket];
                             let seat = match share.board {
                                 Some(b) => {
-                                    fds.extend([b.board, b.bell]);
+                                    fds.push(b.board);
+                                    fds.extend(b.bell);
                                     b.seat
                                 }
                                 None => crate::ipc::codec::NO_SEAT,

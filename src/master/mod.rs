@@ -96,7 +96,7 @@ pub(crate) mod upgrade;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Signal;
@@ -130,7 +130,8 @@ const STALL: Duration = Duration::from_millis(500);
 
 struct WorkerEntry {
     info: WorkerInfo,
-    pidfd: OwnedFd,
+    /// Its process: exit, reaping, signals.
+    process: sys::process::ProcessHandle,
     channel: Option<Channel>,
     kill_at: Option<Instant>,
     want_drained: bool,
@@ -158,7 +159,7 @@ struct WorkerEntry {
 
 impl WorkerEntry {
     fn signal(&self, signal: Signal) -> io::Result<()> {
-        sys::process::pidfd_send_signal(self.pidfd.as_fd(), signal.as_raw())
+        self.process.signal(signal.as_raw())
     }
 }
 
@@ -238,7 +239,9 @@ impl Master {
         let poll = Poll::new()?;
         let reaper = crate::host::reaper::Reaper::new(settings.subreaper)?;
         let mut wanted = settings.signals.clone();
-        if reaper.is_some() && !wanted.contains(&Signal::SIGCHLD) {
+        // Exits come with SIGCHLD where no pidfd reports them.
+        let reaps_on_sigchld = reaper.is_some() || sys::process::EXITS_NEED_SIGCHLD;
+        if reaps_on_sigchld && !wanted.contains(&Signal::SIGCHLD) {
             wanted.push(Signal::SIGCHLD);
         }
         let signals = if wanted.is_empty() {

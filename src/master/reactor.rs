@@ -3,7 +3,7 @@
 //! sockets), and reaping a worker that exited.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -113,12 +113,16 @@ impl Master {
         let Some(s) = self.signals.as_ref() else {
             return;
         };
+        let mut sweep = false;
         loop {
             match s.read() {
-                Ok(Some(Signal::SIGCHLD)) if self.reaper.is_some() => {
+                Ok(Some(Signal::SIGCHLD))
+                    if self.reaper.is_some() || sys::process::EXITS_NEED_SIGCHLD =>
+                {
                     if let Some(r) = self.reaper.as_mut() {
                         r.wake();
                     }
+                    sweep |= sys::process::EXITS_NEED_SIGCHLD;
                     if self.settings.signals.contains(&Signal::SIGCHLD) {
                         self.queue.push_back(Event::Signal(Signal::SIGCHLD));
                     }
@@ -126,23 +130,38 @@ impl Master {
                 Ok(Some(sig)) => self.queue.push_back(Event::Signal(sig)),
                 Ok(None) => break,
                 Err(e) => {
-                    log::error!("reading signalfd: {e}");
+                    log::error!("reading signals: {e}");
                     break;
                 }
             }
         }
+        if sweep {
+            // No pidfd said which: every worker that exited (looked at
+            // without reaping it) is reaped.
+            let exited: Vec<usize> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.process.exited().unwrap_or(true))
+                .map(|(s, _)| s)
+                .collect();
+            for slot in exited {
+                self.reap(slot);
+            }
+        }
     }
 
-    /// The worker's pidfd is readable: reap it.
+    /// The worker may have exited (its pidfd is readable, or `SIGCHLD`
+    /// came): reap it if so.
     fn reap(&mut self, slot: usize) {
-        // The pidfd is readable: the process has exited. If it was reaped
-        // elsewhere (SIGCHLD ignored, a PID 1 reaping everything), its status
-        // is lost but its exit is still reported. Reaped by its pidfd, never
-        // by its pid: a pid freed by the kernel may be another process's.
+        // If it was reaped elsewhere (SIGCHLD ignored, a PID 1 reaping
+        // everything), its status is lost but its exit is still reported.
+        // Reaped through its handle: by its pidfd on Linux, never by its
+        // pid, since a pid freed by the kernel may be another process's;
+        // elsewhere by its pid, which is ours until we reap it.
         // Its CPU time, while it is a zombie of ours (its pid cannot be
         // another process's yet); kept only if it is reaped here.
         let cpu_time = sys::procfs::cpu_time(self.workers[slot].info.pid);
-        let reaped = sys::process::pidfd_reap(self.workers[slot].pidfd.as_fd());
+        let reaped = self.workers[slot].process.reap();
         let cpu_time = cpu_time.filter(|_| matches!(reaped, Ok(Some(_))));
         let status = match reaped {
             Ok(Some(sys::process::Reaped::Code(c))) => ExitStatus::Code(c),
@@ -173,7 +192,9 @@ impl Master {
         self.resting.retain(|&(s, _)| s != slot);
         self.fd_starved.retain(|s| *s != slot);
         self.again_output.retain(|(s, _)| *s != slot);
-        let _ = self.poll.registry().deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
+        if let Some(fd) = w.process.exit_fd() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
         self.ids.remove(&w.info.id);
         w.info.state = State::Dead;
         log::debug!("worker {} (pid {}) exited: {status}", w.info.id, w.info.pid);

@@ -77,14 +77,16 @@ pub(crate) struct Share {
 
 /// What a key a worker holds costs it against its descriptor budget: what
 /// the master keeps open for the key (the socket, and for a stream socket
-/// its accept board and bell, for a Unix path the directory it was bound
-/// in), charged in full to every worker holding it.
+/// its accept board and, where one worker is woken per connection, its
+/// bell; for a Unix path the directory it was bound in), charged in full to
+/// every worker holding it.
 fn key_cost(kind: Kind) -> usize {
+    let bell = usize::from(crate::sys::listen_poll::WAKES_ONE);
     match kind {
         Kind::Udp => 1,
-        Kind::Tcp => 3,
+        Kind::Tcp => 2 + bell,
         // And the directory the socket file was bound in, kept open.
-        Kind::Unix => 4,
+        Kind::Unix => 3 + bell,
     }
 }
 

@@ -115,10 +115,11 @@ impl Default for Settings {
 /// or [`Settings::default`] runs (so before the program changes directory).
 /// Symbolic links are kept, not resolved: a deploy that switches a link
 /// (`current -> releases/v2`) is followed too. Only if that path does not
-/// name this very program (same device and inode as `/proc/self/exe`) at
+/// name this very program (same device and inode as the running binary) at
 /// that moment, for instance when `argv[0]` is not a path, is the answer
-/// `/proc/self/exe`: the running binary, even after it is replaced. Which of
-/// the two is logged at debug level.
+/// the running binary: on Linux `/proc/self/exe`, which names it even after
+/// it is replaced; elsewhere the path the system gives for it
+/// ([`std::env::current_exe`]). Which of the two is logged at debug level.
 pub fn started_program() -> PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM
@@ -128,7 +129,8 @@ pub fn started_program() -> PathBuf {
             let path = std::env::var_os("PATH");
             let found =
                 cwd.as_deref().and_then(|cwd| resolve_program(&argv0, cwd, path.as_deref()));
-            match found.filter(|p| same_file(p, Path::new("/proc/self/exe"))) {
+            let running = crate::sys::procfs::running_binary();
+            match found.filter(|p| same_file(p, &running)) {
                 Some(p) => {
                     log::debug!(
                         "workers run {} (the path this program was started from)",
@@ -139,9 +141,10 @@ pub fn started_program() -> PathBuf {
                 None => {
                     log::debug!(
                         "argv[0] {argv0:?} names no file that is this program: workers run \
-                         /proc/self/exe (a binary replaced on disk is not picked up)"
+                         {} (a binary replaced on disk is not picked up)",
+                        running.display()
                     );
-                    PathBuf::from("/proc/self/exe")
+                    running
                 }
             }
         })

@@ -1,12 +1,12 @@
 //! Starting a worker: the command it runs (built without side effects, from
 //! the settings), a guard that kills and reaps a started child until it is
 //! handed to the reactor, and [`Master::spawn`], which joins the two. The
-//! syscalls (fork, exec, pidfd) are in `sys::process`.
+//! syscalls (fork, exec, the process handle) are in `sys::process`.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Instant, SystemTime};
@@ -20,6 +20,7 @@ use super::token::Source;
 use super::{Master, Output, Settings, State, WorkerEntry, WorkerInfo, MASTER_DEATH_SIGNAL};
 use crate::ipc::channel::Channel;
 use crate::sys;
+use crate::sys::process::ProcessHandle;
 use crate::{
     WorkerId, ENV_CHANNEL_FD, ENV_HEARTBEAT_MS, ENV_MASTER_PID, ENV_PROTOCOL, ENV_WORKER_ID,
     PROTOCOL_VERSION,
@@ -90,10 +91,10 @@ fn child_setup(
 }
 
 /// A started worker not yet handed to the reactor: dropped before
-/// [`Spawned::commit`], it is sent `SIGKILL` (through its pidfd) and reaped.
+/// [`Spawned::commit`], it is sent `SIGKILL` (through its handle) and reaped.
 pub(super) struct Spawned {
     child: Option<Child>,
-    pidfd: Option<OwnedFd>,
+    handle: Option<ProcessHandle>,
 }
 
 impl Spawned {
@@ -104,8 +105,8 @@ impl Spawned {
         keep: RawFd,
         setup: &sys::process::ChildSetup,
     ) -> io::Result<Spawned> {
-        let (child, pidfd) = sys::process::spawn_worker(cmd, keep, setup)?;
-        Ok(Spawned { child: Some(child), pidfd: Some(pidfd) })
+        let (child, handle) = sys::process::spawn_worker(cmd, keep, setup)?;
+        Ok(Spawned { child: Some(child), handle: Some(handle) })
     }
 
     /// Its process id.
@@ -113,9 +114,9 @@ impl Spawned {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Its pidfd.
-    pub(super) fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_ref().expect("a Spawned has its pidfd until committed").as_fd()
+    /// Its handle.
+    pub(super) fn handle(&self) -> &ProcessHandle {
+        self.handle.as_ref().expect("a Spawned has its handle until committed")
     }
 
     /// Its piped stdout and stderr (in the order of
@@ -130,19 +131,19 @@ impl Spawned {
     }
 
     /// Keeps the worker: it is the reactor's now, which reaps it through the
-    /// pidfd returned.
-    pub(super) fn commit(mut self) -> OwnedFd {
+    /// handle returned.
+    pub(super) fn commit(mut self) -> ProcessHandle {
         self.child = None;
-        self.pidfd.take().expect("a Spawned has its pidfd until committed")
+        self.handle.take().expect("a Spawned has its handle until committed")
     }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let (Some(mut child), Some(pidfd)) = (self.child.take(), self.pidfd.take()) else {
+        let (Some(mut child), Some(handle)) = (self.child.take(), self.handle.take()) else {
             return;
         };
-        let _ = sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = handle.signal(libc::SIGKILL);
         // Reaped by us, or by the kernel if SIGCHLD is ignored (then
         // ECHILD); no other child of ours was started meanwhile.
         let _ = child.wait();
@@ -150,19 +151,19 @@ impl Drop for Spawned {
 }
 
 impl WorkerEntry {
-    /// A worker just started: its id and pid, its pidfd, its channel and
+    /// A worker just started: its id and pid, its handle, its channel and
     /// output pipes, the credentials it runs with.
     fn new(
         id: WorkerId,
         pid: u32,
-        pidfd: OwnedFd,
+        process: ProcessHandle,
         channel: Channel,
         output: [Option<File>; 2],
         creds: Option<Credentials>,
     ) -> WorkerEntry {
         WorkerEntry {
             info: WorkerInfo { id, pid, state: State::None, exited_after_disconnect: false },
-            pidfd,
+            process,
             channel: Some(channel),
             kill_at: None,
             want_drained: false,
@@ -198,12 +199,12 @@ impl Master {
         drop(theirs);
         let pid = child.pid();
         self.next_id += 1;
-        // The channel, the pidfd, and the output pipes.
+        // The channel, the pidfd (on Linux), and the output pipes.
         self.fds_received += 4;
         let slot = self.workers.vacant_key();
         let mut channel = Channel::new(ours);
         let mut output = child.take_output();
-        let registered = self.register_worker(slot, &mut channel, child.pidfd(), &mut output);
+        let registered = self.register_worker(slot, &mut channel, child.handle(), &mut output);
         match &creds {
             Some(c) => log::debug!("worker {id} (pid {pid}) runs as {}", c.describe()),
             None => log::debug!("worker {id} (pid {pid}) runs as the master does"),
@@ -211,7 +212,9 @@ impl Master {
         if let Err(e) = registered {
             let registry = self.poll.registry();
             let _ = registry.deregister(&mut channel);
-            let _ = registry.deregister(&mut SourceFd(&child.pidfd().as_raw_fd()));
+            if let Some(fd) = child.handle().exit_fd() {
+                let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
             // `child` is killed and reaped as it goes.
             return Err(e);
         }
@@ -224,20 +227,21 @@ impl Master {
         Ok(id)
     }
 
-    /// The fuzz target's fake worker: a channel and no process (its pidfd
-    /// is this process's own, which never becomes readable while it runs).
+    /// The fuzz target's fake worker: a channel and no process (its handle
+    /// is on this process, which never exits while it runs, and is never
+    /// reaped).
     /// Returns its id and the worker's end of the channel.
     #[cfg(feature = "fuzzing")]
     pub fn fuzz_attach(&mut self) -> io::Result<(WorkerId, std::os::fd::OwnedFd)> {
         let (ours, theirs) = sys::socket::socketpair()?;
-        let pidfd = sys::process::pidfd_open(std::process::id())?;
+        let process = ProcessHandle::other(std::process::id())?;
         let id = self.next_id;
         self.next_id += 1;
         let slot = self.workers.vacant_key();
         let mut channel = Channel::new(ours);
         let mut output = [None, None];
-        self.register_worker(slot, &mut channel, pidfd.as_fd(), &mut output)?;
-        self.workers.insert(WorkerEntry::new(id, 0, pidfd, channel, output, None));
+        self.register_worker(slot, &mut channel, &process, &mut output)?;
+        self.workers.insert(WorkerEntry::new(id, 0, process, channel, output, None));
         self.ids.insert(id, slot);
         Ok((id, theirs))
     }
@@ -251,13 +255,14 @@ impl Master {
         }
     }
 
-    /// Registers the channel, the pidfd and the output pipes of the worker
-    /// about to fill `slot`.
+    /// Registers the channel, the exit descriptor (a pidfd, where the
+    /// platform has one; elsewhere exits come with `SIGCHLD`) and the output
+    /// pipes of the worker about to fill `slot`.
     fn register_worker(
         &self,
         slot: usize,
         channel: &mut Channel,
-        pidfd: BorrowedFd<'_>,
+        process: &ProcessHandle,
         output: &mut [Option<File>; 2],
     ) -> io::Result<()> {
         let registry = self.poll.registry();
@@ -266,11 +271,13 @@ impl Master {
             Source::Channel(slot).token(),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        registry.register(
-            &mut SourceFd(&pidfd.as_raw_fd()),
-            Source::Exit(slot).token(),
-            Interest::READABLE,
-        )?;
+        if let Some(fd) = process.exit_fd() {
+            registry.register(
+                &mut SourceFd(&fd.as_raw_fd()),
+                Source::Exit(slot).token(),
+                Interest::READABLE,
+            )?;
+        }
         self.register_output(slot, output)
     }
 }
@@ -307,23 +314,24 @@ mod tests {
     #[test]
     fn a_started_worker_not_committed_is_killed_and_reaped_when_dropped() {
         let child = sleeper();
-        // A second pidfd of the same process outlives the guard.
-        let pidfd = child.pidfd().try_clone_to_owned().unwrap();
-        assert!(sys::process::pidfd_reap(pidfd.as_fd()).unwrap().is_none(), "it runs");
+        // A second handle on the same process outlives the guard.
+        let probe = ProcessHandle::child(child.pid()).unwrap();
+        assert!(probe.reap().unwrap().is_none(), "it runs");
+        assert!(!probe.exited().unwrap(), "it runs");
         drop(child);
         // Reaped already: nothing is left to wait for.
-        let e = sys::process::pidfd_reap(pidfd.as_fd()).unwrap_err();
+        let e = probe.reap().unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ECHILD));
     }
 
     #[test]
     fn a_committed_worker_is_left_running_for_the_reactor_to_reap() {
-        let pidfd = sleeper().commit();
-        assert!(sys::process::pidfd_reap(pidfd.as_fd()).unwrap().is_none(), "it still runs");
-        sys::process::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        let process = sleeper().commit();
+        assert!(process.reap().unwrap().is_none(), "it still runs");
+        process.signal(libc::SIGKILL).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match sys::process::pidfd_reap(pidfd.as_fd()).unwrap() {
+            match process.reap().unwrap() {
                 Some(r) => break assert_eq!(r, sys::process::Reaped::Signal(libc::SIGKILL)),
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                 None => panic!("the committed worker did not die of SIGKILL within 10 s"),

@@ -39,7 +39,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
@@ -59,6 +59,10 @@ pub const ENV_UPGRADE: &str = "MIO_CLUSTER_UPGRADE";
 
 /// How long a new master may take to report ready, by default.
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a new master is looked at where no descriptor reports its
+/// exit (no pidfds).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// The most the readiness channel's lines may hold, in all.
 pub(super) const MAX_REPORT: usize = 4096;
@@ -109,7 +113,8 @@ pub enum UpgradeOutcome {
 }
 
 /// A hot upgrade under way: the new master's process and its readiness
-/// report. A `mio` source (its pidfd and the report, both `READABLE`):
+/// report. A `mio` source (its pidfd where there are pidfds, and the
+/// report, both `READABLE`):
 /// register it, call [`Upgrade::process`] when it is readable and when
 /// [`Upgrade::timeout`] has passed. Dropped while pending, it kills the new
 /// master (a rollback).
@@ -118,7 +123,8 @@ pub struct Upgrade {
     pid: u32,
     /// Its process group: killed whole on a rollback.
     group: u32,
-    pidfd: OwnedFd,
+    /// Watches it (its pidfd on Linux).
+    process: sys::process::ProcessHandle,
     /// This process's child (reaped here), unless started detached.
     child: Option<Child>,
     /// Started detached: the go-between's zombie, holding the group's id.
@@ -215,7 +221,7 @@ impl Master {
         Ok(Upgrade {
             pid: new.pid,
             group: new.group,
-            pidfd: new.pidfd,
+            process: new.handle,
             child: new.child,
             go_between: new.go_between,
             report: UnixStream::from(ours),
@@ -234,9 +240,16 @@ impl Upgrade {
     }
 
     /// How long until [`Upgrade::process`] must be called even if nothing
-    /// happens (the deadline); `None` once it is over.
+    /// happens (the deadline); `None` once it is over. Where no descriptor
+    /// reports the new master's exit (no pidfds: macOS, FreeBSD), at most
+    /// 50 ms.
     pub fn timeout(&self) -> Option<Duration> {
-        (!self.done).then(|| self.deadline.saturating_duration_since(Instant::now()))
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = match self.process.exit_fd() {
+            Some(_) => left,
+            None => left.min(WATCH_EVERY),
+        };
+        (!self.done).then_some(left)
     }
 
     /// Looks at the new master: `Some` once, when the upgrade is over
@@ -252,21 +265,25 @@ impl Upgrade {
         let pid = self.pid;
         let mut buf = [0u8; 512];
         // An end of the report without `ready` is the new master exiting
-        // (its descriptors close before it can be reaped): its pidfd says
+        // (its descriptors close before it can be reaped): its handle says
         // how, or the deadline comes.
+        let mut ended = false;
         loop {
             match self.report.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) if self.got.len() + n <= MAX_REPORT => self.got.extend_from_slice(&buf[..n]),
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
-        // Exited (its pidfd is readable), looked at without reaping it: its
-        // process group is killed before anything is reaped, so the
-        // group's id cannot be another's by then.
-        let exited = sys::process::pidfd_exited(self.pidfd.as_fd());
+        // Exited, looked at without reaping it: its process group is killed
+        // before anything is reaped, so the group's id cannot be another's
+        // by then.
+        let mut exited = self.process.exited();
         let mut said = None;
         let mut ready = false;
         for line in self.got.split(|&b| b == b'\n') {
@@ -274,6 +291,14 @@ impl Upgrade {
             if let Some(why) = line.strip_prefix(b"failed: ") {
                 said = Some(String::from_utf8_lossy(why).into_owned());
             }
+        }
+        // Without pidfds a detached new master (not this process's child)
+        // is seen gone only once its new parent reaps it, which a parent
+        // that does not reap never does: its report ending before `ready`
+        // is its giving up (it closes the report as it exits, or after
+        // saying why).
+        if self.child.is_none() && self.process.exit_fd().is_none() && ended && !ready {
+            exited = Ok(true);
         }
         if ready && matches!(exited, Ok(false)) {
             self.done = true;
@@ -346,7 +371,7 @@ impl Upgrade {
     /// is this process's child (its status: how it ended, by itself or by
     /// this), and the go-between of a detached start.
     fn kill(&mut self) -> Option<sys::process::Reaped> {
-        let _ = sys::process::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        let _ = self.process.signal(libc::SIGKILL);
         // Before any reap: the group's id is still held (by the new master,
         // or the go-between's zombie).
         if let Err(e) = sys::process::signal_group(self.group, libc::SIGKILL) {
@@ -409,7 +434,9 @@ impl Source for Upgrade {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        registry.register(&mut SourceFd(&self.pidfd.as_raw_fd()), token, interests)?;
+        if let Some(fd) = self.process.exit_fd() {
+            registry.register(&mut SourceFd(&fd.as_raw_fd()), token, interests)?;
+        }
         registry.register(&mut SourceFd(&self.report.as_raw_fd()), token, interests)
     }
 
@@ -419,12 +446,16 @@ impl Source for Upgrade {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        registry.reregister(&mut SourceFd(&self.pidfd.as_raw_fd()), token, interests)?;
+        if let Some(fd) = self.process.exit_fd() {
+            registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interests)?;
+        }
         registry.reregister(&mut SourceFd(&self.report.as_raw_fd()), token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.deregister(&mut SourceFd(&self.pidfd.as_raw_fd()))?;
+        if let Some(fd) = self.process.exit_fd() {
+            registry.deregister(&mut SourceFd(&fd.as_raw_fd()))?;
+        }
         registry.deregister(&mut SourceFd(&self.report.as_raw_fd()))
     }
 }

@@ -42,7 +42,9 @@ pub(crate) fn identity(fd: RawFd) -> Option<Identity> {
     }
     // SAFETY: fstat succeeded, so the buffer is initialised.
     let st = unsafe { st.assume_init() };
-    Some(Identity { dev: st.st_dev, ino: st.st_ino })
+    // dev_t is i32 on macOS and ino_t u32 on some platforms.
+    #[allow(clippy::unnecessary_cast)]
+    Some(Identity { dev: st.st_dev as u64, ino: st.st_ino as u64 })
 }
 
 /// The descriptors open in this process now, each with its identity.
@@ -61,6 +63,8 @@ pub(crate) fn open_fds() -> io::Result<Vec<(RawFd, Identity)>> {
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (as the Go
 /// runtime does at start) and returns the soft limit now in force.
+// rlim_t is i64 on FreeBSD, u64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one `rlimit` into the struct we pass.
@@ -71,12 +75,12 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
         let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(raised.rlim_cur);
+            return Ok(raised.rlim_cur as u64);
         }
         let e = io::Error::last_os_error();
         log::debug!("raising RLIMIT_NOFILE from {} to {}: {e}", lim.rlim_cur, lim.rlim_max);
     }
-    Ok(lim.rlim_cur)
+    Ok(lim.rlim_cur as u64)
 }
 
 /// Counts the open descriptors of this process (`/proc/self/fd`), not

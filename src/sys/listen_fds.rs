@@ -49,7 +49,7 @@ pub(crate) fn local_unix_path(fd: std::os::fd::BorrowedFd<'_>) -> Vec<u8> {
     if let Some(path) = unix.path() {
         return path.as_os_str().as_bytes().to_vec();
     }
-    match unix.as_abstract() {
+    match super::socket::abstract_name_of(unix) {
         Some(name) => [&[0u8][..], name].concat(),
         None => Vec::new(),
     }

@@ -37,10 +37,10 @@
 //! caller now owns and take [`BorrowedFd`](std::os::fd::BorrowedFd) or
 //! `AsFd` for what they only use.
 
-pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod fs;
 pub(crate) mod listen_fds;
+pub(crate) mod listen_poll;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod reap;

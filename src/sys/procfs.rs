@@ -1,6 +1,23 @@
-//! Reading a process's resource use from `/proc`.
+//! What Linux's `/proc` tells: a process's resource use, the Unix sockets
+//! that listen, the running binary. Elsewhere (macOS, FreeBSD without
+//! procfs) the reads find nothing: resource use is unknown (no memory or
+//! CPU in the metrics, no recycling on memory), a stale socket file is
+//! told by a refused connect alone, and the running binary is the path
+//! the system gives.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The running program's binary: on Linux `/proc/self/exe`, which names it
+/// even after the file is replaced or removed; elsewhere
+/// [`std::env::current_exe`] (or `argv[0]` if even that fails).
+pub(crate) fn running_binary() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        return PathBuf::from("/proc/self/exe");
+    }
+    std::env::current_exe()
+        .unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()))
+}
 
 /// Resident set size in bytes and CPU time (user + system) of `pid`, or
 /// `None` if the process is gone: one read of `/proc/PID/stat` (a few
@@ -68,13 +85,17 @@ impl UnixListeners {
 
     /// True if some socket listens on the Unix socket file `path`. If the
     /// table cannot be read, true: the caller must not remove a file it
-    /// cannot prove stale.
+    /// cannot prove stale. Where the system has no such table (not Linux),
+    /// false: the caller's connect alone decides.
     ///
     /// The path is the rest of a line after its seventh field, as the kernel
     /// prints it: it may hold spaces. A path with a newline cannot be told
     /// apart from the next line, so it always counts as listened on.
     pub(crate) fn listening(&mut self, path: &std::path::Path) -> bool {
         use std::os::unix::ffi::OsStrExt;
+        if !cfg!(target_os = "linux") {
+            return false;
+        }
         let want = path.as_os_str().as_bytes();
         if want.contains(&b'\n') {
             return true;

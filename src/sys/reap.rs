@@ -7,9 +7,32 @@ use std::io;
 use super::process::Reaped;
 
 /// Asks the kernel to make this process the parent of every orphan among
-/// its descendants (`PR_SET_CHILD_SUBREAPER`), as PID 1 is for the rest.
+/// its descendants (Linux's `PR_SET_CHILD_SUBREAPER`, FreeBSD's
+/// `PROC_REAP_ACQUIRE`), as PID 1 is for the rest. macOS has no such call:
+/// an `Unsupported` error says so.
+#[cfg(target_os = "linux")]
 pub(crate) fn set_child_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// See the Linux version.
+#[cfg(target_os = "freebsd")]
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: procctl(PROC_REAP_ACQUIRE) on this process takes no data.
+    let r = unsafe { libc::procctl(libc::P_PID, 0, libc::PROC_REAP_ACQUIRE, std::ptr::null_mut()) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// See the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a subreaper (Settings::subreaper) needs Linux or FreeBSD; this platform has no such call",
+    ))
 }
 
 /// What [`peek`] saw among this process's children.
@@ -65,7 +88,10 @@ pub(crate) fn reap(pid: u32) -> io::Result<Option<Reaped>> {
 
 /// This process's children, exited or not, from
 /// `/proc/self/task/*/children`; where the kernel lacks that file, from the
-/// parent pid of every process in `/proc`. Empty if `/proc` cannot be read.
+/// parent pid of every process in `/proc`. Empty if `/proc` cannot be read
+/// (macOS, FreeBSD without procfs mounted): then a reaping master that
+/// shuts down stops only its workers, and its other children are left to
+/// the reaping that follows their exit.
 pub(crate) fn children() -> Vec<u32> {
     let me = std::process::id();
     let mut pids = Vec::new();

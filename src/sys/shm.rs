@@ -1,11 +1,19 @@
-//! A small shared-memory page (a sealed `memfd`) that the master and its
-//! workers map to share counters, the system-wide monotonic clock those
-//! counters are stamped with, and the eventfd with which workers wake each
-//! other.
+//! A small shared-memory page that the master and its workers map to share
+//! counters, and the system-wide monotonic clock those counters are stamped
+//! with.
 //!
-//! The page is only ever read and written through atomics. Its size is
-//! sealed: a worker cannot shrink the file under the master's mapping (which
-//! would raise `SIGBUS` in the master).
+//! The page is only ever read and written through atomics. Where it lives
+//! is chosen here and nowhere else:
+//!
+//! - Linux and FreeBSD: a `memfd` whose size is sealed, so that a worker
+//!   cannot shrink the file under the master's mapping (which would raise
+//!   `SIGBUS` in the master).
+//! - macOS, and Linux with the `portable-backend` feature: a POSIX
+//!   shared-memory object (`shm_open`), unlinked at once so that only the
+//!   descriptors passed to workers reach it. macOS sets such an object's
+//!   size once and refuses any later `ftruncate`, which keeps the same
+//!   promise; on Linux nothing does, and the feature is a test vehicle for
+//!   the macOS path, not a deployment choice.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -13,15 +21,12 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::stat::fstat;
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, ClockId};
-use nix::unistd::{ftruncate, write};
 
-/// A shared mapping of a sealed memfd, seen as `u32` atomics.
+/// A shared mapping of a sealed memfd (or an unlinked shared-memory
+/// object), seen as `u32` atomics.
 pub(crate) struct SharedPage {
     ptr: NonNull<AtomicU32>,
     words: usize,
@@ -34,33 +39,31 @@ unsafe impl Send for SharedPage {}
 unsafe impl Sync for SharedPage {}
 
 impl SharedPage {
-    /// Creates a zeroed, size-sealed memfd of `len` bytes and maps it. Returns the mapping and the descriptor to
-    /// hand to other processes.
+    /// Creates a zeroed shared file of `len` bytes whose size cannot change
+    /// (see the module docs) and maps it. Returns the mapping and the
+    /// descriptor to hand to other processes.
     pub(crate) fn create(name: &std::ffi::CStr, len: usize) -> io::Result<(SharedPage, OwnedFd)> {
-        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
-        let fd = memfd_create(name, flags)?;
         let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(Errno::EINVAL))?;
-        ftruncate(&fd, size)?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        let fd = file::create(name, size)?;
         let page = SharedPage::map(fd.as_fd(), len)?;
         Ok((page, fd))
     }
 
     /// Maps a page another process created with [`SharedPage::create`].
-    /// Fails with `InvalidData` if the file is smaller than `len` or its size
-    /// is not sealed (so could shrink under the mapping).
+    /// Fails with `InvalidData` if the file is smaller than `len` or (where
+    /// there are seals) its size is not sealed, so could shrink under the
+    /// mapping.
     pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedPage> {
         let st = fstat(fd)?;
-        // A descriptor that cannot tell its seals (-1) is refused below.
-        let seals = fcntl(fd, FcntlArg::F_GET_SEALS).unwrap_or(-1);
-        if (st.st_size as u64) < len as u64
-            || seals == -1
-            || seals & SealFlag::F_SEAL_SHRINK.bits() == 0
-        {
+        let sealed = file::size_sealed(fd);
+        if (st.st_size as u64) < len as u64 || !sealed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("shared page: {} bytes, seals {seals:#x}", st.st_size),
+                format!(
+                    "shared page: {} bytes{}",
+                    st.st_size,
+                    if sealed { "" } else { ", size not sealed" }
+                ),
             ));
         }
         SharedPage::map(fd, len)
@@ -112,6 +115,81 @@ impl Drop for SharedPage {
     }
 }
 
+/// A sealed memfd.
+#[cfg(any(all(target_os = "linux", not(feature = "portable-backend")), target_os = "freebsd"))]
+mod file {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use nix::unistd::ftruncate;
+
+    /// A close-on-exec memfd of `size` bytes, its size sealed.
+    pub(super) fn create(name: &std::ffi::CStr, size: libc::off_t) -> io::Result<OwnedFd> {
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd = memfd_create(name, flags)?;
+        ftruncate(&fd, size)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        Ok(fd)
+    }
+
+    /// Whether the file cannot shrink: sealed against it. A descriptor that
+    /// cannot tell its seals is not.
+    pub(super) fn size_sealed(fd: BorrowedFd<'_>) -> bool {
+        fcntl(fd, FcntlArg::F_GET_SEALS)
+            .is_ok_and(|seals| seals & SealFlag::F_SEAL_SHRINK.bits() != 0)
+    }
+}
+
+/// An unlinked POSIX shared-memory object.
+#[cfg(not(any(
+    all(target_os = "linux", not(feature = "portable-backend")),
+    target_os = "freebsd"
+)))]
+mod file {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use nix::errno::Errno;
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    use nix::sys::mman::{shm_open, shm_unlink};
+    use nix::sys::stat::Mode;
+    use nix::unistd::ftruncate;
+
+    /// A close-on-exec shared-memory object of `size` bytes, mode 0600,
+    /// already unlinked: only its descriptors reach it. (`name` is the
+    /// memfd's; an object's name is `/mio-cluster.PID.N`, at most 31 bytes
+    /// as macOS requires.)
+    pub(super) fn create(_name: &std::ffi::CStr, size: libc::off_t) -> io::Result<OwnedFd> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
+        let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        let (fd, name) = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("/mio-cluster.{}.{n}", std::process::id());
+            match shm_open(name.as_str(), flags, mode) {
+                Ok(fd) => break (fd, name),
+                // Left by a process of the same pid that died between
+                // its open and its unlink.
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        shm_unlink(name.as_str())?;
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        ftruncate(&fd, size)?;
+        Ok(fd)
+    }
+
+    /// No seals here: see the module docs.
+    pub(super) fn size_sealed(_fd: BorrowedFd<'_>) -> bool {
+        true
+    }
+}
+
 /// Nanoseconds of `CLOCK_MONOTONIC`, which every process on the machine
 /// reads alike.
 pub(crate) fn monotonic_ns() -> u64 {
@@ -126,32 +204,50 @@ pub(crate) fn monotonic_ms(ns: u64) -> u32 {
     (ns / 1_000_000) as u32
 }
 
-/// A non-blocking, close-on-exec eventfd: the board's bell, with which a
-/// worker wakes the others that sleep in their poll.
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
-    Ok(EventFd::from_flags(flags)?.into())
-}
-
-/// Rings an eventfd (adds one to its counter). Never blocks: a counter
-/// that cannot take more is rung already.
-pub(crate) fn ring(fd: BorrowedFd<'_>) {
-    // EAGAIN (the counter is full) means it is rung already; nothing else
-    // can fail on an open eventfd with a valid 8-byte value.
-    let _ = write(fd, &1u64.to_ne_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::fcntl::FdFlag;
-    use nix::fcntl::OFlag;
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    #[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+    use nix::{
+        fcntl::SealFlag,
+        sys::memfd::{memfd_create, MFdFlags},
+        unistd::ftruncate,
+    };
 
     fn cloexec(fd: BorrowedFd<'_>) -> bool {
         let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
         FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC)
     }
 
+    #[test]
+    fn a_created_page_is_close_on_exec_zeroed_and_shared() {
+        let (page, fd) = SharedPage::create(c"test-page", 4096).unwrap();
+        assert!(cloexec(fd.as_fd()));
+        assert_eq!(page.words().len(), 1024);
+        assert!(page.words().iter().all(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0));
+        let other = SharedPage::open(fd.as_fd(), 4096).unwrap();
+        other.words()[3].store(7, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(page.words()[3].load(std::sync::atomic::Ordering::Relaxed), 7);
+        assert!(SharedPage::open(fd.as_fd(), 8192).is_err(), "larger than the file");
+    }
+
+    /// The portable page is a shared-memory object nobody can open by name:
+    /// none of this process's is left in /dev/shm.
+    #[cfg(all(target_os = "linux", feature = "portable-backend"))]
+    #[test]
+    fn a_portable_page_is_unlinked_at_once() {
+        let (_page, _fd) = SharedPage::create(c"test-unlinked", 4096).unwrap();
+        let prefix = format!("mio-cluster.{}.", std::process::id());
+        let left: Vec<_> = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
     #[test]
     fn a_created_page_is_close_on_exec_zeroed_and_its_size_is_sealed() {
         let (page, fd) = SharedPage::create(c"test-page", 4096).unwrap();
@@ -169,6 +265,7 @@ mod tests {
         assert_eq!(page.words()[3].load(std::sync::atomic::Ordering::Relaxed), 7);
     }
 
+    #[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
     #[test]
     fn opening_refuses_a_file_that_is_too_small_or_not_sealed() {
         let (_, fd) = SharedPage::create(c"test-small", 4096).unwrap();
@@ -178,20 +275,6 @@ mod tests {
         ftruncate(&unsealed, 4096).unwrap();
         let err = SharedPage::open(unsealed.as_fd(), 4096).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    }
-
-    #[test]
-    fn the_bell_is_close_on_exec_non_blocking_and_counts_rings() {
-        let bell = eventfd().unwrap();
-        assert!(cloexec(bell.as_fd()));
-        let fl = OFlag::from_bits_truncate(fcntl(&bell, FcntlArg::F_GETFL).unwrap());
-        assert!(fl.contains(OFlag::O_NONBLOCK));
-        ring(bell.as_fd());
-        ring(bell.as_fd());
-        let mut buf = [0u8; 8];
-        assert_eq!(nix::unistd::read(&bell, &mut buf), Ok(8));
-        assert_eq!(u64::from_ne_bytes(buf), 2);
-        assert_eq!(nix::unistd::read(&bell, &mut buf), Err(Errno::EAGAIN));
     }
 
     fn libc_monotonic_ns() -> u64 {

@@ -26,13 +26,75 @@ pub(crate) fn deepen_backlog(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nsock::socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )?)
+    let (a, b) = nsock::socketpair(AddressFamily::Unix, SockType::Stream, None, CLOEXEC_NONBLOCK)?;
+    after_create(&a)?;
+    after_create(&b)?;
+    no_sigpipe(&a)?;
+    no_sigpipe(&b)?;
+    Ok((a, b))
 }
+
+/// The flags that make a new socket close-on-exec and non-blocking from
+/// its creation, where `socket(2)` takes them (macOS does not: see
+/// [`after_create`]).
+#[cfg(not(target_vendor = "apple"))]
+const CLOEXEC_NONBLOCK: SockFlag = SockFlag::SOCK_CLOEXEC.union(SockFlag::SOCK_NONBLOCK);
+#[cfg(target_vendor = "apple")]
+const CLOEXEC_NONBLOCK: SockFlag = SockFlag::empty();
+
+/// Makes a new socket close-on-exec and non-blocking where the flags could
+/// not be given at creation (macOS; this process has one thread, so no
+/// fork comes between). Nothing to do elsewhere.
+#[cfg(not(target_vendor = "apple"))]
+fn after_create(_fd: &OwnedFd) -> nix::Result<()> {
+    Ok(())
+}
+
+#[cfg(target_vendor = "apple")]
+fn after_create(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// `send` on a socket whose peer is gone must not raise `SIGPIPE`: Linux
+/// and FreeBSD take `MSG_NOSIGNAL` on each send; macOS has no such flag,
+/// and the socket is marked `SO_NOSIGPIPE` instead.
+#[cfg(not(target_vendor = "apple"))]
+fn no_sigpipe(_fd: &OwnedFd) -> nix::Result<()> {
+    Ok(())
+}
+
+#[cfg(target_vendor = "apple")]
+fn no_sigpipe(fd: &OwnedFd) -> nix::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a valid pointer to our stack.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+/// Received descriptors are close-on-exec from the start where `recvmsg`
+/// takes `MSG_CMSG_CLOEXEC`; on macOS each is marked right after (one
+/// thread: no fork comes between).
+#[cfg(not(target_vendor = "apple"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+#[cfg(target_vendor = "apple")]
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// Control-message buffer for up to [`MAX_FDS_PER_MSG`] descriptors, aligned
 /// for `cmsghdr`.
@@ -82,9 +144,7 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[RawFd]) -> 
     loop {
         // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
         // the control buffer, all of which outlive the call.
-        let n = unsafe {
-            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-        };
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, SEND_FLAGS) };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -118,9 +178,7 @@ pub(crate) fn recv_with_fds(
     let n = loop {
         // SAFETY: `msg` points at `iov` (valid for `buf.len()` writable bytes)
         // and at the 1040-byte control buffer, both alive for the call.
-        let n = unsafe {
-            libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
-        };
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, RECV_FLAGS) };
         if n >= 0 {
             break n as usize;
         }
@@ -141,7 +199,15 @@ pub(crate) fn recv_with_fds(
                 let data = libc::CMSG_DATA(hdr) as *const RawFd;
                 for i in 0..bytes / mem::size_of::<RawFd>() {
                     let raw = std::ptr::read_unaligned(data.add(i));
-                    fds.push_back(OwnedFd::from_raw_fd(raw));
+                    let fd = OwnedFd::from_raw_fd(raw);
+                    if cfg!(target_vendor = "apple") {
+                        // No MSG_CMSG_CLOEXEC here.
+                        let _ = nix::fcntl::fcntl(
+                            &fd,
+                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                        );
+                    }
+                    fds.push_back(fd);
                 }
             }
             hdr = libc::CMSG_NXTHDR(&msg, hdr);
@@ -179,8 +245,9 @@ pub(crate) fn bind_inet(
         Transport::Stream => SockType::Stream,
         Transport::Datagram => SockType::Datagram,
     };
-    let fd = nsock::socket(family, ty, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+    let fd = nsock::socket(family, ty, CLOEXEC_NONBLOCK, None)
         .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    after_create(&fd).map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
     if transport == Transport::Stream {
         nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)
             .map_err(|e| SysError::from_nix(Syscall::Setsockopt, e))?;
@@ -247,26 +314,81 @@ pub(crate) fn local_inet_addr(fd: BorrowedFd<'_>) -> Result<Option<SocketAddr>, 
 /// `ENAMETOOLONG`, never truncated.
 pub(crate) fn bind_unix(path: &[u8], backlog: i32) -> Result<OwnedFd, SysError> {
     let addr = unix_addr(path)?;
-    let fd = nsock::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    let fd = nsock::socket(AddressFamily::Unix, SockType::Stream, CLOEXEC_NONBLOCK, None)
+        .map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
+    after_create(&fd).map_err(|e| SysError::from_nix(Syscall::Socket, e))?;
     nsock::bind(fd.as_raw_fd(), &addr).map_err(|e| SysError::from_nix(Syscall::Bind, e))?;
     listen(fd.as_fd(), backlog)?;
     Ok(fd)
 }
 
-/// The `sockaddr_un` for `path` (abstract when its first byte is NUL).
+/// The `sockaddr_un` for `path` (abstract when its first byte is NUL;
+/// `EAFNOSUPPORT` where there is no abstract namespace).
 fn unix_addr(path: &[u8]) -> Result<nsock::UnixAddr, SysError> {
     use std::os::unix::ffi::OsStrExt;
     match path.split_first() {
-        Some((0, name)) => nsock::UnixAddr::new_abstract(name),
+        Some((0, name)) => abstract_unix_addr(name),
         _ => nsock::UnixAddr::new(std::ffi::OsStr::from_bytes(path)),
     }
     .map_err(|e| SysError::from_nix(Syscall::Bind, e))
+}
+
+/// Whether this platform has abstract Unix socket addresses (`unix:@NAME`):
+/// Linux only.
+pub(crate) const HAS_ABSTRACT: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// What a platform without abstract addresses says of one.
+pub(crate) const NO_ABSTRACT: &str =
+    "abstract Unix socket addresses (unix:@NAME) exist only on Linux; use a path";
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_unix_addr(name: &[u8]) -> nix::Result<nsock::UnixAddr> {
+    nsock::UnixAddr::new_abstract(name)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_unix_addr(_name: &[u8]) -> nix::Result<nsock::UnixAddr> {
+    Err(nix::errno::Errno::EAFNOSUPPORT)
+}
+
+/// The abstract name of a nix Unix address, if it has one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn abstract_name_of(addr: &nsock::UnixAddr) -> Option<&[u8]> {
+    addr.as_abstract()
+}
+
+/// The abstract name of a nix Unix address: never, here.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn abstract_name_of(_addr: &nsock::UnixAddr) -> Option<&[u8]> {
+    None
+}
+
+/// A standard-library Unix address for abstract name `name`; an
+/// `Unsupported` error naming the problem where there is no abstract
+/// namespace.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn std_abstract_addr(name: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name)
+}
+
+/// See the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn std_abstract_addr(_name: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, NO_ABSTRACT))
+}
+
+/// The abstract name of a standard-library Unix address, if it has one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn std_abstract_name(addr: &std::os::unix::net::SocketAddr) -> Option<&[u8]> {
+    use std::os::linux::net::SocketAddrExt;
+    addr.as_abstract_name()
+}
+
+/// See the Linux version: never, here.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn std_abstract_name(_addr: &std::os::unix::net::SocketAddr) -> Option<&[u8]> {
+    None
 }
 
 /// Checks that `path` fits in `sun_path` (with its terminating NUL; an
@@ -282,14 +404,13 @@ pub(crate) fn check_unix_path(path: &[u8]) -> Result<(), SysError> {
 /// false. A server that listens gets a connection closed at once.
 pub(crate) fn unix_refuses(path: &[u8]) -> bool {
     let Ok(addr) = unix_addr(path) else { return false };
-    let Ok(fd) = nsock::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    ) else {
+    let Ok(fd) = nsock::socket(AddressFamily::Unix, SockType::Stream, CLOEXEC_NONBLOCK, None)
+    else {
         return false;
     };
+    if after_create(&fd).is_err() {
+        return false;
+    }
     nsock::connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED)
 }
 

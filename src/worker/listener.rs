@@ -168,12 +168,11 @@ fn inner_fd(inner: &Inner) -> RawFd {
 }
 
 fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
-    use std::os::linux::net::SocketAddrExt;
     use std::os::unix::ffi::OsStrExt;
     if let Some(p) = a.as_pathname() {
         return Address::Unix(p.as_os_str().as_bytes().to_vec());
     }
-    if let Some(name) = a.as_abstract_name() {
+    if let Some(name) = crate::sys::socket::std_abstract_name(a) {
         let mut v = vec![0];
         v.extend_from_slice(name);
         return Address::Unix(v);

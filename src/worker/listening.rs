@@ -283,12 +283,19 @@ fn ip_text(sa: &SocketAddr) -> Vec<u8> {
 }
 
 /// A Unix socket path as the master binds it: `@NAME` becomes the abstract
-/// name `\0NAME`; a relative path is resolved against this process's working
+/// name `\0NAME` (an `Unsupported` error where the platform has no abstract
+/// namespace); a relative path is resolved against this process's working
 /// directory (the master's may differ).
 fn unix_path(path: &std::path::Path) -> io::Result<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
+        if !crate::sys::socket::HAS_ABSTRACT {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unix:{}: {}", path.display(), crate::sys::socket::NO_ABSTRACT),
+            ));
+        }
         let mut v = vec![0];
         v.extend_from_slice(name);
         return Ok(v);

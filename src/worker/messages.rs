@@ -135,10 +135,11 @@ impl Worker {
                 match msg {
                     Message::ListenOk { seq, handle, seat, .. } if Some(seq) == want => {
                         // The decoder checked: the socket, then the board
-                        // exactly when there is a seat.
+                        // (and its bell, where there is one) exactly when
+                        // there is a seat.
                         let mut fds = fds.into_iter();
                         let fd = fds.next().expect("ListenOk carries the socket");
-                        let board = fds.next().zip(fds.next()).map(|(b, bell)| (seat, b, bell));
+                        let board = fds.next().map(|b| (seat, b, fds.next()));
                         reply = Some(Reply::Ok { handle, fd, board });
                     }
                     Message::ListenErr { seq, errno, syscall } if Some(seq) == want => {

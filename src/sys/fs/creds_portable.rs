@@ -57,9 +57,8 @@ struct Ids {
 
 impl Ids {
     fn current() -> nix::Result<Ids> {
-        let mut groups: Vec<u32> = nix::unistd::getgroups()?.into_iter().map(Gid::as_raw).collect();
-        groups.sort_unstable();
-        groups.dedup();
+        let groups = super::groups()
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
         Ok(Ids { uid: Uid::effective().as_raw(), gid: Gid::effective().as_raw(), groups })
     }
 }

@@ -57,10 +57,12 @@ pub(crate) struct FileId {
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: a symbolic link is reported
 /// as itself (not a socket), never followed. `None` if nothing has that
 /// name.
+// dev_t is i32 on macOS, u64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<FileId>, SysError> {
     match nix::sys::stat::fstatat(dir, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(FileId {
-            dev: st.st_dev,
+            dev: st.st_dev as u64,
             ino: st.st_ino,
             socket: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
         })),
@@ -84,8 +86,85 @@ pub(crate) fn with_bits_allowed<T>(add: u32, f: impl FnOnce() -> T) -> T {
         return f();
     }
     let old = nix::sys::stat::umask(Mode::empty());
-    nix::sys::stat::umask(old & !Mode::from_bits_truncate(add));
+    nix::sys::stat::umask(old & !Mode::from_bits_truncate(add as libc::mode_t));
     let out = f();
     nix::sys::stat::umask(old);
     out
+}
+
+/// This process's supplementary groups, sorted, each once.
+pub(crate) fn groups() -> std::io::Result<Vec<u32>> {
+    let mut groups = group_ids::current()?;
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
+}
+
+/// The groups of user `name` whose primary group is `gid` (the group
+/// database's `getgrouplist`), sorted, each once.
+pub(crate) fn user_groups(name: &std::ffi::CStr, gid: u32) -> std::io::Result<Vec<u32>> {
+    let mut groups = group_ids::of_user(name, gid)?;
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
+}
+
+/// nix's `getgroups` and `getgrouplist` (which it leaves out on macOS).
+#[cfg(not(target_vendor = "apple"))]
+mod group_ids {
+    use nix::unistd::Gid;
+
+    pub(super) fn current() -> std::io::Result<Vec<u32>> {
+        Ok(nix::unistd::getgroups()?.into_iter().map(Gid::as_raw).collect())
+    }
+
+    pub(super) fn of_user(name: &std::ffi::CStr, gid: u32) -> std::io::Result<Vec<u32>> {
+        let groups = nix::unistd::getgrouplist(name, Gid::from_raw(gid))?;
+        Ok(groups.into_iter().map(Gid::as_raw).collect())
+    }
+}
+
+/// macOS: the calls themselves (its `getgrouplist` takes `int`s).
+#[cfg(target_vendor = "apple")]
+mod group_ids {
+    use std::io;
+
+    pub(super) fn current() -> io::Result<Vec<u32>> {
+        // SAFETY: with a size of 0, getgroups only counts and writes nothing.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: getgroups writes at most `n` gid_t values into a buffer
+        // that holds `n`.
+        let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        groups.truncate(got as usize);
+        Ok(groups)
+    }
+
+    pub(super) fn of_user(name: &std::ffi::CStr, gid: u32) -> io::Result<Vec<u32>> {
+        let mut cap: libc::c_int = 32;
+        loop {
+            let mut groups = vec![0 as libc::c_int; cap as usize];
+            let mut n = cap;
+            // SAFETY: getgrouplist reads a NUL-terminated name and writes at
+            // most `n` ints into a buffer that holds `cap`, and the count it
+            // found into `n`.
+            let r = unsafe {
+                libc::getgrouplist(name.as_ptr(), gid as libc::c_int, groups.as_mut_ptr(), &mut n)
+            };
+            if r != -1 {
+                groups.truncate(n.max(0) as usize);
+                return Ok(groups.into_iter().map(|g| g as u32).collect());
+            }
+            if cap >= 65536 {
+                return Err(io::Error::other(format!("getgrouplist: more than {cap} groups")));
+            }
+            cap *= 2;
+        }
+    }
 }

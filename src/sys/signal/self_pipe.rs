@@ -92,6 +92,7 @@ impl Signals {
     /// Closes the pipe and leaves the handlers: in a forked child that
     /// reads its signals through a `Signals` of its own (the handler of an
     /// inherited one writes nothing in another process).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn close_keeping_mask(mut self) {
         self.old.clear();
     }

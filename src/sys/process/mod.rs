@@ -1,16 +1,49 @@
 //! Spawning workers and learning of their exit.
 //!
-//! A worker is spawned with a pidfd opened before any `wait` could reap it,
-//! and reaped through that pidfd, never through its pid: a pid can be
-//! reused once its process is reaped, a pidfd cannot.
+//! A spawned process is watched through a [`ProcessHandle`], made before
+//! any `wait` could reap it. One interface, two implementations, chosen
+//! here and nowhere else:
+//!
+//! - Linux: a pidfd ([`exit_pidfd`]): readable when the process exits, and
+//!   the process is reaped and signalled through it, never through its pid
+//!   (a pid can be reused once its process is reaped, a pidfd cannot).
+//! - Elsewhere, and on Linux with the `portable-backend` feature: the pid
+//!   ([`exit_sigchld`]). The caller learns of exits from `SIGCHLD`
+//!   ([`EXITS_NEED_SIGCHLD`]) and then tries to reap each child with
+//!   `waitid(P_PID, WNOHANG)`. A child's pid cannot be reused before it is
+//!   reaped, so signals and reaps by pid reach the right process; a process
+//!   that is not this one's child (a detached new master) is watched with
+//!   `kill(pid, 0)`.
+//!
+//! The death signal a worker asks for when the master dies is Linux's
+//! `PR_SET_PDEATHSIG` and FreeBSD's `PROC_PDEATHSIG_CTL`; macOS has none
+//! (nor does Linux with `portable-backend`): there the worker learns of
+//! its master's death when its channel closes, at its next poll.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
+
+#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+mod exit_pidfd;
+#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+mod exit_sigchld;
+
+#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+pub(crate) use exit_pidfd::{ProcessHandle, EXITS_NEED_SIGCHLD};
+#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+pub(crate) use exit_sigchld::{ProcessHandle, EXITS_NEED_SIGCHLD};
+
+// The init (Linux only) watches its master through a pidfd whatever the
+// backend.
+#[cfg(target_os = "linux")]
+mod pidfd;
+#[cfg(target_os = "linux")]
+pub(crate) use pidfd::{pidfd_open, pidfd_reap, pidfd_send_signal};
 
 /// What the child does between `fork` and `exec`, besides keeping its end of
 /// the channel.
@@ -53,15 +86,12 @@ impl ChildCreds {
         let mut want: Vec<libc::gid_t> = groups.to_vec();
         want.sort_unstable();
         want.dedup();
-        let mut have: Vec<libc::gid_t> =
-            nix::unistd::getgroups()?.into_iter().map(|g| g.as_raw()).collect();
-        have.sort_unstable();
-        have.dedup();
+        let have: Vec<libc::gid_t> = super::fs::groups()?;
         Ok(ChildCreds { uid, gid, groups: (have != want).then_some(want) })
     }
 }
 
-/// Spawns `cmd` as a worker and opens its pidfd. The child:
+/// Spawns `cmd` as a worker and makes its [`ProcessHandle`]. The child:
 ///
 /// - keeps descriptor `keep` (close-on-exec in this process) across `exec`,
 ///   and touches no other: everything the crate opens is close-on-exec;
@@ -75,13 +105,13 @@ impl ChildCreds {
 ///
 /// While this runs, a child that exits stays a zombie even if the
 /// application ignores `SIGCHLD` (which makes the kernel reap children at
-/// once): the pidfd is opened before the pid can be freed and reused. The
+/// once): the handle is made before the pid can be freed and reused. The
 /// child gets the application's `SIGCHLD` disposition back before `exec`.
 pub(crate) fn spawn_worker(
     cmd: &mut Command,
     keep: RawFd,
     setup: &ChildSetup,
-) -> io::Result<(Child, OwnedFd)> {
+) -> io::Result<(Child, ProcessHandle)> {
     let master = std::process::id() as libc::pid_t;
     let sig = setup.death_signal;
     let creds = setup.creds.clone();
@@ -90,7 +120,8 @@ pub(crate) fn spawn_worker(
     let ignored = zombies.ignored;
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls async-signal-safe functions (fcntl, sigemptyset, sigprocmask,
-    // signal, setgroups, setgid, setuid, prctl, getppid, chdir) on integers,
+    // signal, setgroups, setgid, setuid, prctl or procctl, getppid, chdir)
+    // on integers,
     // a sigset on its own stack, and a group list and a NUL-terminated path
     // allocated before the fork that it only reads; it allocates nothing
     // and takes no lock.
@@ -99,7 +130,7 @@ pub(crate) fn spawn_worker(
             prepare_exec(&[keep], ignored)?;
             if let Some(c) = &creds {
                 if let Some(groups) = &c.groups {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
+                    if libc::setgroups(groups.len() as _, groups.as_ptr()) == -1 {
                         return Err(io::Error::last_os_error());
                     }
                 }
@@ -107,10 +138,9 @@ pub(crate) fn spawn_worker(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The master died before the request: nobody will send it.
+            ask_death_signal(sig)?;
+            // The master died before the request: nobody will send it (or,
+            // without a death signal, the worker would start orphaned).
             if libc::getppid() != master {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
@@ -122,9 +152,51 @@ pub(crate) fn spawn_worker(
             Ok(())
         });
     }
-    let spawned = spawn_with_pidfd(cmd);
+    let spawned = spawn_watched(cmd);
     drop(zombies);
     spawned
+}
+
+/// In a forked child before exec: asks for `sig` when the parent dies, where
+/// the platform can (Linux's `PR_SET_PDEATHSIG`, FreeBSD's
+/// `PROC_PDEATHSIG_CTL`); elsewhere nothing, and the worker learns of it
+/// when its channel closes. Async-signal-safe.
+#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+fn ask_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// See the Linux version.
+#[cfg(target_os = "freebsd")]
+fn ask_death_signal(sig: libc::c_int) -> io::Result<()> {
+    let mut sig = sig;
+    // SAFETY: procctl reads one c_int from a valid pointer to our stack.
+    let r = unsafe {
+        libc::procctl(
+            libc::P_PID,
+            0,
+            libc::PROC_PDEATHSIG_CTL,
+            (&mut sig as *mut libc::c_int).cast(),
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// See the Linux version: this platform (or the `portable-backend` build)
+/// has no death signal.
+#[cfg(not(any(
+    all(target_os = "linux", not(feature = "portable-backend")),
+    target_os = "freebsd"
+)))]
+fn ask_death_signal(_sig: libc::c_int) -> io::Result<()> {
+    Ok(())
 }
 
 /// While alive, children of this process that exit stay zombies until
@@ -203,13 +275,13 @@ fn prepare_exec(keep: &[RawFd], sigchld_ignored: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Spawns `cmd` and opens its pidfd, while the caller keeps children from
-/// being reaped by anyone else ([`KeepZombies`]); a child whose pidfd cannot
-/// be opened is killed and reaped.
-fn spawn_with_pidfd(cmd: &mut Command) -> io::Result<(Child, OwnedFd)> {
+/// Spawns `cmd` and makes its [`ProcessHandle`], while the caller keeps
+/// children from being reaped by anyone else ([`KeepZombies`]); a child
+/// whose handle cannot be made is killed and reaped.
+fn spawn_watched(cmd: &mut Command) -> io::Result<(Child, ProcessHandle)> {
     let mut child = cmd.spawn()?;
-    match pidfd_open(child.id()) {
-        Ok(fd) => Ok((child, fd)),
+    match ProcessHandle::child(child.id()) {
+        Ok(handle) => Ok((child, handle)),
         Err(e) => {
             // Not reaped yet (it cannot be, here): the pid is still ours.
             let _ = child.kill();
@@ -217,19 +289,6 @@ fn spawn_with_pidfd(cmd: &mut Command) -> io::Result<(Child, OwnedFd)> {
             Err(e)
         }
     }
-}
-
-/// Opens a pidfd for `pid`: it becomes readable when the process exits.
-/// The caller must not have reaped `pid` yet (a zombie keeps the pid).
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes two integers and returns a new descriptor
-    // (close-on-exec by definition) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// How a child ended, from `waitid`.
@@ -241,23 +300,26 @@ pub(crate) enum Reaped {
     Signal(i32),
 }
 
-/// Reaps the process of `pidfd` if it has exited (`Ok(None)` while it runs).
-/// `ECHILD` means someone else reaped it (the kernel, with `SIGCHLD`
-/// ignored). Never reaps another process, whatever became of the pid.
-pub(crate) fn pidfd_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Reaped>> {
-    // P_PIDFD takes the descriptor number as the id.
-    waitid_reap(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t)
-}
-
 /// Reaps the child `id` names for `idtype` if it exited (`waitid` with
 /// `WEXITED | WNOHANG`); `None` if it is still running.
 pub(crate) fn waitid_reap(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<Reaped>> {
+    waitid(idtype, id, 0)
+}
+
+/// `waitid(idtype, id, WEXITED | WNOHANG | extra)`: how the child ended,
+/// or `None` if it has not.
+fn waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    extra: libc::c_int,
+) -> io::Result<Option<Reaped>> {
     let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
     loop {
         // SAFETY: waitid writes one siginfo_t into `info`, a valid pointer
         // to our stack.
-        let r =
-            unsafe { libc::waitid(idtype, id, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG) };
+        let r = unsafe {
+            libc::waitid(idtype, id, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG | extra)
+        };
         if r == 0 {
             break;
         }
@@ -280,51 +342,13 @@ pub(crate) fn waitid_reap(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<
     }))
 }
 
-/// Whether the process of `pidfd` has exited (its pidfd is readable),
-/// without reaping it: for a process that is not this one's child.
-pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-    loop {
-        // SAFETY: poll reads and writes the one pollfd of our stack array,
-        // and returns at once (timeout 0).
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
-        if r >= 0 {
-            return Ok(r > 0 && fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Sends `sig` to the process of `pidfd`: unlike `kill(2)` it cannot reach
-/// another process that reused the pid.
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
-    // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null
-    // siginfo pointer (allowed: the kernel fills one in) and flags 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A new master, started by [`spawn_new_master`].
 #[derive(Debug)]
 pub(crate) struct NewMaster {
     /// Its process id.
     pub pid: u32,
-    /// Its pidfd (readable when it exits).
-    pub pidfd: OwnedFd,
+    /// Watches it: its exit, and signals to it.
+    pub handle: ProcessHandle,
     /// Its process group, of its own: every descendant that stays in it.
     pub group: u32,
     /// This process's child (`Some`, to reap), or re-parented at once
@@ -337,7 +361,7 @@ pub(crate) struct NewMaster {
 }
 
 /// Spawns `cmd`, a program that is not a worker (a new master, for a hot
-/// upgrade), in a process group of its own, and opens its pidfd. The child
+/// upgrade), in a process group of its own, and makes its handle. The child
 /// keeps the descriptors `keep` (close-on-exec in this process) at their
 /// numbers across `exec`, starts with an empty signal mask and the
 /// application's `SIGCHLD` disposition, and, unlike a worker, gets no death
@@ -349,7 +373,7 @@ pub(crate) struct NewMaster {
 /// the other end, `detach.1`, leaving the line there (`MSG_PEEK`); the grandchild, re-parented to the nearest
 /// subreaper or init (a service manager), runs the program. Without it,
 /// the child runs it and, as with [`spawn_worker`], stays a zombie until
-/// its pidfd is open.
+/// its handle is made.
 pub(crate) fn spawn_new_master(
     cmd: &mut Command,
     keep: Vec<RawFd>,
@@ -381,9 +405,9 @@ pub(crate) fn spawn_new_master(
         });
     }
     let Some((_, report)) = detach else {
-        let (child, pidfd) = spawn_with_pidfd(cmd)?;
+        let (child, handle) = spawn_watched(cmd)?;
         let pid = child.id();
-        return Ok(NewMaster { pid, pidfd, group: pid, child: Some(child), go_between: None });
+        return Ok(NewMaster { pid, handle, group: pid, child: Some(child), go_between: None });
     };
     let mut go_between = cmd.spawn()?;
     let group = go_between.id();
@@ -397,14 +421,14 @@ pub(crate) fn spawn_new_master(
     let n = unsafe { libc::recv(report, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
     let line = if n > 0 { &buf[..n as usize] } else { &[][..] };
     let opened = match parse_pid_line(line) {
-        Some(pid) => pidfd_open(pid).map(|fd| (pid, fd)).map_err(|e| {
+        Some(pid) => ProcessHandle::other(pid).map(|h| (pid, h)).map_err(|e| {
             io::Error::new(e.kind(), format!("new master (pid {pid}) exited at once: {e}"))
         }),
         None => Err(io::Error::other("the go-between of a detached spawn wrote no pid")),
     };
     match opened {
-        Ok((pid, pidfd)) => {
-            Ok(NewMaster { pid, pidfd, group, child: None, go_between: Some(go_between) })
+        Ok((pid, handle)) => {
+            Ok(NewMaster { pid, handle, group, child: None, go_between: Some(go_between) })
         }
         Err(e) => {
             // Whatever runs in its group (the new master, if it started)
@@ -457,6 +481,8 @@ pub(crate) fn signal_group(group: u32, sig: i32) -> io::Result<()> {
 
 /// Forks this process (which has one thread): `Some(child pid)` in the
 /// parent, `None` in the child, which goes on with a copy of everything.
+/// (The PID 1 init's, on Linux.)
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn fork() -> io::Result<Option<u32>> {
     // SAFETY: the process has exactly one thread (the crate starts none), so
     // the child inherits no lock held by another thread and may go on with
