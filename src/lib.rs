@@ -45,8 +45,8 @@
 //! No function of this crate starts a thread: every process has exactly one.
 //! Descriptors the crate opens are close-on-exec; a worker inherits exactly
 //! one from the master, its end of the channel. The only memory processes
-//! share is each shared socket's accept board, a sealed memfd read and
-//! written through atomics.
+//! share is each shared socket's accept board, a sealed memfd (an unlinked
+//! `shm_open` object on macOS) read and written through atomics.
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

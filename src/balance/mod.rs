@@ -6,7 +6,10 @@
 //! # The modes ([`Balance`](crate::Balance))
 //!
 //! - **Even** (the default): the socket is registered in each worker's poll
-//!   with `EPOLLEXCLUSIVE` (level-triggered), so one idle worker is woken
+//!   with `EPOLLEXCLUSIVE` (level-triggered; on macOS and FreeBSD, which
+//!   have nothing like it, every waiting worker is woken and the board alone
+//!   keeps the shares, with no bell: see `sys::listen_poll`), so one idle
+//!   worker is woken
 //!   per connection; a worker that took a wake-up's connections goes to the
 //!   back of the socket's queue of waiters (delete and add), so wake-ups go
 //!   round. On a socket the master shares, each worker also has a seat on

@@ -216,11 +216,17 @@ pub enum Balance {
     /// polled for 50 ms (hung), and one that slept through a ring for 20 ms
     /// (stopped). A listener without a board (the worker's own socket)
     /// only takes turns.
+    ///
+    /// On macOS and FreeBSD, which have no `EPOLLEXCLUSIVE`, every waiting
+    /// worker is woken for each connection and the board alone keeps the
+    /// shares (no bell is needed: the workers under their share were woken
+    /// too).
     #[default]
     Even,
     /// `EPOLLEXCLUSIVE` wake-ups that go round the workers (a worker that
     /// took connections goes to the back of the queue, as nginx does), with
-    /// no shared counts.
+    /// no shared counts. On macOS and FreeBSD every waiting worker is woken,
+    /// so this is [`Balance::Shared`] with turns.
     ///
     /// If connections are still queued after it took one while it had
     /// nothing else to do (a burst onto idle workers), the worker steps out

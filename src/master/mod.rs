@@ -1,8 +1,9 @@
 //! The master: forks workers, runs the reactor, owns the socket registry.
 //!
 //! One [`mio::Poll`] inside the master multiplexes every worker's IPC
-//! channel, a pidfd per worker (its exit), a `signalfd` for the signals the
-//! master handles, and its output pipes; the master also keeps deadlines
+//! channel, a pidfd per worker (its exit; on macOS and FreeBSD exits come
+//! with `SIGCHLD`), a `signalfd` for the signals the master handles (a
+//! self-pipe elsewhere), and its output pipes; the master also keeps deadlines
 //! (disconnect kills, sockets kept for a worker to come). A turn of that reactor queues [`Event`]s, and
 //! [`Master::next_event`] hands them out. No thread is started: the caller's
 //! thread is the reactor.

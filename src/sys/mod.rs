@@ -9,13 +9,15 @@
 //!   as a [`SysError`] that names the syscall.
 //! - [`process`]: spawning a worker so that exactly one extra descriptor (its
 //!   end of the channel) crosses `exec`, with its credentials switched and a
-//!   signal asked for when the master dies; a `pidfd` opened before the
-//!   child can be reaped, to learn of its exit and to reap it.
+//!   signal asked for when the master dies (where the platform has one); a
+//!   handle made before the child can be reaped, to learn of its exit and
+//!   to reap and signal it (a `pidfd` on Linux; elsewhere its pid, with
+//!   exits learnt from `SIGCHLD`).
 //! - [`signal`]: the signals the master handles, read from a descriptor (a
 //!   `signalfd` on Linux, a self-pipe elsewhere).
 //! - [`reap`]: for a master that is PID 1 or a subreaper, a look at the
 //!   first exited child without reaping it, a reap of one pid, the list of
-//!   children, and `PR_SET_CHILD_SUBREAPER`.
+//!   children, and becoming a subreaper (Linux, FreeBSD).
 //! - [`fd`]: duplicating a raw descriptor number the caller does not own.
 //! - [`listen_fds`]: descriptors a service manager passed (socket
 //!   activation): made close-on-exec and classified by number.
@@ -23,14 +25,27 @@
 //!   `setfsgid`, `setgroups` for this thread only on Linux; the effective
 //!   ids elsewhere), on a pinned directory, never following a symbolic link
 //!   at the end of a path.
-//! - [`epoll`]: `EPOLLEXCLUSIVE` registrations in a mio `Poll`.
-//! - [`shm`]: a sealed, shared `memfd` page seen as atomics, and the
-//!   system-wide monotonic clock in milliseconds.
+//! - [`listen_poll`]: a shared listening socket's registration in a mio
+//!   `Poll` (`EPOLLEXCLUSIVE` on Linux; level-triggered and woken for all
+//!   elsewhere), and the accept board's bell where one is needed.
+//! - [`shm`]: a shared page seen as atomics (a sealed `memfd`, or an
+//!   unlinked `shm_open` object on macOS), and the system-wide monotonic
+//!   clock in milliseconds.
+//! - [`procfs`]: what Linux's `/proc` tells (resource use, listening Unix
+//!   sockets, the running binary), and what stands in for it elsewhere.
+//! - [`socket`] and [`fs`] also hold the small differences: macOS's missing
+//!   `SOCK_CLOEXEC`, `MSG_CMSG_CLOEXEC` and `MSG_NOSIGNAL`, abstract Unix
+//!   addresses (Linux only), the group database.
 //!
 //! The platform is chosen here and nowhere else: a module with two
 //! implementations picks one with `cfg` (Linux's own calls, or the portable
 //! ones, which the `portable-backend` feature selects on Linux too so that
-//! they are tested there); the rest of the crate sees one interface.
+//! they are tested there); the rest of the crate sees one interface, and at
+//! most a constant that says what the platform does
+//! ([`process::EXITS_NEED_SIGCHLD`], [`listen_poll::WAKES_ONE`],
+//! [`socket::HAS_ABSTRACT`]). Outside `sys`, only what is a platform's by
+//! nature is: the PID 1 init (`host::init`, Linux) and the signal
+//! constants only some platforms have.
 //!
 //! Every descriptor this layer creates is close-on-exec. Ownership is always
 //! explicit: functions return [`OwnedFd`](std::os::fd::OwnedFd) for what the
