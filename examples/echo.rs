@@ -100,7 +100,7 @@ fn worker(args: &Args) -> io::Result<()> {
                     log::info!("worker {}: exiting, {} connections open", worker.id(), conns.len());
                     worker.exit(0);
                 }
-                WorkerEvent::Message { .. } | WorkerEvent::Drained => {}
+                _ => {}
             }
         }
         if worker.is_leaving() && conns.is_empty() {

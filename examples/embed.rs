@@ -224,7 +224,7 @@ fn master(args: &Args) -> io::Result<()> {
                 Event::Signal(sig) => {
                     supervisor.handle_signal(&mut master, sig)?;
                 }
-                Event::AllDisconnected { forced } => {
+                Event::AllDisconnected { forced, .. } => {
                     let _ = std::fs::remove_file(&args.admin);
                     log::info!("every worker has left ({forced} killed); bye");
                     std::process::exit(if forced > 0 { 1 } else { 0 });

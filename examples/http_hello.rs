@@ -103,7 +103,7 @@ fn worker(args: &Args) -> io::Result<()> {
                     }
                     worker.exit(0);
                 }
-                WorkerEvent::Message { .. } | WorkerEvent::Drained => {}
+                _ => {}
             }
         }
         if worker.is_leaving() && conns.is_empty() {

@@ -87,7 +87,7 @@ fn worker(args: &Args) -> io::Result<()> {
                 worker.close(listener)?;
                 worker.exit(0);
             }
-            Some(WorkerEvent::Message { .. } | WorkerEvent::Drained) | None => {}
+            Some(_) | None => {}
         }
     }
 }

@@ -16,22 +16,147 @@
 //!    inherit the variables (nothing changes the environment) but are not
 //!    workers.
 //! 2. The master creates a [`Master`], calls [`Master::fork`] for each
-//!    worker, and drives its reactor with [`Master::poll`] and
-//!    [`Master::next_event`]: `Fork`, `Online`, `Listening`, `Disconnect`,
-//!    `Exit`, signals and messages, in order. To keep a pool (a target
+//!    worker, runs its reactor and takes its [`Event`]s with
+//!    [`Master::next_event`]. Per worker, in order: `Fork`, `Online`,
+//!    `Listening` (once per server), `Ready` (if the worker says so),
+//!    `Leaving` (if it was asked to leave, or chose to), `Disconnect` and
+//!    `Exit`; heartbeats, messages and output come in between ([the events
+//!    in order](crate::master#events-in-order)). To keep a pool (a target
 //!    count, respawn, rolling restarts, heartbeats), a [`Supervisor`] drives
-//!    the master through its public API, as PM2 sits on Node's cluster.
+//!    the master through its public API, as PM2 sits on Node's cluster
+//!    ([its rules](crate::supervisor#the-rules)).
 //! 3. A worker creates a [`Worker`] (which tells the master it is online),
 //!    calls [`Worker::listen`], registers the [`Listener`] in its loop
 //!    ([`Worker::register_listener`]) and takes connections with
 //!    [`Worker::accept`], which keeps the workers to a fair share of them
-//!    ([`Balance`]).
-//! 4. [`Master::disconnect`] asks a worker to leave: it stops listening,
-//!    finishes its connections, and exits 0. If the master dies, however it
-//!    dies, every worker gets [`master::MASTER_DEATH_SIGNAL`] (`SIGTERM`),
-//!    even one whose loop is busy or hung: without a handler it is gone at
-//!    once; one whose loop runs also gets [`WorkerEvent::MasterGone`]
-//!    when its channel closes, and exits when it is done.
+//!    ([accept balance](crate::worker#accept-balance)). It takes the
+//!    master's [`WorkerEvent`]s with [`Worker::next_event`].
+//! 4. [`Master::disconnect`] asks a worker to leave: the master takes it off
+//!    its shared sockets at once, and the worker ([`WorkerEvent::Disconnect`])
+//!    closes its listeners, finishes its connections, and exits 0; one that
+//!    outlives [`Settings::disconnect_timeout`] is killed. When the master
+//!    dies, however it dies, each worker gets
+//!    [`master::MASTER_DEATH_SIGNAL`] (`SIGTERM`) on Linux and FreeBSD, even
+//!    one whose loop is busy or hung: without a handler, it is gone at once.
+//!    A worker whose loop runs also gets [`WorkerEvent::MasterGone`] when its
+//!    channel closes (on macOS, its only news of it), and exits when it is
+//!    done.
+//!
+//! # The loop
+//!
+//! No part of the crate needs to own the process's loop. [`Master`],
+//! [`Worker`] and the production master ([`host::manager::Manager`]) each
+//! offer a loop of their own (`poll`, or `run`) for a process that has
+//! nothing else to wait for, and each is also a [`mio::event::Source`], one
+//! descriptor, to register in the application's loop: another mio `Poll`,
+//! or tokio through `AsyncFd`. There, each keeps the same contract:
+//!
+//! 1. Before every wait, ask its `timeout()` and wait no longer than it says
+//!    (`None`: only readiness brings work; zero: work is pending).
+//! 2. After every wait, whatever woke the loop, call its `process()` once:
+//!    one turn that never waits.
+//! 3. Take its events with `next_event()` until `None`.
+//!
+//! A [`Supervisor`] rides on its master's registration: its `timeout`,
+//! `process` and `next_event` take the master's place.
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use mio_cluster::{Master, Settings};
+//!
+//! let mut master = Master::new(Settings::default())?;
+//! let mut poll = Poll::new()?; // the application's, with its own sources
+//! poll.registry().register(&mut master, Token(0), Interest::READABLE)?;
+//! let mut events = Events::with_capacity(128);
+//! loop {
+//!     poll.poll(&mut events, master.timeout())?; // 1. never past its deadline
+//!     // ... the application's own events ...
+//!     master.process()?; // 2. one turn, never waits
+//!     while let Some(event) = master.next_event() {
+//!         // 3. take them all
+//!         # let _ = event;
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! In full: the [master's](crate::master#inside-the-applications-own-loop),
+//! the [worker's](crate::worker#embedding) (tokio included), the
+//! [supervisor's](crate::supervisor#in-the-applications-own-loop) and the
+//! [production master's](crate::host#in-the-applications-own-loop).
+//!
+//! # A whole program
+//!
+//! One program, both roles: the master forks four workers and replaces those
+//! that die; each worker serves `127.0.0.1:7000`.
+//!
+//! ```no_run
+//! use std::io;
+//! use mio::{Events, Token};
+//! use mio_cluster::{Event, ListenOptions, Master, Role, Settings, Worker, WorkerEvent};
+//!
+//! fn main() -> io::Result<()> {
+//!     match mio_cluster::role() {
+//!         Role::Master => master(),
+//!         Role::Worker(_) => worker(),
+//!     }
+//! }
+//!
+//! fn master() -> io::Result<()> {
+//!     let mut master = Master::new(Settings::default())?;
+//!     for _ in 0..4 {
+//!         master.fork()?;
+//!     }
+//!     loop {
+//!         master.poll(None)?;
+//!         while let Some(event) = master.next_event() {
+//!             if let Event::Exit { id, status, exited_after_disconnect: false, .. } = event {
+//!                 eprintln!("worker {id} died ({status}); forking another");
+//!                 master.fork()?;
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! fn worker() -> io::Result<()> {
+//!     let mut worker = Worker::new()?;
+//!     let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
+//!     worker.register_listener(&mut listener, Token(0))?;
+//!     let mut events = Events::with_capacity(256);
+//!     loop {
+//!         worker.poll(&mut events, None)?;
+//!         while let Ok(_stream) = worker.accept(&listener) { /* serve it */ }
+//!         while let Some(event) = worker.next_event() {
+//!             match event {
+//!                 WorkerEvent::Disconnect => {
+//!                     worker.close(listener)?;
+//!                     worker.exit(0); // once open connections are done
+//!                 }
+//!                 WorkerEvent::MasterGone => worker.exit(0),
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! A production master (a pool kept full, signals, systemd, health probes,
+//! hot upgrade) is one call: [`host::manager::Manager`].
+//!
+//! # Where the rest is
+//!
+//! - [`master`]: the events in order, the operations, the loop contract in
+//!   full, the socket registry, messages, and the worker settings
+//!   ([`Settings`]).
+//! - [`worker`]: a worker's life and events, embedding (tokio included),
+//!   the accept balance ([`Balance`]), listening, and the master's death.
+//! - [`supervisor`]: the rules that keep a pool full, and [`Policy`].
+//! - [`host`]: the production master, and the pieces for systemd,
+//!   containers and Kubernetes.
+//!
+//! The guides are in the repository's `docs/`: operations (deploying a new
+//! version, systemd, containers and Kubernetes, signals, exit codes),
+//! security, performance, and the design.
 //!
 //! # Durations
 //!

@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -34,15 +33,6 @@ fn start_with(mut cmd: Command, workers: usize) -> (Proc, SocketAddr) {
 fn stop(mut p: Proc) {
     p.signal("TERM");
     assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
-}
-
-/// Asserts `Threads: 1` in the master and in each of its `workers` workers.
-fn assert_one_thread_each(master: u32, workers: usize) {
-    let pids = workers_of(master);
-    assert_eq!(pids.len(), workers, "workers of {master}: {pids:?}");
-    for pid in std::iter::once(master).chain(pids) {
-        assert_eq!(threads_of(pid), 1, "threads of pid {pid} (master {master})");
-    }
 }
 
 #[test]
@@ -205,46 +195,4 @@ fn cpu_ticks(pid: u32) -> u64 {
     // utime and stime: fields 14 and 15, 12 and 13 after the name.
     let rest: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
     rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
-}
-
-/// Jain's fairness index: 1 when all shares are equal, 1/n when one takes
-/// everything.
-fn jain(counts: &[usize]) -> f64 {
-    let sum: f64 = counts.iter().sum::<usize>() as f64;
-    let sq: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
-    sum * sum / (counts.len() as f64 * sq)
-}
-
-/// How many of `conns` each worker of `master` serves, by worker pid, found
-/// through /proc as `examples/loadgen.rs` does: the server side of each
-/// connection (local port `server_port`, remote port the client's) is an
-/// established socket whose inode one worker holds among its descriptors.
-fn owners(master: u32, server_port: u16, conns: &[TcpStream]) -> HashMap<u32, usize> {
-    let client_ports: HashSet<u16> = conns.iter().map(|s| s.local_addr().unwrap().port()).collect();
-    let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or(""), 16).ok();
-    let mut inodes = HashSet::new();
-    for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // local, remote, state (01: established), ..., inode.
-        if f.len() >= 10
-            && port(f[1]) == Some(server_port)
-            && port(f[2]).is_some_and(|p| client_ports.contains(&p))
-            && f[3] == "01"
-            && f[9] != "0"
-        {
-            inodes.insert(format!("socket:[{}]", f[9]));
-        }
-    }
-    assert_eq!(inodes.len(), conns.len(), "server sides found in /proc/net/tcp");
-    workers_of(master)
-        .into_iter()
-        .map(|pid| {
-            let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .unwrap()
-                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|t| inodes.contains(&*t.to_string_lossy()))
-                .count();
-            (pid, held)
-        })
-        .collect()
 }

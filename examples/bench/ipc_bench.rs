@@ -153,7 +153,7 @@ fn worker() -> io::Result<()> {
                     }
                 },
                 WorkerEvent::Disconnect | WorkerEvent::MasterGone => worker.exit(0),
-                WorkerEvent::Drained => {}
+                _ => {}
             }
         }
     }

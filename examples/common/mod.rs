@@ -262,7 +262,7 @@ fn master(args: &Args, mut on_message: impl FnMut(WorkerId, &[u8])) -> io::Resul
     }
     let manager = builder.build()?;
     let code = manager.run(|_, event| match event {
-        ManagerEvent::Ready { address, workers, pid } => {
+        ManagerEvent::Ready { address, workers, pid, .. } => {
             println!("ready addr={address} workers={workers} pid={pid}");
             let _ = io::stdout().flush();
         }

@@ -74,6 +74,7 @@ impl<F: FnMut() -> Readiness> Answers for F {
 
 /// What `/ready` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Readiness {
     /// The pool is at its target: 200.
     Ready,

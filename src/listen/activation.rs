@@ -36,6 +36,7 @@ pub const LISTEN_FDS_START: RawFd = 3;
 
 /// One socket systemd passed to the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ActivatedSocket {
     /// The master's descriptor number (from 3).
     pub fd: RawFd,

@@ -15,6 +15,7 @@ use crate::sys::{SysError, Syscall};
 /// The kind of socket in a registry key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Kind {
     /// A TCP listening socket (tcp4 or tcp6, by address).
     Tcp = 1,
@@ -37,6 +38,7 @@ impl Kind {
 
 /// Where a server is bound.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Address {
     /// An IPv4 or IPv6 address and port.
     Inet(SocketAddr),
@@ -70,6 +72,7 @@ impl fmt::Display for Address {
 ///   (socket activation: [`host::systemd`](crate::host::systemd)), a TCP,
 ///   UDP or Unix stream socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address.
     Tcp(SocketAddr),
@@ -201,6 +204,7 @@ pub const DEFAULT_ACCEPT_PAUSE: Duration = Duration::from_micros(50);
 /// How workers sharing one listening socket divide its connections. Every
 /// mode accepts directly from the kernel; none routes connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Balance {
     /// The default. `EPOLLEXCLUSIVE` wake-ups (one idle worker is woken per
     /// connection, no thundering herd) that go round the workers, plus a
@@ -260,6 +264,7 @@ impl Default for ListenOptions {
 /// [`io::Error`] whose kind matches the errno; [`ListenError::from_io`]
 /// gets it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenError {
     /// The errno value (for instance `libc::EADDRINUSE`).
     pub errno: i32,

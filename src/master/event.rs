@@ -9,6 +9,7 @@ use crate::{Signal, WorkerId};
 
 /// Where a worker is in its life, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum State {
     /// Forked; its runtime has not said it is up.
     None,
@@ -50,8 +51,10 @@ impl fmt::Display for ExitStatus {
 /// per server), `Leaving` if it was asked to leave or chose to, then
 /// `Disconnect` and `Exit`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// A worker process was started.
+    #[non_exhaustive]
     Fork {
         /// The worker.
         id: WorkerId,
@@ -59,11 +62,13 @@ pub enum Event {
         pid: u32,
     },
     /// The worker's runtime is up (before its own code runs).
+    #[non_exhaustive]
     Online {
         /// The worker.
         id: WorkerId,
     },
     /// The worker listens on a server at this address.
+    #[non_exhaustive]
     Listening {
         /// The worker.
         id: WorkerId,
@@ -71,6 +76,7 @@ pub enum Event {
         address: Address,
     },
     /// The worker called [`Worker::ready`](crate::Worker::ready).
+    #[non_exhaustive]
     Ready {
         /// The worker.
         id: WorkerId,
@@ -78,6 +84,7 @@ pub enum Event {
     /// A heartbeat from the worker's runtime (every
     /// [`Heartbeat::interval`](super::Heartbeat::interval), with heartbeats
     /// on).
+    #[non_exhaustive]
     Heartbeat {
         /// The worker.
         id: WorkerId,
@@ -86,11 +93,13 @@ pub enum Event {
     /// or said it leaves of its own accord
     /// ([`Worker::disconnect`](crate::Worker::disconnect)). It is off every
     /// shared socket already; it finishes its open work and exits.
+    #[non_exhaustive]
     Leaving {
         /// The worker.
         id: WorkerId,
     },
     /// A message from a worker, with the descriptors that came with it.
+    #[non_exhaustive]
     Message {
         /// The worker.
         id: WorkerId,
@@ -101,16 +110,19 @@ pub enum Event {
     },
     /// A [`Master::send`](super::Master::send) that returned `WouldBlock`
     /// can be retried: the channel to this worker has drained.
+    #[non_exhaustive]
     Drained {
         /// The worker.
         id: WorkerId,
     },
     /// The worker's channel closed.
+    #[non_exhaustive]
     Disconnect {
         /// The worker.
         id: WorkerId,
     },
     /// The worker process ended.
+    #[non_exhaustive]
     Exit {
         /// The worker.
         id: WorkerId,
@@ -129,6 +141,7 @@ pub enum Event {
     },
     /// A worker wrote to a piped stdout or stderr
     /// ([`Output::Piped`](super::Output::Piped)).
+    #[non_exhaustive]
     Output {
         /// The worker.
         id: WorkerId,
@@ -143,6 +156,7 @@ pub enum Event {
     /// [`Supervisor::shutdown`](crate::Supervisor::shutdown): every worker has
     /// exited; and, for a master that is PID 1 or a subreaper, every other
     /// child too ([`host::reaper`](crate::host::reaper)).
+    #[non_exhaustive]
     AllDisconnected {
         /// How many had to be killed because they outlived the deadline
         /// (workers, and other children of a PID 1 or subreaper).
@@ -151,6 +165,7 @@ pub enum Event {
     /// From a [`Supervisor`](crate::Supervisor): it stopped respawning,
     /// workers kept dying soon after they started
     /// ([`Policy::crash_limit`](crate::Policy::crash_limit) times in a row).
+    #[non_exhaustive]
     CrashLoop {
         /// The last worker that died.
         id: WorkerId,
@@ -163,6 +178,7 @@ pub enum Event {
     /// heartbeat for longer than
     /// [`Heartbeat::timeout`](super::Heartbeat::timeout); it is being
     /// killed.
+    #[non_exhaustive]
     Unresponsive {
         /// The worker.
         id: WorkerId,
@@ -175,6 +191,7 @@ pub enum Event {
     /// From a [`Supervisor`](crate::Supervisor): a worker past one of
     /// [`Policy`](crate::Policy)'s recycling limits is being replaced: its
     /// replacement is ready, and it was asked to leave.
+    #[non_exhaustive]
     Recycled {
         /// The worker replaced.
         id: WorkerId,
@@ -186,6 +203,7 @@ pub enum Event {
     /// From a [`Supervisor`](crate::Supervisor): a rolling restart stopped,
     /// the new worker did not come up. The old
     /// workers that were not replaced yet keep serving.
+    #[non_exhaustive]
     RollFailed {
         /// The new worker that failed.
         id: WorkerId,
@@ -196,6 +214,7 @@ pub enum Event {
 
 /// What the master knows of one live worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerInfo {
     /// Its id (from 1, never reused).
     pub id: WorkerId,
@@ -219,6 +238,7 @@ pub enum OutputStream {
 /// One row of [`Master::status`](super::Master::status) or
 /// [`Supervisor::status`](crate::Supervisor::status).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerStatus {
     /// Worker id.
     pub id: WorkerId,
@@ -252,6 +272,7 @@ pub struct WorkerStatus {
 
 /// What the master counted since it started ([`Master::counters`](super::Master::counters)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MasterCounters {
     /// Frames read from workers' channels.
     pub frames_received: u64,

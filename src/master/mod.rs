@@ -3,10 +3,88 @@
 //! One [`mio::Poll`] inside the master multiplexes every worker's IPC
 //! channel, a pidfd per worker (its exit; on macOS and FreeBSD exits come
 //! with `SIGCHLD`), a `signalfd` for the signals the master handles (a
-//! self-pipe elsewhere), and its output pipes; the master also keeps deadlines
-//! (disconnect kills, sockets kept for a worker to come). A turn of that reactor queues [`Event`]s, and
-//! [`Master::next_event`] hands them out. No thread is started: the caller's
-//! thread is the reactor.
+//! self-pipe elsewhere), and its output pipes; the master also keeps
+//! deadlines (disconnect kills, sockets kept for a worker to come). A turn of
+//! that reactor queues [`Event`]s, and [`Master::next_event`] hands them out.
+//! No thread is started: the caller's thread is the reactor.
+//!
+//! The sections below: [the events in order](#events-in-order), [the
+//! operations](#operations), the reactor [in a loop of its
+//! own](#running-its-own-loop) or [inside the application's
+//! loop](#inside-the-applications-own-loop), [the socket
+//! registry](#the-socket-registry), [messages](#messages) and [worker
+//! settings](#worker-settings). A pool that keeps itself full is a
+//! [`Supervisor`](crate::Supervisor)'s work, over this API.
+//!
+//! # Events in order
+//!
+//! [`Master::next_event`] hands out the events in the order they happened.
+//! Per worker:
+//!
+//! 1. `Fork { id, pid }`: [`Master::fork`] started it (queued by the call).
+//! 2. `Online`: its runtime is up ([`Worker::new`](crate::Worker::new)),
+//!    before the worker's own code runs.
+//! 3. `Listening { address }`: once per server it listens on, with the bound
+//!    address.
+//! 4. `Ready`: it called [`Worker::ready`](crate::Worker::ready), usually
+//!    after its last listen (optional; it may call it more than once, and
+//!    each call is reported when it comes).
+//! 5. `Leaving`: it leaves, asked to ([`Master::disconnect`],
+//!    [`Master::disconnect_all`]) or of its own accord
+//!    ([`Worker::disconnect`](crate::Worker::disconnect)). It is off every
+//!    shared socket already; it finishes its open work and exits. Queued when
+//!    the master learns of it, so a worker asked to leave before it is online
+//!    has it right after `Fork`.
+//! 6. `Disconnect`: its channel closed.
+//! 7. `Exit { status, exited_after_disconnect, .. }`: the process ended.
+//!    [`ExitStatus`] is its code, the signal that ended it, or `Unknown` when
+//!    someone else reaped it (`SIGCHLD` ignored, say);
+//!    `exited_after_disconnect` says whether it was asked to leave (or chose
+//!    to), as opposed to died; with them come the connections it accepted on
+//!    shared sockets and its CPU time.
+//!
+//! A worker that dies skips the steps it did not reach (`Fork`, `Disconnect`,
+//! `Exit` for one that died before its runtime came up), and what it sent or
+//! wrote before it died is delivered before its `Disconnect` and `Exit`.
+//! Before its `Disconnect`, at any time:
+//!
+//! - `Heartbeat`: every [`Heartbeat::interval`], when
+//!   [`Settings::heartbeat`] is set;
+//! - `Message { payload, fds }`: bytes and descriptors from the worker
+//!   ([messages](#messages));
+//! - `Drained`: a [`Master::send`] to it that failed with `WouldBlock` can be
+//!   retried.
+//!
+//! `Output { stream, data }` (with [`Output::Piped`]) comes whenever the
+//! worker writes, from its start to its `Exit`. And, about no single worker:
+//!
+//! - `Signal`: one of [`Settings::signals`] reached the master;
+//! - `AllDisconnected { forced }`: after [`Master::disconnect_all`] (or
+//!   [`Supervisor::shutdown`](crate::Supervisor::shutdown)), every worker has
+//!   exited (and, for a master that is PID 1 or a subreaper, every other
+//!   child too); `forced` of them were killed at the deadline;
+//! - from a [`Supervisor`](crate::Supervisor) only: `CrashLoop`,
+//!   `Unresponsive`, `Recycled`, `RollComplete` and `RollFailed` (see [its
+//!   rules](crate::supervisor#the-rules)).
+//!
+//! [`WorkerInfo::state`] follows the same life, in this order:
+//! [`State::None`] (forked), `Online`, `Listening`, `Disconnected` (channel
+//! closed), `Dead`.
+//!
+//! # Operations
+//!
+//! | method | what it does |
+//! |---|---|
+//! | [`Master::fork`], [`Master::fork_with_env`] | starts a worker (with extra environment variables for it alone) and queues `Fork` |
+//! | [`Master::disconnect`] | asks a worker to leave gracefully: it is off every shared socket at once (`Leaving`), and killed if it has not exited after [`Settings::disconnect_timeout`] |
+//! | [`Master::disconnect_all`] | the same for every worker; `AllDisconnected` follows once all have exited |
+//! | [`Master::kill`] | sends a worker exactly that signal, through its process handle (a pidfd on Linux), so never to a process that reused its pid |
+//! | [`Master::kill_all`] | `SIGKILL` to every worker |
+//! | [`Master::send`] | a message to a worker ([messages](#messages)) |
+//! | [`Master::worker`], [`Master::workers`] | what the master knows of live workers: pid, [`State`], whether it leaves |
+//! | [`Master::status`], [`Master::counters`] | per-worker numbers (uptime, heartbeat, memory, CPU, connections), and the master's own |
+//! | [`Master::keep_sockets`] | keeps a worker's shared sockets, with their queued connections, for a worker to come ([the socket registry](#the-socket-registry)) |
+//! | [`Master::upgrade`] | a hot upgrade: a new master from the program now at this one's path, handed every listening socket |
 //!
 //! # Running its own loop
 //!
@@ -39,12 +117,12 @@
 //! keeps this contract:
 //!
 //! 1. Before every wait, ask [`Master::timeout`] and wait no longer than it
-//!    says (`None`: no deadline of the master's; `Some(ZERO)`: work is
-//!    pending, do not sleep). Round up, as mio does: waking early costs a
-//!    turn that finds nothing due.
-//! 2. After every wait (whatever woke it, the master's token or not), call
-//!    [`Master::process`] once: one non-blocking turn that reads what is
-//!    ready and fires what is due.
+//!    says (`None`: no deadline of the master's, only readiness brings work;
+//!    `Some(ZERO)`: work is pending, do not sleep). Round up, as mio does:
+//!    waking early costs a turn that finds nothing due.
+//! 2. After every wait (whatever woke it, the master's token or not, or a
+//!    signal that interrupted it), call [`Master::process`] once: one
+//!    non-blocking turn that reads what is ready and fires what is due.
 //! 3. Then take every event with [`Master::next_event`] until `None`. Events
 //!    left in the queue keep [`Master::timeout`] at zero.
 //!
@@ -52,7 +130,7 @@
 //! a turn that leaves work behind (a budget ran out, more descriptors were
 //! ready than one turn takes) says so through a zero timeout, not through
 //! another readiness edge. The master's methods (`fork`, `send`,
-//! `set_target`...) can be called between turns, from any of the
+//! `disconnect`...) can be called between turns, from any of the
 //! application's handlers; so can [`Master::poll`] or [`Master::wait`], to
 //! wait for the master alone for a while (for [`Event::Drained`], say).
 //!
@@ -78,6 +156,142 @@
 //! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! `examples/embed.rs` is a whole application built this way (the master,
+//! a supervisor and an admin socket in one `Poll`); the examples' shared
+//! master ([`host::manager::Manager`](crate::host::manager::Manager)) and the
+//! tests' fixture run the same loop. With a
+//! [`Supervisor`](crate::Supervisor), its `timeout`, `process` and
+//! `next_event` take the place of the master's ([its
+//! loop](crate::supervisor#in-the-applications-own-loop)).
+//!
+//! # The socket registry
+//!
+//! A worker's [`Worker::listen`](crate::Worker::listen) (or
+//! [`Worker::bind_udp`](crate::Worker::bind_udp)) asks the master, with
+//! Node's key `(kind, address, port, fd, index)`:
+//!
+//! - The master binds once per key and keeps the socket; every worker asking
+//!   for the same key gets a duplicate of it, so all accept on one kernel
+//!   queue.
+//! - Port 0 is bound once per key: every worker gets the same port. `index`
+//!   counts the servers one worker opened on the same address, so a second
+//!   `listen(0)` in a worker gets another port (and every worker's second
+//!   server shares that one).
+//! - `fd:N` ([`ListenAddr::Fd`](crate::ListenAddr::Fd)) is the *master's*
+//!   descriptor N, and only one that was open when the `Master` was created
+//!   (inherited ones, or ones the application opened first): never one of
+//!   the master's own channels, pidfds or sockets. `systemd:NAME` is a
+//!   socket systemd passed ([`host::systemd`](crate::host::systemd)).
+//! - Kinds: TCP (`tcp4`/`tcp6` by address); UDP (every worker receives on
+//!   the one socket, the kernel picks who gets a datagram); and Unix stream
+//!   sockets (`unix:PATH`). A relative path is resolved in the worker; a path
+//!   longer than `sun_path` is refused in the worker with `ENAMETOOLONG`,
+//!   never truncated; [`ListenOptions::readable_all`](crate::ListenOptions::readable_all)
+//!   and [`writable_all`](crate::ListenOptions::writable_all) add read and
+//!   write bits for all to the mode the umask gives, as libuv does; a stale
+//!   socket file nobody listens on is removed, a live one or a file that is
+//!   not a socket is `EADDRINUSE`; the master does all of this with the
+//!   worker's credentials, and unlinks the file when the last worker leaves
+//!   if it is still the one it bound. `unix:@NAME` is Linux's abstract
+//!   namespace.
+//! - IPv6: `[::]:0` shared by several workers accepts IPv4 clients unless
+//!   [`ListenOptions::ipv6only`](crate::ListenOptions::ipv6only); a v6-only
+//!   and an IPv4 socket may share a port number.
+//! - [`Worker::adopt`](crate::Worker::adopt) (a socket the worker already
+//!   holds) and [`ListenOptions::exclusive`](crate::ListenOptions::exclusive)
+//!   bypass the master.
+//! - Failures reach the worker as an `io::Error` of the errno's kind holding
+//!   a [`ListenError`](crate::ListenError) (errno, syscall, address):
+//!   `listen on 127.0.0.1:7000: bind failed: Address already in use (os
+//!   error 98)`. The key is forgotten, so a retry binds again. A bound port
+//!   that differs from the requested one is `EADDRINUSE`. Each worker's keys
+//!   count against [`Settings::fd_budget`]: past it, a listen fails with
+//!   `EMFILE` for that worker alone.
+//! - When the last worker leaves a key (close, disconnect or death), the
+//!   master closes the socket, unless it was asked to keep that worker's
+//!   sockets ([`Master::keep_sockets`], as the supervisor does for every
+//!   worker it will replace): then the socket, and its queued connections,
+//!   stay until a worker started later holds it, or for the longest time
+//!   given. Not during a shutdown ([`Master::disconnect_all`]).
+//!
+//! How the workers then divide a socket's connections is the worker's
+//! [accept balance](crate::worker#accept-balance).
+//!
+//! # Messages
+//!
+//! [`Master::send`] and [`Worker::send`](crate::Worker::send) carry byte
+//! payloads (the application picks the encoding) of up to 16 MiB, with up to
+//! 253 descriptors attached; they arrive in order, as [`Event::Message`] and
+//! [`WorkerEvent::Message`](crate::WorkerEvent::Message), the descriptors
+//! owned by the receiver (the sender's copies are closed once sent). Neither
+//! side ever blocks: a message that would take what is queued towards the
+//! peer past 64 MiB fails with `WouldBlock`, and [`Event::Drained`] /
+//! [`WorkerEvent::Drained`](crate::WorkerEvent::Drained) says when to retry;
+//! a message over 16 MiB, or with more than 253 descriptors, is refused with
+//! `InvalidInput`, nothing sent. A send to a worker whose channel is closed
+//! fails with `NotConnected`; so do a worker's sends once its master is gone.
+//! The runtime's own messages (listens, heartbeats, leaving, ready) share
+//! the channel, and reach the application only as their own events, never as
+//! a `Message`. A worker can hand a connected socket to the master, and the
+//! master to another worker.
+//!
+//! Descriptors that came with a worker's messages count against
+//! [`Settings::fd_budget`] until the application takes their events: past
+//! it, the master stops reading that worker's channel (its sends queue on
+//! its side) until it does.
+//!
+//! # Worker settings
+//!
+//! [`Settings`] is Node's `setupPrimary`: [`exec`](Settings::exec) and
+//! [`args`](Settings::args) (default: the path this program was started from,
+//! and its arguments), [`env`](Settings::env) for every worker and
+//! [`Master::fork_with_env`] for one, [`cwd`](Settings::cwd),
+//! [`uid`](Settings::uid) and [`gid`](Settings::gid) (the master keeps its
+//! privileges, so it can bind port 80 for workers running as `nobody`),
+//! [`stdout`](Settings::stdout) and [`stderr`](Settings::stderr)
+//! ([`Output::Inherit`], or [`Output::Piped`]: the master reads them in its
+//! reactor and delivers `Event::Output`), [`signals`](Settings::signals),
+//! [`disconnect_timeout`](Settings::disconnect_timeout),
+//! [`heartbeat`](Settings::heartbeat),
+//! [`own_process_group`](Settings::own_process_group),
+//! [`fd_budget`](Settings::fd_budget) and
+//! [`subreaper`](Settings::subreaper). Changes through
+//! [`Master::settings_mut`] apply to later forks.
+//!
+//! - The default `exec` is [`started_program`]: `argv[0]` made absolute
+//!   once, the first time `Settings::default()` runs (against the working
+//!   directory if it has a `/`, else along `PATH`, as the shell found it),
+//!   symbolic links kept. So a worker started after a deploy replaced the
+//!   file at that path (an atomic rename, or a switched `current` link) runs
+//!   the new program, as Node's cluster re-runs the script. Only if that path
+//!   is not this very program at start (same device and inode; an `argv[0]`
+//!   that is no path, say) is the running binary the default: on Linux
+//!   `/proc/self/exe`, which keeps running the old binary. The choice is
+//!   logged at debug level.
+//! - `uid` alone gives the worker that user's primary group and
+//!   supplementary groups (`initgroups`), never the master's group; `gid`
+//!   alone makes that group the worker's only one. The switch (groups, group,
+//!   user) happens in the child before `exec`, and the working directory is
+//!   entered after it.
+//! - A worker dies with its master, however the master dies (Linux and
+//!   FreeBSD): it gets [`MASTER_DEATH_SIGNAL`] (`SIGTERM`, asked for after
+//!   the switch of credentials), so even a busy or hung worker is gone at
+//!   once and frees the ports; an application that handles `SIGTERM` can
+//!   finish its connections first (it also gets
+//!   [`WorkerEvent::MasterGone`](crate::WorkerEvent::MasterGone)). On macOS
+//!   only the channel's close tells it.
+//! - A worker is the master's child: [`role()`](crate::role) answers
+//!   `Worker` only when the parent is the master named in
+//!   `MIO_CLUSTER_MASTER_PID`. The worker's own children inherit the
+//!   variables (nothing removes them) but are not workers, so a wrapper in
+//!   `exec` must `exec` the program, not fork it.
+//! - An application may ignore `SIGCHLD`: while the master spawns a worker,
+//!   children that exit stay zombies until the worker's process handle (a
+//!   pidfd on Linux) is made, then the disposition is put back; workers are
+//!   reaped through that handle, so a reused pid never reaches another
+//!   process. A worker reaped by the kernel exits with
+//!   [`ExitStatus::Unknown`].
 
 mod channels;
 mod credentials;

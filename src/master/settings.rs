@@ -180,6 +180,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Where a worker's stdout or stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// The master's own.
     Inherit,

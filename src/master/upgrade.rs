@@ -96,6 +96,7 @@ pub struct UpgradeOptions<'a> {
 
 /// What a hot upgrade came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpgradeOutcome {
     /// The new master's workers all listen: it serves. This master should
     /// now tell systemd (`MAINPID=`, [`Service::main_pid`](crate::host::systemd::Service::main_pid)), drain its

@@ -18,8 +18,10 @@ use crate::WorkerId;
 
 /// Why a worker was recycled ([`Event::Recycled`](crate::Event::Recycled)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Recycle {
     /// It accepted its share of connections.
+    #[non_exhaustive]
     Connections {
         /// What its accept boards counted.
         accepted: u64,
@@ -28,6 +30,7 @@ pub enum Recycle {
         limit: u64,
     },
     /// Its resident memory stayed above the limit.
+    #[non_exhaustive]
     Memory {
         /// Its resident memory at the last check, in bytes.
         rss: u64,
@@ -54,6 +57,7 @@ impl fmt::Display for Recycle {
 
 /// Live workers by where they are in their life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerCounts {
     /// Started, runtime not up yet.
     pub starting: usize,
@@ -67,6 +71,7 @@ pub struct WorkerCounts {
 
 /// Exits, by what ended them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExitCounts {
     /// Exit code 0 (after a disconnect, or of its own accord).
     pub clean: u64,
@@ -85,6 +90,7 @@ pub struct ExitCounts {
 
 /// Rolls or upgrades, by result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Outcomes {
     /// Completed.
     pub succeeded: u64,
@@ -94,6 +100,7 @@ pub struct Outcomes {
 
 /// Workers recycled, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecycleCounts {
     /// [`Policy::max_worker_connections`](crate::Policy::max_worker_connections).
     pub connections: u64,
@@ -103,6 +110,7 @@ pub struct RecycleCounts {
 
 /// One slot of the pool: its worker now, and its counters across workers.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SlotMetrics {
     /// Its index, 0 to target-1.
     pub slot: usize,
@@ -131,6 +139,7 @@ pub struct SlotMetrics {
 /// Prometheus text format. Workers are named by their slot in the pool,
 /// never by id or pid, and a slot's counters go on across its workers.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Metrics {
     /// The supervisor's target.
     pub target_workers: usize,

@@ -68,6 +68,7 @@ use std::io;
 
 /// A failed syscall: the errno and the name of the call that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SysError {
     /// The errno value.
     pub errno: i32,
@@ -104,6 +105,7 @@ impl From<SysError> for io::Error {
 /// The syscalls whose failure the master reports to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Syscall {
     /// `socket(2)`
     Socket = 1,

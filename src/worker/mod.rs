@@ -2,6 +2,37 @@
 //! its accept balance, in an epoll instance of the worker's own (its
 //! [`Poll`]), and listening through the master.
 //!
+//! # A worker's life
+//!
+//! 1. [`Worker::new`] takes the channel the master left it and tells the
+//!    master the worker is online. It fails with `NotFound` in a process
+//!    that is not a worker ([`role()`](crate::role)). A worker whose master
+//!    speaks an IPC protocol major version it cannot exits there, with
+//!    [`EXIT_PROTOCOL`]: the only exit inside the library.
+//! 2. [`Worker::listen`] asks the master for a socket and returns a
+//!    [`Listener`]; [`Worker::register_listener`] registers it in the
+//!    worker's poll (the only way to: [`Listener`] is not a
+//!    [`mio::event::Source`]), and [`Worker::accept`] takes its connections,
+//!    until `WouldBlock`, on each event of its token ([accept
+//!    balance](#accept-balance)). [`Worker::bind_udp`], [`Worker::adopt`]
+//!    and [`Worker::close`] do the rest ([listening](#listening)).
+//! 3. Once it can serve (after its last listen, with its caches warm), it
+//!    may call [`Worker::ready`]. A [`Supervisor`](crate::Supervisor) counts
+//!    it as ready from then on, and in a rolling restart replaces a worker
+//!    that called it only with one that has called it too.
+//! 4. It takes the master's [`WorkerEvent`]s with [`Worker::next_event`]:
+//!    - `Disconnect`: leave gracefully. Close every listener, finish the
+//!      open connections, then call [`Worker::exit`] with 0. The master has
+//!      already taken the worker off its shared sockets. The worker's own
+//!      [`Worker::disconnect`] (Node's `worker.disconnect()`) queues it too;
+//!    - `Message { payload, fds }`: from the master ([messages](#messages));
+//!    - `Drained`: a [`Worker::send`] that failed with `WouldBlock` can be
+//!      retried;
+//!    - `MasterGone`: the channel closed ([the master's
+//!      death](#the-masters-death)).
+//! 5. [`Worker::exit`] sends what is still queued to the master (waiting up
+//!    to a second) and exits the process with its code.
+//!
 //! The simple path: the worker's poll is the application's loop.
 //!
 //! ```no_run
@@ -34,6 +65,10 @@
 //! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! The runtime's own tokens in that poll are [`IPC_TOKEN`] and
+//! [`BELL_TOKEN`] (the two highest): the application uses any other, and
+//! skips events with these.
 //!
 //! # Embedding
 //!
@@ -94,33 +129,163 @@
 //! ```
 //!
 //! With tokio (a current-thread runtime), the same steps around
-//! `AsyncFd<Worker>` (`examples/tokio_hello.rs` is the whole program):
+//! `AsyncFd<Worker>`, each connection a task of its own:
 //!
-//! ```text
-//! // SAFETY: the worker owns its epoll descriptor for as long as it lives.
-//! let worker = unsafe { AsyncFd::register_with_interest(Worker::new()?, Interest::READABLE) }?;
-//! loop {
-//!     let timeout = worker.get_mut().timeout();   // (AsyncFd::get_mut)
-//!     tokio::select! {
-//!         guard = worker.readable() => guard?.clear_ready(),
-//!         _ = sleep_or_pending(timeout) => {}
+//! ```no_run
+//! use std::io;
+//! use mio::{Events, Token};
+//! use mio_cluster::{ListenOptions, StdStream, Worker, WorkerEvent};
+//! use tokio::io::unix::AsyncFd;
+//!
+//! const LISTENER: Token = Token(0);
+//!
+//! async fn serve() -> io::Result<()> {
+//!     let mut worker = Worker::new()?;
+//!     let mut listener = worker.listen(&"127.0.0.1:7000".parse()?, ListenOptions::default())?;
+//!     worker.register_listener(&mut listener, LISTENER)?;
+//!     // SAFETY: the descriptor is the worker's own epoll instance, which the
+//!     // `Worker` keeps open, unchanged, for as long as it lives; the `AsyncFd`
+//!     // owns the worker.
+//!     let interest = tokio::io::Interest::READABLE;
+//!     let mut worker = unsafe { AsyncFd::register_with_interest(worker, interest) }?;
+//!     let mut events = Events::with_capacity(256);
+//!     loop {
+//!         // Wait until the descriptor is readable, or the timeout passes.
+//!         let readable = match worker.get_mut().timeout() {
+//!             Some(t) => tokio::time::timeout(t, worker.readable()).await.ok(),
+//!             None => Some(worker.readable().await),
+//!         };
+//!         if let Some(guard) = readable {
+//!             guard?.clear_ready();
+//!         }
+//!         worker.get_mut().process(&mut events)?;
+//!         for event in events.iter().filter(|e| e.token() == LISTENER) {
+//!             while let Ok(stream) = worker.get_mut().accept(&listener) {
+//!                 // Counted on the accept board until `guard` drops.
+//!                 let (std_stream, guard) = stream.into_std();
+//!                 if let StdStream::Tcp(tcp) = std_stream {
+//!                     let tcp = tokio::net::TcpStream::from_std(tcp)?;
+//!                     tokio::task::spawn_local(async move {
+//!                         let _guard = guard;
+//!                         # let _ = tcp;
+//!                         // serve `tcp`
+//!                     });
+//!                 }
+//!             }
+//!         }
+//!         while let Some(event) = worker.get_mut().next_event() {
+//!             if let WorkerEvent::Disconnect | WorkerEvent::MasterGone = event {
+//!                 worker.into_inner().exit(0); // once open connections are done
+//!             }
+//!         }
 //!     }
-//!     worker.get_mut().process(&mut events)?;
-//!     // accept on the listener's events; each stream goes to tokio as
-//!     // `Stream::into_std` + `TcpStream::from_std`, its `ConnGuard`
-//!     // dropped when the task ends; then `next_event`.
+//! }
+//!
+//! fn main() -> io::Result<()> {
+//!     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//!     tokio::task::LocalSet::new().block_on(&rt, serve())
 //! }
 //! ```
 //!
 //! Clearing the readiness before `process` loses nothing: what arrives
 //! after `process` took the worker's events wakes the outer loop again, and
-//! what `process` leaves behind makes `timeout` zero.
+//! what `process` leaves behind makes `timeout` zero. `examples/tokio_hello.rs`
+//! is the whole program: it also lets the connections' tasks run when the
+//! timeout is zero, and wakes the loop when a connection ends (see
+//! [below](#connections-that-leave-for-another-runtime)).
 //!
 //! One difference with the simple path: the kernel's one-waiter-per-
 //! connection wake-up (`EPOLLEXCLUSIVE`) only holds for a process waiting
 //! in the worker's own poll. Nested in another loop, every idle worker is
 //! woken for a connection, and the accept board alone keeps the shares
 //! even ([`Balance::Even`](crate::Balance::Even)).
+//!
+//! # Accept balance
+//!
+//! Every worker accepts directly from the kernel's queue of the shared
+//! socket; nothing routes connections, and a worker that dies leaves the
+//! queued connections to the others (the queue belongs to the socket the
+//! master holds). A worker registers the listener with
+//! [`Worker::register_listener`] and takes connections with
+//! [`Worker::accept`] until `WouldBlock`; how they are divided is the
+//! listen's [`ListenOptions::balance`](crate::ListenOptions::balance), a
+//! [`Balance`](crate::Balance):
+//!
+//! - [`Balance::Even`](crate::Balance::Even) (the default). The listener is
+//!   registered with `EPOLLEXCLUSIVE`, so each new connection wakes one idle
+//!   worker instead of all of them (no thundering herd), and after a
+//!   wake-up's connections the worker moves itself to the back of the queue
+//!   of waiting workers (nginx's trick), so connections go round. On top of
+//!   that, the workers keep a fair share: with each shared stream socket the
+//!   master makes an *accept board* (a sealed 16 KiB memfd every worker
+//!   maps) and a *bell* (an eventfd every worker waits on), and gives each
+//!   worker a seat. A worker keeps its count of open connections on its
+//!   seat (a [`Stream`] counts until it, or the [`ConnGuard`] it leaves, is
+//!   dropped) and whether its loop is awake or asleep, and since when.
+//!   [`Worker::accept`] takes a connection only while the worker would then
+//!   hold at most `ceil((total + 1) / workers) + 1`; over that, it steps out
+//!   of the socket's queue, leaves a note on the board that connections
+//!   wait, and, if every worker under its share sleeps, rings the bell,
+//!   which wakes every sleeper. Awake workers see the note at their next
+//!   poll, and one under its share takes the connections. The worker that
+//!   stepped aside comes back as soon as it is under its share again, and
+//!   after 2 ms at most. Not counted: a worker whose loop has not polled for
+//!   50 ms (hung), and one that slept through a ring for 20 ms (stopped). So
+//!   a burst of connections onto idle workers spreads evenly, and a new or
+//!   respawned worker gets the new connections until it holds its share. A
+//!   socket of the worker's own (exclusive or adopted) has no board: only
+//!   the turns.
+//! - [`Balance::Exclusive`](crate::Balance::Exclusive) `{ pause }`: the same
+//!   wake-ups and turns, no board. During a burst onto idle workers, a
+//!   worker that took a connection while more are queued, and had nothing
+//!   else to do, steps aside for `pause`
+//!   ([`DEFAULT_ACCEPT_PAUSE`](crate::DEFAULT_ACCEPT_PAUSE), 50 µs).
+//! - [`Balance::Shared`](crate::Balance::Shared): the plain registration;
+//!   every worker wakes for every connection and the fastest takes it
+//!   (Node's shared-handle mode).
+//!
+//! On macOS and FreeBSD, which have no `EPOLLEXCLUSIVE`, every waiting
+//! worker is woken for each connection: `Even` keeps the shares with the
+//! board alone (no bell is needed), and `Exclusive` is `Shared` with turns.
+//!
+//! The cost of `Even`, when nothing waits: per [`Worker::poll`] (or
+//! `timeout` and `process`), two clock reads (vDSO), two stores to the
+//! worker's own seat and a fence; per accepted connection, a scan of the
+//! seats in use; per wake-up that took connections, a delete and an add of
+//! the epoll registration (the turns). The master counts each worker's
+//! accepted connections from the boards ([`Master::status`](crate::Master::status),
+//! `Event::Exit`); the design guide (`docs/design.md`) and the measured
+//! spreads (`docs/performance.md`) say more.
+//!
+//! # Listening
+//!
+//! - [`Worker::listen`] takes a stream address (TCP or Unix;
+//!   [`ListenAddr`](crate::ListenAddr) parses `HOST:PORT`, `[V6]:PORT`,
+//!   `fd:N`, `unix:PATH` and `unix:@NAME`) and [`Worker::bind_udp`] a UDP
+//!   one (`udp:HOST:PORT`, `udp:fd:N`); `systemd:NAME`, a socket systemd
+//!   passed the master, goes to whichever fits its kind. Both ask
+//!   the master, which binds once per key and hands every worker asking the
+//!   same a duplicate ([the socket registry](crate::master#the-socket-registry)),
+//!   and wait up to [`LISTEN_TIMEOUT`] for its answer; events that arrive
+//!   meanwhile are kept for [`Worker::next_event`].
+//! - [`ListenOptions::exclusive`](crate::ListenOptions::exclusive) binds in
+//!   the worker itself, and [`Worker::adopt`] serves a socket the worker
+//!   already holds: the master is only told.
+//! - A failed listen is an `io::Error` of the errno's kind, holding a
+//!   [`ListenError`](crate::ListenError) that names the errno, the syscall
+//!   and the address.
+//! - [`Worker::close`] deregisters a server and tells the master this
+//!   worker left its key; the master closes the socket when its last worker
+//!   leaves it, unless it keeps it for a worker to come.
+//!
+//! # Messages
+//!
+//! [`Worker::send`] sends the master bytes and descriptors, which it gets as
+//! [`Event::Message`](crate::Event::Message); the master's
+//! [`Master::send`](crate::Master::send) arrives as [`WorkerEvent::Message`].
+//! Neither blocks: past the queue's limit a send fails with `WouldBlock` and
+//! [`WorkerEvent::Drained`] says when to retry. The limits and the rest are
+//! in the [master's docs](crate::master#messages).
 //!
 //! # The master's death
 //!
@@ -130,8 +295,10 @@
 //! library: close the listeners, finish what is quick, and exit. A master
 //! that dies also sends every worker
 //! [`MASTER_DEATH_SIGNAL`](crate::master::MASTER_DEATH_SIGNAL)
-//! (`SIGTERM`), which ends a worker at once unless it handles or blocks
-//! the signal: a server that wants to finish its requests does.
+//! (`SIGTERM`; on Linux and FreeBSD), which ends a worker at once unless it
+//! handles or blocks the signal: a server that wants to finish its requests
+//! does. On macOS, where nothing sends it, a worker learns of its master's
+//! death only from the channel, at its next poll.
 //!
 //! # Connections that leave for another runtime
 //!
@@ -184,12 +351,14 @@ pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the master (or the runtime) tells the worker's code.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum WorkerEvent {
     /// Leave gracefully: close every listener, finish open connections, then
     /// call [`Worker::exit`] with 0. The master has already stopped counting
     /// this worker on its shared sockets.
     Disconnect,
     /// A message from the master, with any descriptors attached.
+    #[non_exhaustive]
     Message {
         /// The bytes.
         payload: Vec<u8>,

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -642,4 +642,55 @@ pub fn echo_with_health(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
     let mut p = Proc::start(cmd);
     let addr = field(&p.expect("ready "), "addr").parse().unwrap();
     (p, addr, health)
+}
+
+/// Asserts `Threads: 1` in the master and in each of its `workers` workers.
+pub fn assert_one_thread_each(master: u32, workers: usize) {
+    let pids = workers_of(master);
+    assert_eq!(pids.len(), workers, "workers of {master}: {pids:?}");
+    for pid in std::iter::once(master).chain(pids) {
+        assert_eq!(threads_of(pid), 1, "threads of pid {pid} (master {master})");
+    }
+}
+
+/// Jain's fairness index: 1 when all shares are equal, 1/n when one takes
+/// everything.
+pub fn jain(counts: &[usize]) -> f64 {
+    let sum: f64 = counts.iter().sum::<usize>() as f64;
+    let sq: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    sum * sum / (counts.len() as f64 * sq)
+}
+
+/// How many of `conns` each worker of `master` serves, by worker pid, found
+/// through /proc as `examples/loadgen.rs` does: the server side of each
+/// connection (local port `server_port`, remote port the client's) is an
+/// established socket whose inode one worker holds among its descriptors.
+pub fn owners(master: u32, server_port: u16, conns: &[TcpStream]) -> HashMap<u32, usize> {
+    let client_ports: HashSet<u16> = conns.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or(""), 16).ok();
+    let mut inodes = HashSet::new();
+    for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local, remote, state (01: established), ..., inode.
+        if f.len() >= 10
+            && port(f[1]) == Some(server_port)
+            && port(f[2]).is_some_and(|p| client_ports.contains(&p))
+            && f[3] == "01"
+            && f[9] != "0"
+        {
+            inodes.insert(format!("socket:[{}]", f[9]));
+        }
+    }
+    assert_eq!(inodes.len(), conns.len(), "server sides found in /proc/net/tcp");
+    workers_of(master)
+        .into_iter()
+        .map(|pid| {
+            let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| inodes.contains(&*t.to_string_lossy()))
+                .count();
+            (pid, held)
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@
 //!         .health("127.0.0.1:8080".parse().unwrap())
 //!         .build()?;
 //!     let code = manager.run(|_, event| {
-//!         if let ManagerEvent::Ready { address, workers, pid } = event {
+//!         if let ManagerEvent::Ready { address, workers, pid, .. } = event {
 //!             println!("ready addr={address} workers={workers} pid={pid}");
 //!         }
 //!     })?;
@@ -111,6 +111,7 @@ const OLD_MASTER: Token = Token(3);
 pub enum ManagerEvent {
     /// Every initial worker listens (once per master): the moment for the
     /// application's own "ready" line. `address` is the first worker's.
+    #[non_exhaustive]
     Ready {
         /// The address the pool listens on.
         address: Address,
