@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 use util::*;
@@ -19,19 +19,6 @@ const AXUM_OK_LEN: usize = AXUM_OK.len() + 29 + "\r\n\r\nHello, World!".len();
 /// One balance test at a time: each runs its cluster under SCHED_FIFO,
 /// which would keep another test's workers off the CPU.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn start_with(mut cmd: Command, workers: usize) -> (Proc, SocketAddr) {
-    cmd.args(["--workers", &workers.to_string(), "--listen", "127.0.0.1:0"]);
-    let mut p = Proc::start(cmd);
-    let ready = p.expect("ready ");
-    let addr = field(&ready, "addr").parse().unwrap();
-    (p, addr)
-}
-
-fn stop(mut p: Proc) {
-    p.signal("TERM");
-    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
-}
 
 /// Reads one whole answer to `GET /` and checks it.
 fn read_ok(s: &mut TcpStream) {
@@ -47,12 +34,7 @@ fn axum_hello_prints_echo_s_ready_line_and_leaves_gracefully_on_sigterm() {
     cmd.args(["--workers", "3", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5"]);
     let mut p = Proc::start(cmd);
     let ready = p.expect("ready ");
-    let words: Vec<&str> = ready.split(' ').collect();
-    assert_eq!(words.len(), 4, "{ready}");
-    let addr: SocketAddr = field(&ready, "addr").parse().unwrap();
-    assert_ne!(addr.port(), 0, "{ready}");
-    assert_eq!(words[2], "workers=3", "{ready}");
-    assert_eq!(words[3], format!("pid={}", p.pid()), "{ready}");
+    let addr = assert_ready_line(&ready, 3, p.pid());
     // Keep-alive: two requests on one connection, then it is left idle.
     let mut s = connect(addr).unwrap();
     for _ in 0..2 {
@@ -77,11 +59,11 @@ fn wrk_sees_no_socket_errors_from_axum_hello_with_keep_alive_or_connection_close
     if !wrk_installed() {
         return;
     }
-    let (p, addr) = start_with(Command::new(example("axum_hello")), 2);
+    let (p, addr) = start_cluster(Command::new(example("axum_hello")), 2);
     assert_wrk_sees_no_errors(addr);
     // Thousands of connections later, still one thread everywhere.
     assert_one_thread_each(p.pid(), 2);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
@@ -90,7 +72,7 @@ fn axum_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95() 
     // within 2 ms is passed over by design, and other load must not decide
     // the shares.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (p, addr) = start_with(realtime(&example("axum_hello")), 4);
+    let (p, addr) = start_cluster(realtime(&example("axum_hello")), 4);
     assert_one_thread_each(p.pid(), 4);
     // A burst: 64 connections opened back to back (the kernel queues them
     // before any worker accepts), then one request on each, answered.
@@ -109,5 +91,5 @@ fn axum_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95() 
     assert!(j >= 0.95, "shares {counts:?}: Jain index {j:.3} < 0.95");
     assert_one_thread_each(p.pid(), 4);
     drop(conns);
-    stop(p);
+    stop_cluster(p);
 }

@@ -19,20 +19,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn start(workers: usize) -> (Proc, SocketAddr) {
-    start_with(Command::new(example("tokio_hello")), workers)
-}
-
-fn start_with(mut cmd: Command, workers: usize) -> (Proc, SocketAddr) {
-    cmd.args(["--workers", &workers.to_string(), "--listen", "127.0.0.1:0"]);
-    let mut p = Proc::start(cmd);
-    let ready = p.expect("ready ");
-    let addr = field(&ready, "addr").parse().unwrap();
-    (p, addr)
-}
-
-fn stop(mut p: Proc) {
-    p.signal("TERM");
-    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+    start_cluster(Command::new(example("tokio_hello")), workers)
 }
 
 #[test]
@@ -42,12 +29,7 @@ fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
     let mut p = Proc::start(cmd);
     let ready = p.expect("ready ");
     // Exactly echo's line: `ready addr=<bound address> workers=<N> pid=<master pid>`.
-    let words: Vec<&str> = ready.split(' ').collect();
-    assert_eq!(words.len(), 4, "{ready}");
-    let addr: SocketAddr = field(&ready, "addr").parse().unwrap();
-    assert_ne!(addr.port(), 0, "{ready}");
-    assert_eq!(words[2], "workers=3", "{ready}");
-    assert_eq!(words[3], format!("pid={}", p.pid()), "{ready}");
+    let addr = assert_ready_line(&ready, 3, p.pid());
     // Serving, and then a connection still open at SIGTERM: it is
     // finished, not cut, and every process exits 0.
     let mut s = connect(addr).unwrap();
@@ -69,14 +51,14 @@ fn tokio_hello_prints_echo_s_ready_line_and_exits_0_on_sigterm() {
 fn tokio_hello_answers_keep_alive_and_pipelined_requests() {
     let (p, addr) = start(2);
     assert_http_keep_alive_and_pipelining(addr);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
 fn tokio_hello_says_connection_close_before_it_closes() {
     let (p, addr) = start(2);
     assert_http_close_rules(addr);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
@@ -93,7 +75,7 @@ fn tokio_hello_serves_on_a_unix_socket_too() {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert_eq!(String::from_utf8_lossy(&got), format!("{HTTP_OK}{HTTP_CLOSING}"));
-    stop(p);
+    stop_cluster(p);
     let _ = std::fs::remove_file(&path);
 }
 
@@ -106,7 +88,7 @@ fn wrk_sees_no_socket_errors_from_tokio_hello_with_keep_alive_or_connection_clos
     assert_wrk_sees_no_errors(addr);
     // Thousands of connections later, still one thread everywhere.
     assert_one_thread_each(p.pid(), 2);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
@@ -115,7 +97,7 @@ fn every_tokio_hello_process_has_one_thread_while_it_serves() {
     // not beside the other test that runs a cluster so (its real-time
     // workers would keep these off the CPU).
     let _serial = serial();
-    let (p, addr) = start_with(realtime(&example("tokio_hello")), 3);
+    let (p, addr) = start_cluster(realtime(&example("tokio_hello")), 3);
     assert_one_thread_each(p.pid(), 3);
     // Connections spread over the workers (the balance test shows how), each
     // served by a task on tokio: the runtime's I/O, timers and tasks run on
@@ -132,7 +114,7 @@ fn every_tokio_hello_process_has_one_thread_while_it_serves() {
     assert_eq!(served.values().filter(|&&n| n > 0).count(), 3, "{served:?}");
     assert_one_thread_each(p.pid(), 3);
     drop(conns);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
@@ -141,7 +123,7 @@ fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95()
     // by design, and other load must not decide the shares (one worker
     // took 0 of 64 with both cores busy).
     let _serial = serial();
-    let (p, addr) = start_with(realtime(&example("tokio_hello")), 4);
+    let (p, addr) = start_cluster(realtime(&example("tokio_hello")), 4);
     // A burst: 64 connections opened back to back (the kernel queues them
     // before any worker accepts), then one request on each, answered.
     let mut conns: Vec<TcpStream> = (0..64).map(|_| connect(addr).unwrap()).collect();
@@ -161,7 +143,7 @@ fn tokio_hello_workers_share_64_connections_with_a_jain_index_of_at_least_0_95()
     assert!(j >= 0.95, "shares {counts:?}: Jain index {j:.3} < 0.95");
     assert_one_thread_each(p.pid(), 4);
     drop(conns);
-    stop(p);
+    stop_cluster(p);
 }
 
 #[test]
@@ -186,7 +168,7 @@ fn tokio_hello_workers_keep_their_heartbeats_without_spinning_when_idle() {
     // CPU per worker here (ticks are 10 ms).
     assert!(spent <= 40, "workers spent {spent} ticks of CPU in 4 quiet seconds");
     drop(conns);
-    stop(p);
+    stop_cluster(p);
 }
 
 /// User plus system CPU time of `pid`, in clock ticks.

@@ -694,3 +694,32 @@ pub fn owners(master: u32, server_port: u16, conns: &[TcpStream]) -> HashMap<u32
         })
         .collect()
 }
+
+/// Starts an example's cluster of `workers` on a port of its own, and
+/// returns it with the address of its `ready` line.
+pub fn start_cluster(mut cmd: Command, workers: usize) -> (Proc, SocketAddr) {
+    cmd.args(["--workers", &workers.to_string(), "--listen", "127.0.0.1:0"]);
+    let mut p = Proc::start(cmd);
+    let ready = p.expect("ready ");
+    let addr = field(&ready, "addr").parse().unwrap();
+    (p, addr)
+}
+
+/// `SIGTERM` to an example's master, which must exit 0.
+pub fn stop_cluster(mut p: Proc) {
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).code(), Some(0), "{}", p.stderr());
+}
+
+/// Checks that `ready` is exactly echo's line for a master of pid `pid`
+/// with `workers` workers: `ready addr=<bound address> workers=<N>
+/// pid=<master pid>`; returns the address.
+pub fn assert_ready_line(ready: &str, workers: usize, pid: u32) -> SocketAddr {
+    let words: Vec<&str> = ready.split(' ').collect();
+    assert_eq!(words.len(), 4, "{ready}");
+    let addr: SocketAddr = field(ready, "addr").parse().unwrap();
+    assert_ne!(addr.port(), 0, "{ready}");
+    assert_eq!(words[2], format!("workers={workers}"), "{ready}");
+    assert_eq!(words[3], format!("pid={pid}"), "{ready}");
+    addr
+}
