@@ -181,6 +181,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod balance;
+// The README's Rust example compiles, as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
 mod deadline;
 mod debug;
 pub mod host;
