@@ -87,8 +87,13 @@ impl Master {
                 self.close_channel(slot, Some(e));
             }
             Message::Online { .. } => {
-                if w.info.state == State::None {
-                    w.info.state = State::Online;
+                // Reported once, and in order even when its exit was seen
+                // before this frame was read (its state is `Dead` then).
+                if !w.online_reported {
+                    w.online_reported = true;
+                    if w.info.state == State::None {
+                        w.info.state = State::Online;
+                    }
                     self.queue.push_back(Event::Online { id });
                 }
             }
@@ -166,6 +171,9 @@ impl Master {
                 if w.info.state < State::Listening && w.info.state != State::Dead {
                     w.info.state = State::Listening;
                 }
+                // A worker that skipped its `Online` frame gets no `Online`
+                // after its `Listening`.
+                w.online_reported = true;
                 self.queue.push_back(Event::Listening { id, address });
             }
             Message::Close { handle } => {

@@ -369,6 +369,10 @@ struct WorkerEntry {
     untaken_fds: usize,
     /// Its channel is not read until the application takes its events.
     fd_paused: bool,
+    /// [`Event::Online`] was reported. Kept apart from its state, which
+    /// says `Dead` once its exit is seen: the `Online` frame it sent
+    /// before it died may be read only then, and is still reported.
+    online_reported: bool,
 }
 
 impl WorkerEntry {

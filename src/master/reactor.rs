@@ -251,3 +251,38 @@ impl mio::event::Source for Master {
         SourceFd(&self.poll.as_raw_fd()).deregister(registry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use crate::ipc::{encode, Message};
+    use crate::{Event, Master, Settings, PROTOCOL_VERSION};
+
+    /// A worker that came online, said something and died at once: its
+    /// exit may be seen (a `SIGCHLD` sweep, or its pidfd first in the
+    /// batch) before a turn read its channel. What it sent is still
+    /// reported, in order: `Online` first, then its message, its
+    /// disconnect and its exit.
+    #[test]
+    fn frames_read_only_once_the_exit_is_seen_are_reported_in_order_online_first() {
+        let mut master = Master::new(Settings::default()).unwrap();
+        let (id, theirs) = master.fuzz_attach().unwrap();
+        while master.next_event().is_some() {}
+        let mut frames = Vec::new();
+        encode(&Message::Online { version: PROTOCOL_VERSION }, 0, &mut frames);
+        encode(&Message::User { payload: b"bye".to_vec() }, 0, &mut frames);
+        UnixStream::from(theirs).write_all(&frames).unwrap();
+        // Its exit is seen before any turn read the channel.
+        master.fuzz_detach(id);
+        let events: Vec<Event> = std::iter::from_fn(|| master.next_event()).collect();
+        let names: Vec<String> = events
+            .iter()
+            .map(|e| format!("{e:?}").split([' ', '{', '(']).next().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["Online", "Message", "Disconnect", "Exit"], "{events:?}");
+        assert!(matches!(events[0], Event::Online { id: i } if i == id));
+        assert!(matches!(&events[1], Event::Message { payload, .. } if payload == b"bye"));
+    }
+}

@@ -177,6 +177,7 @@ impl WorkerEntry {
             refusals: LogLimit::default(),
             untaken_fds: 0,
             fd_paused: false,
+            online_reported: false,
         }
     }
 }
@@ -227,11 +228,11 @@ impl Master {
         Ok(id)
     }
 
-    /// The fuzz target's fake worker: a channel and no process (its handle
-    /// is on this process, which never exits while it runs, and is never
-    /// reaped).
+    /// The fuzz target's (and the unit tests') fake worker: a channel and
+    /// no process (its handle is on this process, which never exits while
+    /// it runs, and is never reaped).
     /// Returns its id and the worker's end of the channel.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn fuzz_attach(&mut self) -> io::Result<(WorkerId, std::os::fd::OwnedFd)> {
         let (ours, theirs) = sys::socket::socketpair()?;
         let process = ProcessHandle::other(std::process::id())?;
@@ -248,7 +249,7 @@ impl Master {
 
     /// The fuzz target's fake worker `id` is gone, as if it had exited: what
     /// it sent is handled, then its exit is reported and its entry removed.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn fuzz_detach(&mut self, id: WorkerId) {
         if let Some(&slot) = self.ids.get(&id) {
             self.retire(slot, crate::ExitStatus::Unknown, None);
