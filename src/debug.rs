@@ -57,6 +57,7 @@ mod tests {
     fn a_masters_debug_shows_its_pid_and_each_worker_with_pid_and_state() {
         let settings =
             Settings { exec: "/bin/sleep".into(), args: vec!["10".into()], ..Settings::default() };
+        let _one = crate::master::one_master_at_a_time();
         let mut master = Master::new(settings).unwrap();
         let me = std::process::id();
         assert_eq!(format!("{master:?}"), format!("Master {{ pid: {me}, workers: [], .. }}"));

@@ -267,6 +267,7 @@ mod tests {
     /// disconnect and its exit.
     #[test]
     fn frames_read_only_once_the_exit_is_seen_are_reported_in_order_online_first() {
+        let _one = crate::master::one_master_at_a_time();
         let mut master = Master::new(Settings::default()).unwrap();
         let (id, theirs) = master.fuzz_attach().unwrap();
         while master.next_event().is_some() {}
