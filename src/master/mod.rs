@@ -309,15 +309,6 @@ mod token;
 mod unix_socket;
 pub(crate) mod upgrade;
 
-/// Held by the unit tests that make a [`Master`]: with signals read
-/// through a self-pipe (macOS, FreeBSD, `portable-backend`) a process has
-/// one master at a time, and the test harness runs tests on threads.
-#[cfg(test)]
-pub(crate) fn one_master_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -607,4 +598,13 @@ impl Master {
         }
         timeout
     }
+}
+
+/// Held by the unit tests that make a [`Master`]: with signals read
+/// through a self-pipe (macOS, FreeBSD, `portable-backend`) a process has
+/// one master at a time, and the test harness runs tests on threads.
+#[cfg(test)]
+pub(crate) fn one_master_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
